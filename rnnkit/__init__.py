@@ -1,0 +1,58 @@
+"""rnnkit: every classic recurrent network with hand-written BPTT, drop-in for torch.nn."""
+
+from . import diagnostics
+from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
+from .engine import LoopOptions
+from .layers import (
+    GRU,
+    LAYER_TYPES,
+    LSTM,
+    RNN,
+    GradientRecord,
+    Jordan,
+    Recurrent,
+    make_layer,
+    record_gradient_norms,
+)
+from .models import Classifier, Forecaster, Generator, Seq2Seq, Tagger
+from .units import IndRNN, MinGRU, MinLSTM
+
+__version__ = "0.1.0"
+
+from . import data, models, train  # noqa: E402  (rnnkit.train is a callable package: rnnkit.train(...))
+from .models import CharLM, CharLMConfig  # noqa: E402
+from .train import TrainConfig, load  # noqa: E402
+
+__all__ = [
+    "data",
+    "models",
+    "CharLM",
+    "CharLMConfig",
+    "TrainConfig",
+    "load",
+    "train",
+    "GRU",
+    "LAYER_TYPES",
+    "LSTM",
+    "RNN",
+    "Cell",
+    "ElmanCell",
+    "GRUCell",
+    "GradientRecord",
+    "IndRNN",
+    "Jordan",
+    "JordanCell",
+    "LSTMCell",
+    "LoopOptions",
+    "MinGRU",
+    "MinLSTM",
+    "Recurrent",
+    "make_layer",
+    "record_gradient_norms",
+    "Classifier",
+    "Forecaster",
+    "Generator",
+    "Seq2Seq",
+    "Tagger",
+    "diagnostics",
+]

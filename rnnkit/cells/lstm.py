@@ -1,0 +1,203 @@
+"""Long short-term memory, with peepholes, projection and layer normalization."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .activations import get_activation
+from .base import NO_WORKSPACE, Cell, Params, State, Workspace, accumulate, layer_norm, layer_norm_backward
+
+
+class LSTMCell(Cell):
+    """LSTM (Hochreiter & Schmidhuber 1997) with the forget gate (Gers et al. 2000);
+    gate order i, f, g, o as in torch.nn.LSTM. σ is ``recurrent_activation`` (sigmoid),
+    φ is ``activation`` (tanh).
+
+        i = σ(xi + W_hi h [+ w_ci ⊙ c])      f = σ(xf + W_hf h [+ w_cf ⊙ c])
+        g = φ(xg + W_hg h)
+        c' = f ⊙ c + i ⊙ g
+        o = σ(xo + W_ho h [+ w_co ⊙ c'])
+        h' = o ⊙ φ(c')                        [h' = W_hr h'  with proj_size]
+
+    Peepholes (Gers & Schmidhuber 2000) are the bracketed diagonal terms. With
+    ``layer_norm`` (Ba et al. 2016) the two projections and the cell are normalized:
+    gates = LN(W_ih x; γ_x) + LN(W_hh h; γ_h) + b and h' = o ⊙ φ(LN(c'; γ_c, β_c)).
+
+    BPTT, with dh', dc' the gradients reaching the new state:
+
+        [dh' ← W_hrᵀ dh',  dW_hr += dh' (o ⊙ φ(c'))ᵀ]
+        do  = dh' ⊙ φ(c')                     do_a = do ⊙ σ'
+        dc  = dc' + dh' ⊙ o ⊙ φ'(c') [+ w_co ⊙ do_a]
+        di  = dc ⊙ g     df = dc ⊙ c     dg = dc ⊙ i
+        dc_prev = dc ⊙ f [+ w_ci ⊙ di_a + w_cf ⊙ df_a]
+        dgates = (di ⊙ σ', df ⊙ σ', dg ⊙ φ', do_a)
+        dh_prev = W_hhᵀ dgates,   dxw = dgates
+    """
+
+    gates = 4
+    state_names = ("h", "c")
+
+    def __init__(
+        self,
+        hidden_size: int,
+        bias: bool = True,
+        proj_size: int = 0,
+        peephole: bool = False,
+        layer_norm: bool = False,
+        activation: str = "tanh",
+        recurrent_activation: str = "sigmoid",
+    ):
+        super().__init__(hidden_size, bias)
+        if proj_size < 0 or proj_size >= hidden_size and proj_size != 0:
+            raise ValueError(f"proj_size must be in 0..{hidden_size - 1}, got {proj_size}")
+        self.proj_size = proj_size
+        self.peephole = peephole
+        self.layer_norm = layer_norm
+        self.act = get_activation(activation)
+        self.sig = get_activation(recurrent_activation)
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    def state_sizes(self) -> tuple[int, ...]:
+        return (self.output_size, self.hidden_size)
+
+    def param_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
+        H = self.hidden_size
+        shapes = super().param_shapes(input_size)
+        if self.proj_size:
+            shapes["weight_hr"] = (self.proj_size, H)
+        if self.peephole:
+            shapes.update(weight_ci=(H,), weight_cf=(H,), weight_co=(H,))
+        if self.layer_norm:
+            shapes.update(ln_ih_weight=(4 * H,), ln_hh_weight=(4 * H,), ln_c_weight=(H,), ln_c_bias=(H,))
+        return shapes
+
+    # -- layer norm of the input projection, for all steps at once --------------------------
+    def input_bias(self, p: Params) -> Tensor | None:
+        return None if self.layer_norm else super().input_bias(p)
+
+    def prepare_input(self, xw: Tensor, p: Params) -> tuple[Tensor, object]:
+        if not self.layer_norm:
+            return xw, None
+        xn, cache = layer_norm(xw, p["ln_ih_weight"], None)  # (T, B, 4H)
+        if self.bias:
+            xn = xn + (p["bias_ih"] + p["bias_hh"])
+        return xn, cache
+
+    def prepare_input_backward(self, dxw: Tensor, ctx: object, p: Params, grads: Params) -> Tensor:
+        if not self.layer_norm:
+            return dxw
+        if self.bias:
+            db = dxw.sum((0, 1))
+            grads["bias_ih"], grads["bias_hh"] = db, db.clone()
+        dxw, dgamma, _ = layer_norm_backward(dxw, ctx, p["ln_ih_weight"], None)
+        grads["ln_ih_weight"] = dgamma
+        return dxw
+
+    def bias_grads(self, dxw_sum: Tensor, drec_sum: Tensor, grads: Params) -> None:
+        if not self.layer_norm:
+            super().bias_grads(dxw_sum, drec_sum, grads)
+
+    @property
+    def drec_is_dxw(self) -> bool:  # type: ignore[override]
+        return not self.layer_norm
+
+    # -- the step -----------------------------------------------------------------------------
+    # With a workspace (see cells/base.py) the gates are computed in place over the step's
+    # slice of the input projection, so that one (T, B, 4H) buffer holds x W_ihᵀ + b, then
+    # the pre-activations, then i, f, g, o for the backward.
+    uses_workspace = True
+
+    def step(self, xw: Tensor, state: State, p: Params, rmask: Tensor | None,
+             ws: Workspace = NO_WORKSPACE) -> tuple[State, tuple]:
+        h, c = state
+        H = self.hidden_size
+        hr = h if rmask is None else torch.mul(h, rmask, out=ws.view("hr", h))
+        if self.layer_norm:
+            rec_n, ln_h = layer_norm(hr @ p["weight_hh"].t(), p["ln_hh_weight"], None)
+            gates = torch.add(xw, rec_n, out=ws.reuse(xw))  # (B, 4H)
+        else:
+            gates, ln_h = torch.addmm(xw, hr, p["weight_hh"].t(), out=ws.reuse(xw)), None  # (B, 4H)
+        a_if, a_g, a_o = gates[:, : 2 * H], gates[:, 2 * H : 3 * H], gates[:, 3 * H :]
+        if self.peephole:  # (xi, xf) += (w_ci, w_cf) ⊙ c
+            w_cif = torch.stack((p["weight_ci"], p["weight_cf"]))  # (2, H)
+            a_if = torch.addcmul(a_if.unflatten(1, (2, H)), w_cif, c.unsqueeze(1),
+                                 out=ws.reuse(a_if.unflatten(1, (2, H)))).flatten(1)
+        i_f = self.sig.forward(a_if, out=ws.reuse(a_if))  # (B, 2H)
+        i, f = i_f[:, :H], i_f[:, H:]
+        g = self.act.forward(a_g, out=ws.reuse(a_g))
+        c_new = torch.mul(f, c, out=ws.view("c", c)).addcmul_(i, g)  # (B, H) f ⊙ c + i ⊙ g
+        if self.peephole:
+            a_o = torch.addcmul(a_o, p["weight_co"], c_new, out=ws.reuse(a_o))
+        o = self.sig.forward(a_o, out=ws.reuse(a_o))
+        if self.layer_norm:
+            cn, ln_c = layer_norm(c_new, p["ln_c_weight"], p["ln_c_bias"])
+        else:
+            cn, ln_c = c_new, None
+        tc = self.act.forward(cn, out=ws.view("tc", cn))
+        if self.proj_size:
+            h_full = torch.mul(o, tc, out=ws.view("h_full", tc))  # (B, H)
+            h_new = torch.mm(h_full, p["weight_hr"].t(), out=ws.view("out", h, (h.shape[0], self.proj_size)))
+        else:
+            h_full = h_new = torch.mul(o, tc, out=ws.view("out", tc))  # (B, H)
+        return (h_new, c_new), (hr, i_f, g, o, c, c_new, tc, h_full, ln_h, ln_c)
+
+    def step_backward(self, dstate, cache, p, grads, rmask, ws: Workspace = NO_WORKSPACE):
+        dh, dc_next = dstate
+        hr, i_f, g, o, c, c_new, tc, h_full, ln_h, ln_c = cache
+        B, H = c.shape
+        dgates = ws.out("dxw", c, (B, 4 * H))  # (B, 4H), written gate by gate below
+        di_a, df_a, dg_a, do_a = dgates.unflatten(1, (4, H)).unbind(1)
+        if self.proj_size:
+            accumulate(grads, "weight_hr", dh.t() @ h_full)
+            dh = dh @ p["weight_hr"]  # (B, H)
+        self.sig.backward(dh * tc, o, out=do_a)  # do = dh' ⊙ φ(c')
+        dcn = self.act.backward(dh * o, tc)
+        if self.layer_norm:
+            dcn, dgc, dbc = layer_norm_backward(dcn, ln_c, p["ln_c_weight"], p["ln_c_bias"])
+            accumulate(grads, "ln_c_weight", dgc)
+            accumulate(grads, "ln_c_bias", dbc)
+        dc = dcn.add_(dc_next)
+        if self.peephole:
+            dc.addcmul_(do_a, p["weight_co"])
+            accumulate(grads, "weight_co", (do_a * c_new).sum(0))
+        i, f = i_f[:, :H], i_f[:, H:]
+        self.sig.backward(dc * g, i, out=di_a)
+        self.sig.backward(dc * c, f, out=df_a)
+        self.act.backward(dc * i, g, out=dg_a)
+        dc_prev = dc * f
+        if self.peephole:
+            dc_prev.addcmul_(di_a, p["weight_ci"]).addcmul_(df_a, p["weight_cf"])
+            accumulate(grads, "weight_ci", (di_a * c).sum(0))
+            accumulate(grads, "weight_cf", (df_a * c).sum(0))
+        if self.layer_norm:
+            drec, dgh, _ = layer_norm_backward(dgates, ln_h, p["ln_hh_weight"], None)
+            accumulate(grads, "ln_hh_weight", dgh)
+        else:
+            drec = dgates
+        dh_prev = drec @ p["weight_hh"]  # (B, R)
+        if rmask is not None:
+            dh_prev.mul_(rmask)
+        return dgates, (dh_prev, dc_prev), drec
+
+    def gate_values(self, cache: tuple) -> dict[str, Tensor]:
+        _, i_f, g, o = cache[:4]
+        H = self.hidden_size
+        return {"i": i_f[:, :H], "f": i_f[:, H:], "g": g, "o": o}
+
+    def extra_repr(self) -> str:
+        parts = [f"hidden_size={self.hidden_size}"]
+        if self.proj_size:
+            parts.append(f"proj_size={self.proj_size}")
+        if self.peephole:
+            parts.append("peephole=True")
+        if self.layer_norm:
+            parts.append("layer_norm=True")
+        if self.act.name != "tanh":
+            parts.append(f"activation={self.act.name!r}")
+        if self.sig.name != "sigmoid":
+            parts.append(f"recurrent_activation={self.sig.name!r}")
+        return ", ".join(parts)

@@ -1,0 +1,36 @@
+"""``rnnkit info``: what a run directory holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import add_command
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "info", "describe a run directory",
+                    "Print a run's configuration, vocabulary size, parameter count, steps and best "
+                    "validation bits per character.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by rnnkit train")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import rundir
+
+    cfg = rundir.read_config(args.run_dir)
+    model = rundir.load(args.run_dir, "latest")
+    metrics = rundir.read_metrics(args.run_dir)
+    vals = [m["val_bpc"] for m in metrics if m.get("val_bpc") is not None]
+    last = metrics[-1] if metrics else {}
+    print(f"run: {args.run_dir}")
+    print(f"model: {cfg['model_type']} " + json.dumps(cfg["model"]))
+    print("train: " + json.dumps(cfg["train"]))
+    print("data: " + json.dumps(cfg.get("data", {})))
+    print(f"vocabulary: {len(model.vocab)} characters")
+    print(f"parameters: {model.num_parameters():,}")
+    print(f"steps: {last.get('step', 0)} ({last.get('time', 0.0):.0f}s)")
+    print(f"last train bpc: {last['train_bpc']:.4f}" if "train_bpc" in last else "last train bpc: -")
+    print(f"best val bpc: {min(vals):.4f}" if vals else "best val bpc: -")
+    return 0

@@ -1,0 +1,79 @@
+"""``rnnkit task``: the benchmark tasks of the RNN papers (adding, copy, temporal order, Reber)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import torch
+
+from . import add_command
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '2m', '1.5h' → seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration like 90s, 2m or 1h, got {text!r}")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def register(subparsers) -> None:
+    from ..models._layer_util import cell_names
+
+    p = add_command(subparsers, "task", "train a cell on a benchmark task of the RNN papers",
+                    "Train a cell on a synthetic task of the RNN papers and judge it by the paper's criterion "
+                    "on fresh test data. Unset options take the task's own defaults (see --list).")
+    p.add_argument("name", nargs="?", help="the task (see --list)")
+    p.add_argument("--list", action="store_true", help="list the tasks and their defaults")
+    p.add_argument("--table", action="store_true", help="run every cell on every task and print a markdown table")
+    p.add_argument("--cell", default="lstm", choices=cell_names(), help="recurrent cell (default lstm)")
+    p.add_argument("--seq-len", type=int, help="T, the time lag of the task")
+    p.add_argument("--hidden-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (default 1.0)")
+    p.add_argument("--max-time", type=parse_duration, help="wall-clock budget, e.g. 90s, 2m (default 2m; "
+                   "with --table: per cell and task, default 20s)")
+    p.add_argument("--max-steps", type=int, help="step budget")
+    p.add_argument("--eval-every", type=int, help="evaluate on the test set every N steps")
+    p.add_argument("--test-size", type=int, help="sequences in the fresh test set")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..tasks import TASKS
+    from ..tasks.run import TaskRunConfig, run_task
+    from ..tasks.table import TableConfig, format_table, progress_line, run_table
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    if args.list:
+        for name, cls in TASKS.items():
+            d = cls.defaults
+            seq = f"T={d.seq_len}" if d.seq_len is not None else "no T"
+            print(f"{name:15s} {cls.paper}; defaults {seq}, hidden {d.hidden_size}, batch {d.batch_size}, "
+                  f"lr {d.lr:g}, test set {d.test_size}")
+        return 0
+    if args.table:
+        config = TableConfig(seconds_per_run=args.max_time or 20.0, seed=args.seed)
+        results = run_table(config, on_result=lambda r: print(progress_line(r), flush=True))
+        print()
+        print(format_table(results, config))
+        return 0
+    if args.name is None:
+        raise ValueError("name a task (rnnkit task --list shows them)")
+    max_time = args.max_time if args.max_time is not None else (None if args.max_steps else 120.0)
+    config = TaskRunConfig(task=args.name, cell=args.cell, seq_len=args.seq_len, hidden_size=args.hidden_size,
+                           batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip, max_steps=args.max_steps,
+                           max_time=max_time, eval_every=args.eval_every, test_size=args.test_size, seed=args.seed)
+    from ..tasks.run import make_task
+
+    print(f"{make_task(args.name, args.seq_len).describe()} with {args.cell}")
+    result = run_task(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
+                                                       f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True))
+    print(f"{result.verdict} after {result.loop.steps} steps in {result.loop.seconds:.1f}s")
+    return 0

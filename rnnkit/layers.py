@@ -1,0 +1,509 @@
+"""Recurrent layers with the torch.nn.RNN/LSTM/GRU signature, on the BPTT engine.
+
+``rnnkit.LSTM(...)`` accepts what ``torch.nn.LSTM`` accepts (positional and keyword
+arguments, ``h0``/``(h0, c0)``, ``PackedSequence``, unbatched input) and has the same
+parameter names and shapes, so a ``torch.nn`` state_dict loads as it is. Beyond
+torch.nn: ``lengths=`` without packing, learnable initial state, variational
+recurrent dropout, zoneout, initialisation schemes, and the cell variants.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import engine
+from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
+
+INIT_SCHEMES = ("pytorch", "orthogonal", "identity", "xavier")
+
+
+@dataclass
+class GradientRecord:
+    """‖∂L/∂h_t‖ recorded during backward, per layer and direction.
+
+    ``norms[name]`` is a (T, B) tensor, name like ``"lstm.l0"`` or ``"lstm.l1_reverse"``.
+    """
+
+    norms: dict[str, Tensor] = field(default_factory=dict)
+
+    def per_step(self, name: str | None = None) -> Tensor:
+        """Mean over the batch of the record of one layer (default: the first): (T,)."""
+        key = name if name is not None else next(iter(self.norms))
+        return self.norms[key].mean(1)
+
+
+@contextmanager
+def record_gradient_norms(module: nn.Module) -> Iterator[GradientRecord]:
+    """Record ‖∂L/∂h_t‖ for every rnnkit layer inside ``module`` during backward passes
+    run within the ``with`` block (the last backward wins)."""
+    record = GradientRecord()
+    layers = [(name, m) for name, m in module.named_modules() if isinstance(m, Recurrent)]
+    for name, m in layers:
+        m._record = (record, name or type(m).__name__.lower())
+    try:
+        yield record
+    finally:
+        for _, m in layers:
+            m._record = None
+
+
+def _as_rates(value: float | Sequence[float], n: int, what: str) -> tuple[float, ...]:
+    rates = tuple(value) if isinstance(value, (tuple, list)) else (float(value),) * n
+    if len(rates) != n:
+        raise ValueError(f"{what} takes one rate or {n} rates (one per state entry), got {len(rates)}")
+    for r in rates:
+        if not 0.0 <= r < 1.0:
+            raise ValueError(f"{what} rates must be in [0, 1), got {r}")
+    return rates
+
+
+class Recurrent(nn.Module):
+    """A stack of recurrent layers of any :class:`~rnnkit.cells.Cell`.
+
+    Args:
+        cell: the cell (its math and hidden size), shared by every layer and direction.
+        input_size: I, features of the input.
+        num_layers, bias, batch_first, dropout, bidirectional, device, dtype: as torch.nn.LSTM.
+        learn_initial_state: the initial state is a learned parameter (``initial_<s>``).
+        recurrent_dropout: variational dropout rate on the recurrent input, one mask
+            per sequence (Gal & Ghahramani 2016).
+        zoneout: rate, or one rate per state entry (e.g. (h, c) for LSTM), with which a
+            unit keeps its previous value (Krueger et al. 2017).
+        init: ``"pytorch"`` (U(±1/√H)), ``"orthogonal"``, ``"identity"`` (IRNN) or ``"xavier"``.
+        forget_bias: value of the LSTM forget-gate bias (Jozefowicz et al. 2015 use 1).
+        backend: ``"bptt"`` (hand-written backward) or ``"autograd"`` (the reference path).
+
+    Input (T, B, I) (or (B, T, I) with batch_first, or (T, I) unbatched, or a
+    PackedSequence); output (T, B, D·R) with D = 2 if bidirectional and R the cell's
+    output size; final state (L·D, B, S) per state entry.
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        learn_initial_state: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float | Sequence[float] = 0.0,
+        init: str = "pytorch",
+        forget_bias: float | None = None,
+        backend: str = "bptt",
+    ):
+        super().__init__()
+        if input_size <= 0:
+            raise ValueError(f"input_size must be positive, got {input_size}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not 0.0 <= recurrent_dropout < 1.0:
+            raise ValueError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout}")
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {INIT_SCHEMES}, got {init!r}")
+        if backend not in ("bptt", "autograd"):
+            raise ValueError(f"backend must be 'bptt' or 'autograd', got {backend!r}")
+        if cell.bias != bias:
+            raise ValueError(f"cell.bias={cell.bias} disagrees with bias={bias}")
+        self.cell = cell
+        self.input_size = input_size
+        self.hidden_size = cell.hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.recurrent_dropout = float(recurrent_dropout)
+        self.zoneout = _as_rates(zoneout, len(cell.state_sizes()), "zoneout")
+        self.init = init
+        self.forget_bias = forget_bias
+        self.backend = backend
+        self._record: tuple[GradientRecord, str] | None = None
+        #: called as fn(key, t, state, cache) after every step, key like "l0" / "l1_reverse"
+        self._observe: Callable[[str, int, tuple, tuple], None] | None = None
+        factory = {"device": device, "dtype": dtype}
+        D = 2 if bidirectional else 1
+        self._param_names: list[list[dict[str, str]]] = []  # [layer][direction] cell name → attribute
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else cell.output_size * D
+            per_dir = []
+            for d in range(D):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                names = {}
+                for name, shape in cell.param_shapes(layer_in).items():
+                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                    names[name] = name + suffix
+                per_dir.append(names)
+            self._param_names.append(per_dir)
+        if learn_initial_state:
+            for sname, size in zip(cell.state_names, cell.state_sizes()):
+                p = nn.Parameter(torch.zeros(num_layers * D, 1, size, **factory))
+                self.register_parameter(f"initial_{sname}", p)
+        self.learn_initial_state = learn_initial_state
+        self.reset_parameters()
+
+    # -- parameters -------------------------------------------------------------------------
+    def _params(self, layer: int, direction: int) -> dict[str, Tensor]:
+        return {n: getattr(self, a) for n, a in self._param_names[layer][direction].items()}
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def flatten_parameters(self) -> None:
+        """No-op, for drop-in compatibility with torch.nn.LSTM."""
+
+    def reset_parameters(self) -> None:
+        """Initialise every parameter by ``self.init`` (see the class docstring)."""
+        H = self.hidden_size
+        G = self.cell.gates
+        bound = 1.0 / math.sqrt(H)
+        with torch.no_grad():
+            for per_dir in self._param_names:
+                for names in per_dir:
+                    for name, attr in names.items():
+                        w = getattr(self, attr)
+                        if name.startswith("ln_"):
+                            w.fill_(0.0 if name.endswith("bias") else 1.0)
+                        elif self.init == "pytorch":
+                            w.uniform_(-bound, bound)
+                        elif w.dim() == 1:
+                            w.zero_()
+                        elif self.init == "xavier" or name != "weight_hh":
+                            if self.init == "identity" and name == "weight_ih":
+                                w.normal_(0.0, 0.001)  # Le, Jaitly & Hinton 2015
+                            else:
+                                for block in w.chunk(G if w.shape[0] == G * H else 1):
+                                    nn.init.xavier_uniform_(block)
+                        else:  # weight_hh, one block per gate
+                            for block in w.chunk(G if w.shape[0] == G * H else 1):
+                                if self.init == "orthogonal":
+                                    nn.init.orthogonal_(block)
+                                else:
+                                    nn.init.eye_(block)
+                    if self.forget_bias is not None:
+                        if not isinstance(self.cell, LSTMCell) or not self.bias:
+                            raise ValueError("forget_bias needs an LSTM with bias=True")
+                        getattr(self, names["bias_ih"])[H : 2 * H] = self.forget_bias
+                        getattr(self, names["bias_hh"])[H : 2 * H] = 0.0
+
+    # -- input checks -----------------------------------------------------------------------
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a Tensor or PackedSequence, got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"input must be 2-D (T, I) or 3-D (T, B, I), got {x.dim()}-D of shape {tuple(x.shape)}")
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"input has {x.shape[2]} features, expected input_size={self.input_size}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"input has an empty time or batch dimension: shape {tuple(x.shape)}")
+        w = self.weight_ih_l0
+        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"input dtype {x.dtype} does not match parameter dtype {w.dtype}")
+        if x.device != w.device:
+            raise ValueError(f"input is on {x.device} but the parameters are on {w.device}")
+
+    def _check_lengths(self, lengths: Tensor | Sequence[int], T: int, B: int) -> Tensor:
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.is_complex():
+            raise TypeError(f"lengths must be integers, got {lengths.dtype}")
+        lengths = lengths.to(torch.int64)
+        if int(lengths.min()) < 1 or int(lengths.max()) > T:
+            raise ValueError(f"lengths must be in 1..{T}, got min {int(lengths.min())} max {int(lengths.max())}")
+        return lengths
+
+    def _initial_state(self, hx, B: int, x: Tensor) -> list[Tensor]:
+        LD = self.num_layers * self.num_directions
+        sizes = self.cell.state_sizes()
+        names = self.cell.state_names
+        if hx is None:
+            if self.learn_initial_state:
+                return [getattr(self, f"initial_{n}").expand(LD, B, s) for n, s in zip(names, sizes)]
+            return [torch.zeros(LD, B, s, dtype=x.dtype, device=x.device) for s in sizes]
+        states = [hx] if isinstance(hx, Tensor) else list(hx)
+        if len(states) != len(sizes):
+            raise ValueError(f"initial state must have {len(sizes)} tensor(s) {names}, got {len(states)}")
+        for n, s, size in zip(names, states, sizes):
+            if not isinstance(s, Tensor):
+                raise TypeError(f"initial state {n} must be a Tensor, got {type(s).__name__}")
+            if tuple(s.shape) != (LD, B, size):
+                raise ValueError(f"initial state {n} must have shape {(LD, B, size)}, got {tuple(s.shape)}")
+            if s.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):  # autocast: cast in engine
+                raise TypeError(f"initial state {n} dtype {s.dtype} does not match input dtype {x.dtype}")
+            if s.device != x.device:
+                raise ValueError(f"initial state {n} is on {s.device} but the input is on {x.device}")
+        return states
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, input, hx=None, lengths: Tensor | Sequence[int] | None = None):
+        """Run the stack. Returns (output, h_n) or, for cells with two states such as the
+        LSTM, (output, (h_n, c_n)); a PackedSequence input gives a PackedSequence output."""
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths= cannot be combined with a PackedSequence input")
+            x, lengths = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
+        else:
+            x = input
+        unbatched = isinstance(x, Tensor) and x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(1)
+            if hx is not None:
+                hx = hx.unsqueeze(1) if isinstance(hx, Tensor) else tuple(h.unsqueeze(1) for h in hx)
+        elif self.batch_first and not packed and isinstance(x, Tensor) and x.dim() == 3:
+            x = x.transpose(0, 1)
+        self._check_input(x)
+        T, B, _ = x.shape
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, T, B)
+        out, states = self._forward_stack(x, self._initial_state(hx, B, x), lengths)
+
+        if packed:
+            idx = input.sorted_indices
+            padded = out if idx is None else out.index_select(1, idx)
+            lens = lengths if idx is None else lengths.index_select(0, idx.cpu())
+            data = pack_padded_sequence(padded, lens.cpu(), enforce_sorted=True).data
+            output = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
+        elif unbatched:
+            output = out.squeeze(1)
+            states = [s.squeeze(1) for s in states]
+        else:
+            output = out.transpose(0, 1) if self.batch_first else out
+        return output, (states[0] if len(states) == 1 else tuple(states))
+
+    def _forward_stack(self, x: Tensor, state0: list[Tensor], lengths: Tensor | None):
+        D = self.num_directions
+        finals: list[list[Tensor]] = [[] for _ in state0]
+        run = engine.run if self.backend == "bptt" else engine.run_reference
+        layer_in = x
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                k = layer * D + d
+                opts = self._loop_options(layer, d, layer_in, lengths)
+                out, st = run(self.cell, layer_in, tuple(s[k] for s in state0), self._params(layer, d), opts)
+                outs.append(out)
+                for f, s in zip(finals, st):
+                    f.append(s)
+            layer_in = outs[0] if D == 1 else torch.cat(outs, 2)  # (T, B, D·R)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_in = nn.functional.dropout(layer_in, self.dropout, True)
+        return layer_in, [torch.stack(f) for f in finals]
+
+    def _loop_options(self, layer: int, d: int, x: Tensor, lengths: Tensor | None) -> engine.LoopOptions:
+        T, B, _ = x.shape
+        opts = engine.LoopOptions(reverse=bool(d), lengths=lengths)
+        if self.recurrent_dropout and self.training:
+            keep = 1.0 - self.recurrent_dropout
+            R = self.cell.output_size
+            opts.rmask = torch.bernoulli(torch.full((B, R), keep, dtype=x.dtype, device=x.device)) / keep
+        if any(self.zoneout):
+            masks = []
+            for rate, size in zip(self.zoneout, self.cell.state_sizes()):
+                if not rate:
+                    masks.append(None)
+                elif self.training:
+                    masks.append(torch.bernoulli(torch.full((T, B, size), rate, dtype=x.dtype, device=x.device)))
+                else:
+                    masks.append(torch.full((1, 1, 1), rate, dtype=x.dtype, device=x.device).expand(T, B, size))
+            opts.zoneout = masks
+        if self._observe is not None:
+            observe, key = self._observe, f"l{layer}" + ("_reverse" if d else "")
+            opts.observe = lambda t, state, cache: observe(key, t, state, cache)
+        if self._record is not None:
+            record, name = self._record
+            key = f"{name}.l{layer}" + ("_reverse" if d else "")
+            opts.record = lambda norms: record.norms.__setitem__(key, norms)
+        return opts
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.cell!r}, num_layers={self.num_layers}"
+        for name, default in [("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False), ("recurrent_dropout", 0.0), ("init", "pytorch"),
+                              ("learn_initial_state", False), ("backend", "bptt")]:
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        if any(self.zoneout):
+            s += f", zoneout={self.zoneout}"
+        return s
+
+
+class RNN(Recurrent):
+    """Elman RNN, drop-in for ``torch.nn.RNN`` (see :class:`~rnnkit.cells.ElmanCell`)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        **options,
+    ):
+        cell = ElmanCell(hidden_size, bias, nonlinearity)
+        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype, **options)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(Recurrent):
+    """LSTM, drop-in for ``torch.nn.LSTM`` (see :class:`~rnnkit.cells.LSTMCell`), plus
+    ``peephole``, ``layer_norm``, ``activation`` and ``recurrent_activation``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        peephole: bool = False,
+        layer_norm: bool = False,
+        activation: str = "tanh",
+        recurrent_activation: str = "sigmoid",
+        **options,
+    ):
+        cell = LSTMCell(hidden_size, bias, proj_size, peephole, layer_norm, activation, recurrent_activation)
+        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype, **options)
+        self.proj_size = proj_size
+
+
+class GRU(Recurrent):
+    """GRU, drop-in for ``torch.nn.GRU`` (see :class:`~rnnkit.cells.GRUCell`), plus
+    ``reset_after=False`` (Cho et al. 2014) and ``layer_norm``."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        reset_after: bool = True,
+        layer_norm: bool = False,
+        **options,
+    ):
+        cell = GRUCell(hidden_size, bias, reset_after, layer_norm)
+        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype, **options)
+
+
+class Jordan(Recurrent):
+    """Jordan network: hidden units driven by the previous output (see
+    :class:`~rnnkit.cells.JordanCell`). The output and the state have ``output_size``
+    features; stacked layers feed each other their outputs.
+
+    ``forward(input, y0=None, lengths=None, teacher=None)``: with ``teacher`` (T, B, O),
+    the given targets replace the network's own previous outputs (teacher forcing):
+    step t sees teacher[t-1] (y0 at t = 0), so all steps run in parallel.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        output_activation: str = "identity",
+        **options,
+    ):
+        cell = JordanCell(hidden_size, output_size, bias, nonlinearity, output_activation)
+        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype, **options)
+        self.output_size = output_size
+
+    def forward(self, input, y0=None, lengths=None, teacher: Tensor | None = None):
+        if teacher is None:
+            return super().forward(input, y0, lengths)
+        if self.num_layers != 1 or self.bidirectional:
+            raise ValueError("teacher forcing needs a single unidirectional Jordan layer")
+        if isinstance(input, PackedSequence):
+            raise ValueError("teacher forcing takes a padded tensor with lengths=, not a PackedSequence")
+        x = input.transpose(0, 1) if self.batch_first and input.dim() == 3 else input
+        unbatched = x.dim() == 2
+        if unbatched:
+            x, teacher = x.unsqueeze(1), teacher.unsqueeze(1)
+            y0 = None if y0 is None else y0.unsqueeze(1)
+        elif self.batch_first:
+            teacher = teacher.transpose(0, 1)
+        self._check_input(x)
+        T, B, _ = x.shape
+        if tuple(teacher.shape) != (T, B, self.output_size):
+            raise ValueError(f"teacher must have shape {(T, B, self.output_size)} (time-major), "
+                             f"got {tuple(teacher.shape)}")
+        (y_init,) = self._initial_state(y0, B, x)
+        p = self._params(0, 0)
+        prev = torch.cat((y_init, teacher[:-1]), 0)  # (T, B, O): step t sees teacher[t-1]
+        a = x @ p["weight_ih"].t() + prev @ p["weight_hh"].t()  # (T, B, H)
+        if self.bias:
+            a = a + p["bias_ih"] + p["bias_hh"]
+        y = self.cell.output(self.cell.phi.forward(a), p)  # (T, B, O)
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, T, B)
+            valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).to(y.device)
+            y = y * valid
+            y_n = y[(lengths - 1).to(y.device), torch.arange(B, device=y.device)].unsqueeze(0)
+        else:
+            y_n = y[-1:]
+        if unbatched:
+            return y.squeeze(1), y_n.squeeze(1)
+        return (y.transpose(0, 1) if self.batch_first else y), y_n
+
+
+#: layer classes by the name the CLI and configs use (``--cell NAME``); new families register here
+LAYER_TYPES: dict[str, type[nn.Module]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "jordan": Jordan}
+
+
+def make_layer(name: str, input_size: int, hidden_size: int, **kwargs) -> nn.Module:
+    """Build a layer by its registered name, e.g. ``make_layer("lstm", 64, 256, num_layers=2,
+    layer_norm=True)``. ``"irnn"`` is the ReLU Elman RNN with identity init (Le et al. 2015)."""
+    if name == "irnn":
+        kwargs.setdefault("init", "identity")
+        return RNN(input_size, hidden_size, nonlinearity="relu", **kwargs)
+    try:
+        cls = LAYER_TYPES[name]
+    except KeyError:
+        known = sorted([*LAYER_TYPES, "irnn"])
+        raise ValueError(f"unknown cell {name!r}; expected one of {known}") from None
+    return cls(input_size, hidden_size, **kwargs)

@@ -1,0 +1,164 @@
+"""Character-level language model: embedding → recurrent stack → dropout → linear head.
+
+    e_t = E[x_t]                       (embedding, (T, B, E))
+    h_t = RNN(e_t, h_{t-1})            (any registered rnnkit layer, (T, B, H))
+    p(x_{t+1} | x_≤t) = softmax(W h_t + b)
+
+Trained with truncated BPTT by :mod:`rnnkit.train`; :meth:`CharLM.sample` generates text
+one character at a time, carrying the recurrent state.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from ..data.text import Vocabulary
+from ..layers import LAYER_TYPES, make_layer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CharLMConfig:
+    """Architecture of a :class:`CharLM` (the vocabulary size comes from its vocabulary).
+
+    ``cell`` is any name of :data:`rnnkit.LAYER_TYPES` (or ``"irnn"``). The layer options
+    (``layer_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout``, ``init``,
+    ``forget_bias``, ``reset_after``) are passed to the layer only when they differ from
+    the default, so a cell that lacks an option rejects it by name.
+    """
+
+    cell: str = "gru"
+    hidden_size: int = 512
+    num_layers: int = 1
+    embed_size: int = 64
+    dropout: float = 0.0  # on the recurrent stack's output (and between its layers)
+    layer_norm: bool = False
+    peephole: bool = False
+    reset_after: bool = True
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    init: str = "pytorch"
+    forget_bias: float | None = None
+
+    def __post_init__(self) -> None:
+        known = sorted([*LAYER_TYPES, "irnn"])
+        if self.cell not in known:
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {known}")
+        for name in ("hidden_size", "num_layers", "embed_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def layer_options(self) -> dict:
+        """The keyword arguments for :func:`rnnkit.make_layer` that differ from the defaults."""
+        options = {}
+        for f in fields(self):
+            if f.name in ("cell", "hidden_size", "num_layers", "embed_size", "dropout"):
+                continue
+            value = getattr(self, f.name)
+            if value != f.default:
+                options[f.name] = value
+        return options
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CharLMConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown CharLMConfig field(s) {unknown}")
+        return cls(**d)
+
+
+class CharLM(nn.Module):
+    """A character language model over a :class:`~rnnkit.data.Vocabulary`.
+
+    Attributes: ``embed`` (V → E), ``rnn`` (the rnnkit recurrent stack), ``head`` (H → V),
+    ``vocab``, ``config``.
+    """
+
+    def __init__(self, config: CharLMConfig, vocab: Vocabulary):
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        V, E, H = len(vocab), config.embed_size, config.hidden_size
+        options = config.layer_options()
+        if config.cell == "jordan":
+            options["output_size"] = H  # the Jordan output (and recurrent state) is H wide
+        try:
+            self.rnn = make_layer(config.cell, E, H, num_layers=config.num_layers,
+                                  dropout=config.dropout if config.num_layers > 1 else 0.0, **options)
+        except TypeError as e:
+            raise ValueError(f"cell {config.cell!r} does not accept the options {sorted(options)}: {e}") from None
+        self.embed = nn.Embedding(V, E)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)
+
+    def forward(self, idx: Tensor, state=None):
+        """idx: (T, B) int64 ids → (logits (T, B, V), final state of the recurrent stack)."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be (T, B) character ids, got shape {tuple(idx.shape)}")
+        x = self.embed(idx)  # (T, B, E)
+        out, state = self.rnn(x, state)  # (T, B, H)
+        return self.head(self.drop(out)), state  # (T, B, V)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def sample(self, length: int, temperature: float = 1.0, top_k: int | None = None, prime: str = "",
+               seed: int | None = None, argmax: bool = False) -> Iterator[str]:
+        """Generate ``length`` characters after ``prime``, one at a time (a generator).
+
+        The network runs one step per character and carries its state, so the cost of each
+        character is constant. Each character is drawn from softmax(logits / temperature),
+        restricted to the ``top_k`` most likely when given, or is the most likely with
+        ``argmax``. ``seed`` makes the draw reproducible (the global RNG is not touched).
+        Characters of ``prime`` outside the vocabulary become the unknown symbol (warned).
+        With no prime, generation starts as after a newline.
+        """
+        if length < 0:
+            raise ValueError(f"length must be non-negative, got {length}")
+        if not argmax and not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k}")
+        device = self.head.weight.device
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(seed) if seed is not None else secrets.randbits(63))  # leaves the global RNG alone
+        if prime:
+            ids, n_unknown = self.vocab.encode(prime)
+            if n_unknown:
+                log.warning("%d character(s) of the prime are not in the vocabulary; using the unknown symbol",
+                            n_unknown)
+        else:
+            ids = torch.tensor([self.vocab.id("\n")])
+        was_training = self.training
+        self.eval()
+        try:
+            logits, state = self(ids.long().to(device).unsqueeze(1))  # (T, 1, V)
+            last = logits[-1, 0]  # (V,)
+            for _ in range(length):
+                if argmax:
+                    nxt = int(last.argmax())
+                else:
+                    scaled = last / temperature
+                    if top_k is not None and top_k < scaled.numel():
+                        kth = scaled.topk(top_k).values[-1]
+                        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+                    nxt = int(torch.multinomial(scaled.softmax(0), 1, generator=gen))
+                yield self.vocab.chars[nxt]
+                logits, state = self(torch.tensor([[nxt]], device=device), state)
+                last = logits[0, 0]
+        finally:
+            self.train(was_training)
+
+    def describe(self) -> dict:
+        return {"config": asdict(self.config), "vocab_size": len(self.vocab), "parameters": self.num_parameters()}

@@ -1,0 +1,246 @@
+"""Forecaster: time-series regression — the next H values of a target column from the
+last W rows of the target and any feature columns.
+
+    rows     z_{t-W+1} → ... → z_t            z = standardised [target, features...]
+    states   h_{t-W+1}   ...   h_t            any rnnkit cell, one direction
+                                  ↓
+    forecast ŷ_{t+1..t+H} = W_o h_t + b       direct multi-step: one output per horizon
+
+Standardisation (mean, deviation per column) is fitted on the training part only.
+Baselines: naive ŷ_{t+h} = y_t; seasonal naive with period m,
+ŷ_{t+h} = y_{t+h-m·⌈h/m⌉} (the value one season before).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import DataError
+from ..train.fit import FitConfig, FitResult, Shuffled, fit
+from . import _common
+from .metrics import mae, rmse
+
+
+@dataclass
+class ForecasterConfig:
+    """Settings of a :class:`Forecaster` (column names and scaling come from the data)."""
+
+    cell: str = "lstm"
+    hidden_size: int = 64
+    num_layers: int = 1
+    #: W, the number of past rows the model reads
+    window: int = 24
+    #: H, the number of future values it predicts
+    horizon: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.horizon < 1:
+            raise ValueError(f"window and horizon must be positive, got {self.window} and {self.horizon}")
+
+
+@dataclass
+class ForecastScores:
+    """MAE/RMSE of the model and of the baselines over every (origin, horizon) pair,
+    and the model's MAE per horizon step."""
+
+    count: int
+    mae: float
+    rmse: float
+    naive_mae: float
+    naive_rmse: float
+    seasonal_mae: float | None
+    seasonal_rmse: float | None
+    mae_per_step: list[float]
+
+
+class Forecaster(nn.Module):
+    """Forecasts ``target`` from the columns ``[target, *features]``."""
+
+    def __init__(self, config: ForecasterConfig, target: str, features: Sequence[str],
+                 mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if target in features:
+            raise ValueError(f"target {target!r} is always an input; do not list it among the features")
+        self.config, self.target, self.features = config, target, list(features)
+        self.columns = [target, *self.features]
+        if len(mean) != len(self.columns) or len(std) != len(self.columns):
+            raise ValueError(f"need one mean and std per column {self.columns}")
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        c = config
+        self.rnn = _common.recurrent_layer(c.cell, len(self.columns), c.hidden_size, c.num_layers, False, c.dropout)
+        self.output = nn.Linear(_common.output_size(self.rnn), c.horizon)
+
+    @classmethod
+    def from_series(cls, series: dict[str, Sequence[float]], target: str, features: Sequence[str] = (),
+                    config: ForecasterConfig | None = None, train_end: int | None = None) -> Forecaster:
+        """A new forecaster whose standardisation is fitted on rows ``[0, train_end)``."""
+        columns = [target, *features]
+        for name in columns:
+            if name not in series:
+                raise DataError(f"no column {name!r}; have {sorted(series)}")
+        n = len(series[target]) if train_end is None else train_end
+        mean, std = [], []
+        for name in columns:
+            v = torch.tensor(series[name][:n], dtype=torch.float64)
+            if v.numel() < 2:
+                raise DataError(f"column {name!r} has fewer than 2 training rows")
+            s = float(v.std())
+            mean.append(float(v.mean()))
+            std.append(s if s > 0 else 1.0)
+        return cls(config or ForecasterConfig(), target, features, mean, std)
+
+    # -- data -------------------------------------------------------------------------------
+    def table(self, series: dict[str, Sequence[float]]) -> Tensor:
+        """The standardised columns as (N, F) float32."""
+        rows = None
+        for name in self.columns:
+            if name not in series:
+                raise DataError(f"no column {name!r}; have {sorted(series)}")
+            if rows is not None and len(series[name]) != rows:
+                raise DataError(f"column {name!r} has {len(series[name])} rows, expected {rows}")
+            rows = len(series[name])
+        raw = torch.tensor([list(series[c]) for c in self.columns], dtype=torch.float64).t()  # (N, F)
+        mean, std = torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
+        return ((raw - mean) / std).float()
+
+    def windows(self, table: Tensor, origins: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Inputs (W, B, F) of rows (t-W, t] and standardised targets (B, H) of rows
+        (t, t+H], for forecast origins t (the index of the last row read)."""
+        W, H = self.config.window, self.config.horizon
+        x = torch.stack([table[t - W + 1 : t + 1] for t in origins], dim=1)  # (W, B, F)
+        y = torch.stack([table[t + 1 : t + 1 + H, 0] for t in origins])  # (B, H)
+        return x, y
+
+    def origins(self, n_rows: int, first: int, last_target: int) -> list[int]:
+        """Every origin t ≥ ``first`` with a full window behind it and all H targets
+        before row ``last_target`` (exclusive)."""
+        W, H = self.config.window, self.config.horizon
+        return list(range(max(first, W - 1), last_target - H))
+
+    # -- model --------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """x (W, B, F) standardised rows → standardised forecasts (B, H)."""
+        out, _ = self.rnn(x)  # (W, B, R)
+        return self.output(out[-1])  # (B, H)
+
+    def unscale(self, y: Tensor) -> Tensor:
+        return y.double() * self.std[0] + self.mean[0]
+
+    @torch.no_grad()
+    def forecast(self, series: dict[str, Sequence[float]]) -> list[float]:
+        """The next H target values after the last row of ``series`` (raw units)."""
+        table = self.table(series)
+        if table.shape[0] < self.config.window:
+            raise DataError(f"need at least window={self.config.window} rows, got {table.shape[0]}")
+        was = self.training
+        self.eval()
+        y = self(table[-self.config.window :].unsqueeze(1))  # (1, H)
+        self.train(was)
+        return self.unscale(y[0]).tolist()
+
+    @torch.no_grad()
+    def evaluate(self, series: dict[str, Sequence[float]], first_origin: int, season: int = 0) -> ForecastScores:
+        """Scores of forecasts from every origin t ≥ ``first_origin`` (the test part)."""
+        table = self.table(series)
+        origins = self.origins(table.shape[0], first_origin, table.shape[0])
+        if not origins:
+            raise DataError(f"no forecast origins in the test part: {table.shape[0]} rows, first origin "
+                            f"{first_origin}, window {self.config.window}, horizon {self.config.horizon}")
+        was = self.training
+        self.eval()
+        x, _ = self.windows(table, origins)
+        pred = self.unscale(self(x))  # (B, H)
+        self.train(was)
+        y = [float(v) for v in series[self.target]]
+        H = self.config.horizon
+        true = [[y[t + h] for h in range(1, H + 1)] for t in origins]
+        naive = [[y[t]] * H for t in origins]
+        flat = [v for row in true for v in row]
+        model_flat = pred.flatten().tolist()
+        naive_flat = [v for row in naive for v in row]
+        s_mae = s_rmse = None
+        if season:
+            if any(t + 1 - season < 0 for t in origins):
+                raise DataError(f"season={season} needs {season} rows before the first forecast origin")
+            seasonal = [y[t + h - season * math.ceil(h / season)] for t in origins for h in range(1, H + 1)]
+            s_mae, s_rmse = mae(flat, seasonal), rmse(flat, seasonal)
+        per_step = [mae([r[h] for r in true], pred[:, h].tolist()) for h in range(H)]
+        return ForecastScores(len(origins), mae(flat, model_flat), rmse(flat, model_flat), mae(flat, naive_flat),
+                              rmse(flat, naive_flat), s_mae, s_rmse, per_step)
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        extra = {"target": self.target, "features": self.features, "mean": self.mean, "std": self.std}
+        return _common.save_model(directory, "forecaster", self.config, self, extra)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Forecaster:
+        meta = _common.load_meta(directory, "forecaster")
+        model = cls(_common.config_from_dict(ForecasterConfig, meta["config"]), meta["target"], meta["features"],
+                    meta["mean"], meta["std"])
+        _common.load_weights(directory, model)
+        return model.eval()
+
+
+def train_forecaster(
+    series: dict[str, Sequence[float]],
+    target: str,
+    features: Sequence[str] = (),
+    config: ForecasterConfig | None = None,
+    fit_config: FitConfig | None = None,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.15,
+    log: Callable[[dict], None] | None = None,
+) -> tuple[Forecaster, FitResult, int]:
+    """Split the rows in time: the first ``1 - test_fraction`` are the training part
+    (its last ``valid_fraction`` of forecast origins pick the best weights), the rest
+    the test part. Returns the model, the fit result and the index of the first test
+    origin (for :meth:`Forecaster.evaluate`)."""
+    if not 0 < test_fraction < 1 or not 0 <= valid_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1) and valid_fraction in [0, 1), "
+                         f"got {test_fraction} and {valid_fraction}")
+    fc = fit_config or FitConfig()
+    torch.manual_seed(fc.seed)
+    n = len(series[target]) if target in series else 0
+    train_end = int(round(n * (1 - test_fraction)))
+    model = Forecaster.from_series(series, target, features, config, train_end)
+    table = model.table(series)
+    origins = model.origins(n, 0, train_end)
+    n_valid = int(len(origins) * valid_fraction)
+    if len(origins) - n_valid < 1:
+        raise DataError(f"{n} rows leave no training windows (window {model.config.window}, "
+                        f"horizon {model.config.horizon}, test fraction {test_fraction})")
+    train_origins, valid_origins = origins[: len(origins) - n_valid], origins[len(origins) - n_valid :]
+    batches = Shuffled(train_origins, fc.batch_size, lambda ts: model.windows(table, ts), seed=fc.seed)
+
+    def loss_fn(m: Forecaster, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(m(x), y)
+
+    eval_fn = None
+    if valid_origins:
+        vx, vy = model.windows(table, valid_origins)
+        eval_fn = lambda m: nn.functional.mse_loss(m(vx), vy).item()  # noqa: E731
+    result = fit(model, loss_fn, batches, fc, eval_fn=eval_fn, log=log)
+    return model, result, train_end
+
+
+def sunspots_csv() -> Path:
+    """The yearly sunspot numbers 1700–2008 shipped inside statsmodels (columns YEAR,
+    SUNACTIVITY); DataError with the install command if statsmodels is missing."""
+    spec = importlib.util.find_spec("statsmodels")
+    if spec is None or spec.origin is None:
+        raise DataError("the sunspot demo needs statsmodels: pip install 'rnnkit[timeseries]' "
+                        "(or pip install statsmodels)")
+    path = Path(spec.origin).parent / "datasets" / "sunspots" / "sunspots.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: not found in the installed statsmodels")
+    return path

@@ -1,0 +1,137 @@
+"""A small training loop for the benchmark tasks and the seq2seq demos: Adam, gradient-norm
+clipping, a budget of steps and/or seconds, periodic evaluation, early stop when solved.
+
+(Self-contained on purpose; the main trainer of ``rnnkit.train`` is the general one.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopConfig:
+    """Budget and optimiser settings of :func:`train_loop`."""
+
+    lr: float = 1e-3
+    #: clip the global gradient norm to this value (None: no clipping)
+    clip_norm: float | None = 1.0
+    #: stop after this many optimiser steps (None: no step limit)
+    max_steps: int | None = None
+    #: stop after this many seconds of wall-clock time (None: no time limit)
+    max_time: float | None = 120.0
+    #: evaluate every this many steps (and once at the end)
+    eval_every: int = 100
+    #: stop as soon as an evaluation says solved
+    stop_when_solved: bool = True
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm}")
+        if self.max_steps is None and self.max_time is None:
+            raise ValueError("give a budget: max_steps or max_time (or both)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"max_time must be positive seconds, got {self.max_time}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
+
+
+@dataclass
+class EvalPoint:
+    step: int
+    seconds: float
+    train_loss: float
+    metrics: dict[str, float]
+    solved: bool
+    verdict: str
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    seconds: float
+    solved: bool
+    #: every evaluation, in order; the last one is the final result
+    history: list[EvalPoint] = field(default_factory=list)
+
+    @property
+    def final(self) -> EvalPoint:
+        return self.history[-1]
+
+
+def train_loop(
+    model: nn.Module,
+    train_step_loss: Callable[[int], Tensor],
+    evaluate: Callable[[], tuple[dict[str, float], bool, str]],
+    config: LoopConfig,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+) -> LoopResult:
+    """Train ``model`` with Adam until the budget is spent or ``evaluate`` says solved.
+
+    ``train_step_loss(step)`` builds a fresh batch and returns its loss (model in train
+    mode); ``evaluate()`` returns (metrics, solved, verdict) on the test set (it is called
+    with the model in eval mode and gradients off).
+    """
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    start = time.perf_counter()
+    result = LoopResult(0, 0.0, False)
+    recent: list[float] = []
+    step = 0
+
+    def run_eval() -> EvalPoint:
+        model.eval()
+        with torch.no_grad():
+            metrics, solved, text = evaluate()
+        model.train()
+        train_loss = sum(recent) / len(recent) if recent else math.nan
+        recent.clear()
+        point = EvalPoint(step, time.perf_counter() - start, train_loss, metrics, solved, text)
+        result.history.append(point)
+        log.debug("step %d (%.1fs): train loss %.4g; %s", step, point.seconds, train_loss, text)
+        if on_eval is not None:
+            on_eval(point)
+        return point
+
+    model.train()
+    while True:
+        if config.max_steps is not None and step >= config.max_steps:
+            break
+        if config.max_time is not None and time.perf_counter() - start >= config.max_time:
+            break
+        loss = train_step_loss(step)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss is {float(loss.detach())} at step {step}; lower the learning rate (--lr)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.clip_norm is not None:
+            norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            if not torch.isfinite(norm):
+                raise TrainingError(f"gradient norm is {float(norm)} at step {step}; lower the learning rate")
+        opt.step()
+        step += 1
+        recent.append(float(loss.detach()))
+        if step % config.eval_every == 0:
+            point = run_eval()
+            if point.solved and config.stop_when_solved:
+                break
+    if not result.history or result.history[-1].step != step:
+        run_eval()
+    result.steps = step
+    result.seconds = time.perf_counter() - start
+    result.solved = result.final.solved
+    return result

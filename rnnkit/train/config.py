@@ -1,0 +1,111 @@
+"""Training configuration (one dataclass; the CLI reads its defaults from here)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+SCHEDULES = ("constant", "linear", "cosine")
+ON_NAN = ("stop", "rollback")
+PRECISIONS = ("fp32", "bf16", "fp64")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimiser (AdamW), clipping, truncated BPTT shape, budget, schedule.
+
+    The budget is ``max_steps`` and/or ``max_time`` seconds (0 = no limit; at least one must
+    be set); training stops at whichever comes first. The learning rate decays over the
+    budget: with progress p ∈ [0, 1] (the larger of step/max_steps and time/max_time) and
+    r = ``min_lr_ratio``,
+
+        cosine:  lr(p) = lr · (r + (1 − r) · ½(1 + cos πp))
+        linear:  lr(p) = lr · (1 − (1 − r) · p)
+
+    after a linear warm-up over ``warmup_steps``. A time budget makes the schedule depend on
+    the machine's speed, so only step budgets are reproducible run to run.
+
+    A NaN/Inf loss or gradient stops training with a TrainingError naming the step and the
+    parameters whose gradient is not finite (``on_nan="stop"``), or (``"rollback"``) restores
+    the last checkpoint's weights, optimizer and position, multiplies the learning rate by
+    ``nan_lr_factor`` and goes on, at most ``nan_max_retries`` times over the run.
+    """
+
+    lr: float = 7e-3
+    lr_schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    clip: float = 5.0  # max global gradient norm; 0 disables
+    clip_value: float = 0.0  # max |gradient| per element; 0 disables
+    batch_size: int = 32
+    seq_len: int = 48
+    max_steps: int = 0
+    max_time: float = 300.0  # seconds
+    val_fraction: float = 0.01
+    eval_every: int = 250  # steps; validation is also run at the end
+    sample_every: int = 200  # steps; samples go to the progress callback only
+    sample_length: int = 200
+    seed: int = 0
+    checkpoint_every: int = 0  # steps; 0: checkpoint only at each evaluation and at the end
+    on_nan: str = "stop"  # a NaN/Inf loss or gradient: "stop" (TrainingError) or "rollback"
+    nan_lr_factor: float = 0.5  # rollback multiplies the learning rate by this
+    nan_max_retries: int = 3  # rollbacks allowed over the run before stopping
+    precision: str = "fp32"  # fp32; bf16 (autocast of the forward pass, fp32 weights); fp64 weights
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("batch_size", "seq_len"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("max_steps", "max_time", "clip", "clip_value", "weight_decay", "warmup_steps",
+                     "eval_every", "sample_every", "sample_length"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
+        if not 0.0 < self.nan_lr_factor <= 1.0:
+            raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
+        if self.nan_max_retries < 0 or self.checkpoint_every < 0:
+            raise ValueError(f"nan_max_retries and checkpoint_every must be non-negative, got "
+                             f"{self.nan_max_retries} and {self.checkpoint_every}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.max_steps == 0 and self.max_time == 0:
+            raise ValueError("give a budget: max_steps or max_time (both are 0)")
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """Fraction of the budget used, in [0, 1]."""
+        p = 0.0
+        if self.max_steps:
+            p = max(p, step / self.max_steps)
+        if self.max_time:
+            p = max(p, elapsed / self.max_time)
+        return min(p, 1.0)
+
+    def lr_at(self, step: int, elapsed: float) -> float:
+        """The learning rate for the next step (see the class docstring)."""
+        r = self.min_lr_ratio
+        p = self.progress(step, elapsed)
+        if self.lr_schedule == "cosine":
+            factor = r + (1 - r) * 0.5 * (1 + math.cos(math.pi * p))
+        elif self.lr_schedule == "linear":
+            factor = 1 - (1 - r) * p
+        else:
+            factor = 1.0
+        if self.warmup_steps and step < self.warmup_steps:
+            factor *= (step + 1) / self.warmup_steps
+        return self.lr * factor
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}")
+        return cls(**d)

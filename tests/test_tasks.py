@@ -1,0 +1,223 @@
+"""The benchmark tasks follow their papers' definitions; the loop, the runner and the CLI."""
+
+import math
+
+import pytest
+import torch
+
+from rnnkit.cli import main
+from rnnkit.errors import TrainingError
+from rnnkit.tasks import (
+    TASKS,
+    AddingProblem,
+    CopyingMemory,
+    EmbeddedReber,
+    HochreiterAdding,
+    LoopConfig,
+    TaskRunConfig,
+    TemporalOrder,
+    run_task,
+    train_loop,
+)
+from rnnkit.tasks.reber import SYMBOLS, accepts, embedded_reber_string, next_symbol_sets
+from rnnkit.tasks.temporal_order import SYMBOLS as TO_SYMBOLS
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# -- adding problem ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("T", [2, 7, 100])
+def test_adding_markers_one_in_each_half_and_target_is_their_sum(T):
+    batch = AddingProblem(T).sample(500, gen())
+    values, markers = batch.x[..., 0], batch.x[..., 1]  # (T, B)
+    assert batch.x.shape == (T, 500, 2)
+    assert ((values >= 0) & (values <= 1)).all()
+    assert (markers.sum(0) == 2).all()
+    assert (markers[: T // 2].sum(0) == 1).all() and (markers[T // 2 :].sum(0) == 1).all()
+    torch.testing.assert_close(batch.target, (values * markers).sum(0))
+
+
+def test_adding_baseline_is_mse_of_predicting_one():
+    task = AddingProblem(50)
+    batch = task.sample(50_000, gen(1))
+    assert abs(float(((batch.target - 1) ** 2).mean()) - 1 / 6) < 0.005
+    assert task.baseline == pytest.approx(0.1667, abs=1e-4)
+
+
+def test_hochreiter_adding_follows_the_paper():
+    T = 100
+    batch = HochreiterAdding(T).sample(2000, gen(2))
+    lengths = batch.lengths
+    assert int(lengths.min()) >= T and int(lengths.max()) <= T + T // 10
+    values, markers = batch.x[..., 0], batch.x[..., 1]
+    steps = torch.arange(values.shape[0]).unsqueeze(1)
+    inside = steps < lengths
+    assert ((values.abs() <= 1) & (inside | (values == 0))).all()
+    assert (markers[~inside] == 0).all()
+    plus = markers == 1
+    assert (plus.sum(0) == 2).all()
+    first = plus.float().argmax(0)  # first marked step
+    second = (plus.float() * steps).max(0).values.long()  # last marked step
+    assert (first < 10).all()  # X1 among the first ten steps
+    assert (second < T // 2 - 1).all()  # X2 among the first T/2 - 1 steps
+    cols = torch.arange(2000)
+    last = markers[lengths - 1, cols]
+    assert (last == -1).all()
+    assert ((markers[0] == -1) | (first == 0)).all()
+    assert (values[0, plus[0]] == 0).all() and bool(plus[0].any())  # value 0 when step 0 is marked
+    assert ((markers == -1).sum(0) == 2 - plus[0].long()).all()
+    x1, x2 = values[first, cols], values[second, cols]
+    torch.testing.assert_close(batch.target, 0.5 + (x1 + x2) / 4)
+    assert abs(float(((batch.target - 0.5) ** 2).mean()) - HochreiterAdding(T).baseline) < 0.003
+
+
+def test_hochreiter_adding_solved_only_when_every_error_is_below_004():
+    task = HochreiterAdding(30)
+    batch = task.sample(100, gen())
+    y = batch.target.unsqueeze(1) + 0.039
+    assert task.evaluate(y, batch).solved
+    y[7] += 0.002
+    ev = task.evaluate(y, batch)
+    assert not ev.solved and ev.metrics["wrong"] == 1
+
+
+# -- copying memory ------------------------------------------------------------------------------------
+def test_copy_sequence_layout_and_target():
+    T = 15
+    batch = CopyingMemory(T).sample(64, gen())
+    symbols = batch.x.argmax(2)  # (T + 20, B)
+    assert batch.x.shape == (T + 20, 64, 10)
+    assert ((symbols[:10] >= 1) & (symbols[:10] <= 8)).all()
+    assert (symbols[10 : T + 9] == 0).all() and (symbols[T + 9] == 9).all() and (symbols[T + 10 :] == 0).all()
+    assert (batch.target[: T + 10] == 0).all()
+    assert torch.equal(batch.target[-10:], symbols[:10])
+
+
+def test_copy_baseline_is_the_cross_entropy_of_blanks_then_uniform_guess():
+    T = 30
+    task = CopyingMemory(T)
+    batch = task.sample(200, gen())
+    y = torch.full((T + 20, 200, 9), -1e4)
+    y[: T + 10, :, 0] = 1e4  # certain blank before the end
+    y[T + 10 :, :, 1:] = 0.0  # uniform over the 8 data symbols
+    assert float(task.loss(y, batch)) == pytest.approx(10 * math.log(8) / (T + 20), rel=1e-5)
+    assert task.baseline == pytest.approx(10 * math.log(8) / (T + 20))
+
+
+# -- temporal order ---------------------------------------------------------------------------------------
+def test_temporal_order_follows_the_paper_at_T_100():
+    task = TemporalOrder(100)
+    assert task.positions() == ((10, 20), (50, 60))
+    batch = task.sample(1000, gen())
+    symbols = batch.x.argmax(2)
+    cols = torch.arange(1000)
+    assert int(batch.lengths.min()) >= 100 and int(batch.lengths.max()) <= 110
+    assert (symbols[0] == TO_SYMBOLS.index("E")).all()
+    assert (symbols[batch.lengths - 1, cols] == TO_SYMBOLS.index("B")).all()
+    xy = (symbols == TO_SYMBOLS.index("X")) | (symbols == TO_SYMBOLS.index("Y"))
+    assert (xy.sum(0) == 2).all()
+    t1 = xy.float().argmax(0)
+    t2 = (xy.float() * torch.arange(xy.shape[0]).unsqueeze(1)).max(0).values.long()
+    assert ((t1 >= 10) & (t1 <= 20) & (t2 >= 50) & (t2 <= 60)).all()
+    is_y = lambda t: (symbols[t, cols] == TO_SYMBOLS.index("Y")).long()  # noqa: E731
+    assert torch.equal(batch.target, 2 * is_y(t1) + is_y(t2))
+    assert torch.bincount(batch.target, minlength=4).min() > 200  # all four classes
+    others = symbols[1:-1][~xy[1:-1] & (torch.arange(1, xy.shape[0] - 1).unsqueeze(1) < batch.lengths - 1)]
+    assert int(others.max()) <= 3  # a..d elsewhere
+
+
+# -- embedded Reber grammar --------------------------------------------------------------------------------
+def test_reber_strings_are_accepted_and_the_automaton_rejects_others():
+    g = gen()
+    strings = [embedded_reber_string(g) for _ in range(300)]
+    assert all(accepts(s) for s in strings)
+    assert {s[1] for s in strings} == {"T", "P"}
+    assert accepts("BTBTXSETE") and accepts("BPBPVVEPE")
+    for bad in ("BTBTXSEPE", "BTBTXXETE", "BTBTSETE", "BTBTXSET", "TBTXSETE"):
+        assert not accepts(bad)
+
+
+def test_reber_next_symbol_sets_and_the_long_range_prediction():
+    sets = next_symbol_sets("BPBTXSEPE")
+    assert sets == [{"T", "P"}, {"B"}, {"T", "P"}, {"S", "X"}, {"X", "S"}, {"E"}, {"P"}, {"E"}, set()]
+    task = EmbeddedReber()
+    batch = task.encode(["BPBTXSEPE", "BTBTXSETE"])
+    assert batch.lengths.tolist() == [8, 8]
+    assert batch.target[6, 0, SYMBOLS.index("P")] == 1 and batch.target[6, 0].sum() == 1
+    assert batch.target[6, 1, SYMBOLS.index("T")] == 1 and batch.target[6, 1].sum() == 1
+
+
+def test_reber_solved_needs_every_prediction_right():
+    task = EmbeddedReber()
+    batch = task.sample(64, gen())
+    oracle = batch.target * 20 - 10  # logits: > 0 exactly at the legal symbols
+    assert task.evaluate(oracle, batch).solved
+    cols = torch.arange(64)
+    wrong = oracle.clone()
+    wrong[batch.lengths - 2, cols] = -10.0  # forget the branch
+    ev = task.evaluate(wrong, batch)
+    assert not ev.solved and ev.metrics["second_to_last_right"] == 0.0 and ev.metrics["strings_right"] == 0.0
+    with pytest.raises(ValueError, match="seq_len"):
+        EmbeddedReber(20)
+
+
+# -- training ---------------------------------------------------------------------------------------------------
+def test_lstm_solves_the_adding_problem_at_T_20():
+    result = run_task(TaskRunConfig(task="adding", cell="lstm", seq_len=20, hidden_size=64, lr=1e-2,
+                                    max_steps=800, max_time=None, eval_every=50, test_size=500))
+    assert result.loop.solved, result.verdict
+    assert result.loop.steps < 800  # stopped early, when solved
+    assert result.loop.final.metrics["mse"] < 0.01
+    assert "baseline 0.1667): solved" in result.verdict
+
+
+def test_every_registered_cell_runs_every_task():
+    for name in TASKS:
+        for cell in ("jordan", "irnn", "gru"):
+            r = run_task(TaskRunConfig(task=name, cell=cell, seq_len=None if name == "reber" else 12 if
+                                       name != "adding-hs" else 24, hidden_size=8, max_steps=2, max_time=None,
+                                       test_size=8, batch_size=4))
+            assert r.loop.steps == 2 and len(r.loop.history) == 1
+
+
+def test_loop_stops_on_nan_loss_and_checks_its_budget():
+    model = torch.nn.Linear(1, 1)
+    with pytest.raises(TrainingError, match="loss is nan"):
+        train_loop(model, lambda step: model.weight.sum() * float("nan"), lambda: ({}, False, ""),
+                   LoopConfig(max_steps=3))
+    with pytest.raises(ValueError, match="budget"):
+        LoopConfig(max_steps=None, max_time=None)
+
+
+def test_loop_stops_early_when_solved():
+    model = torch.nn.Linear(1, 1)
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return {}, len(calls) >= 2, "x"
+
+    r = train_loop(model, lambda step: model.weight.square().sum(), evaluate, LoopConfig(max_steps=100, eval_every=5))
+    assert r.steps == 10 and r.solved
+
+
+# -- CLI --------------------------------------------------------------------------------------------------------
+def test_cli_task_list_and_run(capsys):
+    assert main(["task", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in TASKS)
+    assert main(["task", "copy", "--seq-len", "5", "--hidden-size", "8", "--max-steps", "3", "--eval-every", "3",
+                 "--test-size", "10", "--cell", "gru"]) == 0
+    out = capsys.readouterr().out
+    assert f"(baseline {10 * math.log(8) / 25:.4g})" in out and "after 3 steps" in out
+
+
+def test_cli_task_errors(capsys):
+    assert main(["task", "nope", "--max-steps", "1"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
+    assert main(["task", "adding", "--seq-len", "1", "--max-steps", "1"]) == 2
+    assert "seq_len >= 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["task", "adding", "--max-time", "soon"])
