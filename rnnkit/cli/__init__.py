@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import RnnkitError
 
@@ -64,3 +66,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rnnkit {args.command}: internal error: {type(e).__name__}: {e} (rerun with --debug)",
               file=sys.stderr)
         return 1
+
+
+def entry() -> NoReturn:
+    """The ``rnnkit`` executable and ``python -m rnnkit``: :func:`main`, then exit.
+
+    A process that joined a torchrun process group leaves through ``os._exit`` once its
+    output is flushed. With the gloo backend, a collective's worker thread can still be
+    releasing its last tensors while the interpreter finalizes; the release then needs the
+    GIL, which a finalizing interpreter no longer hands out, and the process aborts
+    ("terminate called without an active exception") after a successful run. Skipping the
+    finalization of a finished rank avoids that PyTorch race; nothing of rnnkit's is lost,
+    since checkpoints are written and closed before :func:`main` returns.
+    """
+    from ..train import distributed
+
+    code = main()
+    if distributed.joined_process_group():
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+                pass
+        os._exit(code)
+    sys.exit(code)

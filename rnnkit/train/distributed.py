@@ -76,6 +76,13 @@ class DistEnv:
 
 
 _current = DistEnv()
+_joined = False  # whether this process has ever joined a process group
+
+
+def joined_process_group() -> bool:
+    """Whether :func:`setup` joined a torchrun process group in this process (even if it
+    has left it since)."""
+    return _joined
 
 
 def current() -> DistEnv:
@@ -98,7 +105,7 @@ def setup(device: str | torch.device = "cpu", env: DistEnv | None = None) -> tup
     default of ``OMP_NUM_THREADS=1`` would leave most cores of a large node idle), or
     ``RNNKIT_THREADS`` when that is set.
     """
-    global _current
+    global _current, _joined
     env = env or DistEnv.from_env()
     device = torch.device(device)
     if not env.enabled:
@@ -120,6 +127,7 @@ def setup(device: str | torch.device = "cpu", env: DistEnv | None = None) -> tup
         raise ValueError(f"distributed training runs on cpu or cuda devices, got {device}")
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
+        _joined = True
     _current = env
     log.info("rank %d of %d (local %d of %d), backend %s, device %s, %d threads", env.rank, env.world_size,
              env.local_rank, env.local_world_size, backend, device, torch.get_num_threads())
