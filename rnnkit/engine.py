@@ -258,6 +258,89 @@ class _BPTT(torch.autograd.Function):
         return (None, None, None, None, dx, *dstate, *dparams)
 
 
+def _native_lstm(cell: Cell, x: Tensor, opts: LoopOptions):
+    """The native LSTM loop when it applies to this call (else None): a plain, peephole,
+    dropout or zoneout LSTM with sigmoid/tanh, float32/64 on the CPU, without the
+    diagnostics hooks (``record``/``observe`` run the Python loop, which they instrument)."""
+    from .cells.lstm import LSTMCell
+
+    if (type(cell) is not LSTMCell or cell.proj_size or cell.layer_norm or cell.sig.name != "sigmoid"
+            or cell.act.name != "tanh" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
+            or opts.record is not None or opts.observe is not None):
+        return None
+    from . import native
+
+    return native.load()
+
+
+def _step_mask(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype).expand(shape).contiguous()
+
+
+class _NativeLSTM(torch.autograd.Function):
+    """:class:`_BPTT` for the LSTM with the time loop in C++ (``rnnkit/native/lstm.cpp``)."""
+
+    @staticmethod
+    def forward(ctx, cell: Cell, opts: LoopOptions, ext, names: tuple, x: Tensor, h0: Tensor, c0: Tensor, *tensors):
+        p = dict(zip(names, tensors))
+        T, B, _ = x.shape
+        H = cell.hidden_size
+        xw, _ = _input_projection(cell, x, p)
+        xw = xw.contiguous()
+        dtype = x.dtype
+        peep = (torch.stack((p["weight_ci"], p["weight_cf"], p["weight_co"])).contiguous()
+                if cell.peephole else None)  # (3, H)
+        rmask = _step_mask(opts.rmask, (B, H), dtype)
+        valid = None
+        if opts.lengths is not None:
+            steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+            valid = (steps < opts.lengths.to(x.device).unsqueeze(0)).to(dtype).contiguous()  # (T, B)
+        zo = list(opts.zoneout) if opts.zoneout is not None else [None, None]
+        zh, zc = (_step_mask(z, (T, B, H), dtype) for z in zo)
+        keep = any(ctx.needs_input_grad)
+        w_hh = p["weight_hh"].contiguous()
+        res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, peep, rmask, valid, zh, zc,
+                               opts.reverse, keep)
+        out, hT, cT = res[:3]
+        ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
+        ctx.masks = (peep, rmask, valid, zh, zc)
+        ctx.buffer = xw if xw._base is None else xw._base  # back to the pool after the backward
+        if keep:
+            ctx.save_for_backward(x, xw, *res[3:], *tensors)
+        else:
+            _POOL.give([ctx.buffer])
+        return out, hT, cT
+
+    @staticmethod
+    def backward(ctx, dout: Tensor | None, dhT: Tensor | None, dcT: Tensor | None):
+        cell: Cell = ctx.cell
+        x, gates, hr_all, cin_all, cnew_all, tc_all, *param_list = ctx.saved_tensors
+        p = dict(zip(ctx.names, param_list))
+        T, B, _ = x.shape
+        H = cell.hidden_size
+        peep, rmask, valid, zh, zc = ctx.masks
+        zeros = gates.new_zeros(B, H)
+        dgates, dh0, dc0 = ctx.ext.lstm_backward(
+            None if dout is None else dout.contiguous(), zeros if dhT is None else dhT.contiguous(),
+            zeros if dcT is None else dcT.contiguous(), gates, cin_all, cnew_all, tc_all,
+            p["weight_hh"].contiguous(), peep, rmask, valid, zh, zc, ctx.reverse)
+        grads: Params = {}
+        dg2 = dgates.view(T * B, 4 * H)
+        grads["weight_hh"] = dg2.t() @ hr_all.view(T * B, H)
+        dsum = dgates.sum((0, 1))
+        cell.bias_grads(dsum, dsum, grads)
+        if cell.peephole:
+            grads["weight_ci"] = (dgates[..., :H] * cin_all).sum((0, 1))
+            grads["weight_cf"] = (dgates[..., H:2 * H] * cin_all).sum((0, 1))
+            grads["weight_co"] = (dgates[..., 3 * H:] * cnew_all).sum((0, 1))
+        grads["weight_ih"] = dg2.t() @ x.reshape(T * B, -1)
+        dx = (dg2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
+        dparams = [grads.get(n) if ctx.needs_input_grad[7 + k] else None for k, n in enumerate(ctx.names)]
+        _POOL.give([ctx.buffer])
+        return (None, None, None, None, dx, dh0 if ctx.needs_input_grad[5] else None,
+                dc0 if ctx.needs_input_grad[6] else None, *dparams)
+
+
 def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> tuple[Tensor, State]:
     """Run one direction of one layer with the hand-written BPTT.
 
@@ -281,6 +364,10 @@ def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> t
             return run(cell, x.to(dtype), tuple(s.to(dtype) for s in state0),
                        {k: v.to(dtype) for k, v in p.items()}, cast_opts)
     names = tuple(p)
+    ext = _native_lstm(cell, x, opts)
+    if ext is not None:
+        out, h_n, c_n = _NativeLSTM.apply(cell, opts, ext, names, x, *state0, *p.values())
+        return out, (h_n, c_n)
     out, *state_n = _BPTT.apply(cell, opts, names, len(state0), x, *state0, *p.values())
     return out, tuple(state_n)
 

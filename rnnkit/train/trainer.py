@@ -267,7 +267,8 @@ class Trainer:
             self.best_val, self.last_val = state["best_val_bpc"], state["last_val_bpc"]
             self.lr_scale = float(state.get("lr_scale", 1.0))
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
-            raise CheckpointError(f"trainer state in {d} is invalid or does not match the model: {e}") from None
+            raise CheckpointError(f"{d / rundir.STATE_TENSORS} (with {rundir.STATE_JSON}): the trainer state is "
+                                  f"invalid or does not match the model: {e}") from None
         self._snapshot()
         if not self.dist.is_main:
             # the checkpoint holds rank 0's torch RNG; the others draw from their own stream

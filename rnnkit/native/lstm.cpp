@@ -1,0 +1,327 @@
+// rnnkit's native LSTM time loop: the forward and the hand-written BPTT of
+// rnnkit/cells/lstm.py (sigmoid/tanh, optional peepholes) with the engine's per-step
+// options of rnnkit/engine.py (variational recurrent dropout, zoneout, lengths), in C++.
+//
+// The arithmetic is the Python cell's, line by line; what changes is the cost per step:
+// one GEMM call plus one fused pass over the (B, 4H) gates, instead of a dozen tensor
+// operations dispatched from Python. Built on first use by rnnkit/native/__init__.py.
+//
+// Layout: every tensor is contiguous; T steps, B sequences, H hidden units; gates are
+// ordered i, f, g, o as in torch.nn.LSTM.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+// exp for float without libm calls, so that the gate loops vectorize: 2^n · p(r) with
+// x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial (relative error ~1e-7, as expf).
+// n is rounded with the 1.5·2^23 trick (pure arithmetic: no call, no branch).
+inline float exp_f(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.3f ? 88.3f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+inline double exp_f(double x) { return std::exp(x); }
+
+template <typename T> inline T sigmoid(T x) { return T(1) / (T(1) + exp_f(-x)); }
+
+template <typename T> inline T tanh_f(T x) {
+  const T e = exp_f(T(-2) * std::fabs(x));  // in (0, 1]: no overflow, no cancellation in 1 + e
+  return std::copysign((T(1) - e) / (T(1) + e), x);
+}
+inline double tanh_f(double x) { return std::tanh(x); }
+
+template <typename T> const T* ptr_or_null(const c10::optional<Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row)); }
+
+// One row (one sequence) of the forward step: the gates g (4H, pre-activations in,
+// activations out), the previous cell c, peepholes pp (3H) → c_new, tanh(c_new), h_new.
+// Branch-free so that it vectorizes; PEEP is a template argument for the same reason.
+template <typename T, bool PEEP>
+inline void forward_row(T* __restrict g, const T* __restrict c, const T* __restrict pp, T* __restrict cn_out,
+                        T* __restrict tc_out, T* __restrict h_out, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T c_prev = c[j];
+    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
+    if (PEEP) {
+      ai += pp[j] * c_prev;
+      af += pp[H + j] * c_prev;
+    }
+    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
+    const T cn = f * c_prev + i * gg;
+    if (PEEP) ao += pp[2 * H + j] * cn;
+    const T o = sigmoid(ao);
+    const T tcv = tanh_f(cn);
+    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = o;
+    cn_out[j] = cn;
+    tc_out[j] = tcv;
+    h_out[j] = o * tcv;
+  }
+}
+
+// One row of the backward step: dh, dc reach the new state (after the engine's zoneout and
+// lengths handling); writes dgates (4H) and adds dc_{t-1} into dc_prev.
+template <typename T, bool PEEP>
+inline void backward_row(const T* __restrict g, const T* __restrict c_prev, const T* __restrict tc,
+                         const T* __restrict dh, const T* __restrict dc, const T* __restrict pp,
+                         T* __restrict dg, T* __restrict dc_prev, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+    const T tcv = tc[j];
+    const T do_a = dh[j] * tcv * o * (T(1) - o);
+    T dct = dh[j] * o * (T(1) - tcv * tcv) + dc[j];
+    if (PEEP) dct += pp[2 * H + j] * do_a;
+    const T di_a = dct * gg * i * (T(1) - i);
+    const T df_a = dct * c_prev[j] * f * (T(1) - f);
+    const T dg_a = dct * i * (T(1) - gg * gg);
+    T dcp = dct * f;
+    if (PEEP) dcp += pp[j] * di_a + pp[H + j] * df_a;
+    dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a; dg[3 * H + j] = do_a;
+    dc_prev[j] += dcp;
+  }
+}
+
+// Forward. xw (T, B, 4H) holds x W_ihᵀ + b and is overwritten with the activated gates
+// (i, f, g, o) that the backward reads. Returns out (T, B, H), h_T, c_T and, when keep,
+// hr (T, B, H) = the GEMM's input h_{t-1} ⊙ mask, c_in (T, B, H) = c_{t-1},
+// c_new (T, B, H) = c_t before zoneout/lengths, tc (T, B, H) = tanh(c_new).
+template <typename T>
+std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
+                                 c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                 c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                 c10::optional<Tensor> zc, bool reverse, bool keep) {
+  const int64_t Tn = xw.size(0), B = xw.size(1), H = h0.size(1);
+  auto opts = xw.options();
+  Tensor out = at::empty({Tn, B, H}, opts);
+  Tensor h = h0.clone(), c = c0.clone();
+  Tensor hr_all, cin_all, cnew_all, tc_all;
+  if (keep) {
+    hr_all = at::empty({Tn, B, H}, opts);
+    cin_all = at::empty({Tn, B, H}, opts);
+    cnew_all = at::empty({Tn, B, H}, opts);
+    tc_all = at::empty({Tn, B, H}, opts);
+  }
+  Tensor scratch = keep ? Tensor() : at::empty({2, B, H}, opts);  // c_new, tanh(c_new)
+  Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, H}, opts) : Tensor();
+  Tensor w_t = w_hh.t().contiguous();  // (H, 4H): a plain row-major GEMM operand
+  const T* pp = ptr_or_null<T>(peep);
+  const T* rm = ptr_or_null<T>(rmask);
+  const T* vd = ptr_or_null<T>(valid);
+  const T* zhp = ptr_or_null<T>(zh);
+  const T* zcp = ptr_or_null<T>(zc);
+  T* hp = h.data_ptr<T>();
+  T* cp = c.data_ptr<T>();
+  T* xwp = xw.data_ptr<T>();
+  for (int64_t s = 0; s < Tn; ++s) {
+    const int64_t t = reverse ? Tn - 1 - s : s;
+    const int64_t off = t * B * H;
+    Tensor gates = at::from_blob(xwp + t * B * 4 * H, {B, 4 * H}, opts);
+    Tensor hr = h;
+    if (keep) {
+      T* dst = hr_all.data_ptr<T>() + off;
+      if (rm) {
+        for (int64_t k = 0; k < B * H; ++k) dst[k] = hp[k] * rm[k];
+      } else {
+        std::memcpy(dst, hp, sizeof(T) * B * H);
+      }
+      std::memcpy(cin_all.data_ptr<T>() + off, cp, sizeof(T) * B * H);
+      hr = at::from_blob(dst, {B, H}, opts);
+    } else if (rm) {
+      T* dst = hr_tmp.data_ptr<T>();
+      for (int64_t k = 0; k < B * H; ++k) dst[k] = hp[k] * rm[k];
+      hr = hr_tmp;
+    }
+    at::addmm_out(gates, gates, hr, w_t);  // gates = xw_t + hr W_hhᵀ
+    T* g = xwp + t * B * 4 * H;
+    T* o_t = out.data_ptr<T>() + off;
+    T* cn_t = keep ? cnew_all.data_ptr<T>() + off : scratch.data_ptr<T>();
+    T* tc_t = keep ? tc_all.data_ptr<T>() + off : scratch.data_ptr<T>() + B * H;
+    const T* zh_t = zhp ? zhp + off : nullptr;
+    const T* zc_t = zcp ? zcp + off : nullptr;
+    at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = b * H;
+        if (pp) {
+          forward_row<T, true>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, o_t + r, H);
+        } else {
+          forward_row<T, false>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, o_t + r, H);
+        }
+        if (vd && vd[t * B + b] == T(0)) {  // past its length: keep the state, output zero
+          std::fill(o_t + r, o_t + r + H, T(0));
+          continue;
+        }
+        if (zh_t) {  // zoneout: lerp(new, old, z)
+          for (int64_t j = 0; j < H; ++j) o_t[r + j] += zh_t[r + j] * (hp[r + j] - o_t[r + j]);
+        }
+        if (zc_t) {
+          for (int64_t j = 0; j < H; ++j) cp[r + j] = cn_t[r + j] + zc_t[r + j] * (cp[r + j] - cn_t[r + j]);
+        } else {
+          std::memcpy(cp + r, cn_t + r, sizeof(T) * H);
+        }
+        std::memcpy(hp + r, o_t + r, sizeof(T) * H);
+      }
+    });
+  }
+  if (keep) return {out, h, c, hr_all, cin_all, cnew_all, tc_all};
+  return {out, h, c};
+}
+
+// Backward. Returns dgates (T, B, 4H) = d(x W_ihᵀ + b) = d(h W_hhᵀ) for every step, dh_0
+// and dc_0. The engine forms dW_hh, dW_ih, dx and the bias and peephole gradients from
+// dgates with one reduction or GEMM each.
+template <typename T>
+std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, Tensor gates,
+                                  Tensor cin_all, Tensor cnew_all, Tensor tc_all, Tensor w_hh,
+                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                  c10::optional<Tensor> zc, bool reverse) {
+  const int64_t Tn = gates.size(0), B = gates.size(1), H = dhT.size(1);
+  auto opts = gates.options();
+  Tensor dgates = at::empty({Tn, B, 4 * H}, opts);
+  Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
+  Tensor dh_gemm = at::zeros({B, H}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
+  Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
+  Tensor work = at::empty({2, B, H}, opts);  // dh, dc reaching the cell's step
+  const T* dop = ptr_or_null<T>(dout);
+  const T* pp = ptr_or_null<T>(peep);
+  const T* rm = ptr_or_null<T>(rmask);
+  const T* vd = ptr_or_null<T>(valid);
+  const T* zhp = ptr_or_null<T>(zh);
+  const T* zcp = ptr_or_null<T>(zc);
+  T* dhp = dh_part.data_ptr<T>();
+  T* dhg = dh_gemm.data_ptr<T>();
+  T* dcp = dc.data_ptr<T>();
+  T* dhw = work.data_ptr<T>();
+  T* dcw = dhw + B * H;
+  T* dgp = dgates.data_ptr<T>();
+  for (int64_t s = 0; s < Tn; ++s) {
+    const int64_t t = reverse ? s : Tn - 1 - s;
+    const int64_t off = t * B * H;
+    const T* g = gates.data_ptr<T>() + t * B * 4 * H;
+    T* dg = dgp + t * B * 4 * H;
+    const T* ci = cin_all.data_ptr<T>() + off;
+    const T* tc_t = tc_all.data_ptr<T>() + off;
+    const T* do_t = dop ? dop + off : nullptr;
+    const T* zh_t = zhp ? zhp + off : nullptr;
+    const T* zc_t = zcp ? zcp + off : nullptr;
+    at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = b * H;
+        const T v = vd ? vd[t * B + b] : T(1);
+        T* dh = dhw + r;
+        T* dcn = dcw + r;
+        // dh reaching the new state: from step t+1 (dh_part + dh_gemm ⊙ mask) and the output
+        if (rm) {
+          for (int64_t j = 0; j < H; ++j) dh[j] = dhp[r + j] + dhg[r + j] * rm[r + j];
+        } else {
+          for (int64_t j = 0; j < H; ++j) dh[j] = dhp[r + j] + dhg[r + j];
+        }
+        if (do_t && v != T(0)) {
+          for (int64_t j = 0; j < H; ++j) dh[j] += do_t[r + j];
+        }
+        if (v == T(0)) {  // past its length the state passed through unchanged
+          std::memcpy(dhp + r, dh, sizeof(T) * H);  // dcp keeps dc as it is
+          std::fill(dg + b * 4 * H, dg + (b + 1) * 4 * H, T(0));
+          continue;
+        }
+        std::memcpy(dcn, dcp + r, sizeof(T) * H);
+        // zoneout carries z ⊙ d(new state) straight to the previous state
+        if (zh_t) {
+          for (int64_t j = 0; j < H; ++j) {
+            dhp[r + j] = dh[j] * zh_t[r + j];
+            dh[j] -= dhp[r + j];
+          }
+        } else {
+          std::fill(dhp + r, dhp + r + H, T(0));
+        }
+        if (zc_t) {
+          for (int64_t j = 0; j < H; ++j) {
+            dcp[r + j] = dcn[j] * zc_t[r + j];
+            dcn[j] -= dcp[r + j];
+          }
+        } else {
+          std::fill(dcp + r, dcp + r + H, T(0));
+        }
+        if (pp) {
+          backward_row<T, true>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
+        } else {
+          backward_row<T, false>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
+        }
+      }
+    });
+    at::mm_out(dh_gemm, at::from_blob(dg, {B, 4 * H}, opts), w_hh);  // dh_{t-1} from the GEMM
+  }
+  Tensor dh0 = rm ? dh_part + dh_gemm * *rmask : dh_part + dh_gemm;
+  return {dgates, dh0, dc};
+}
+
+void check(const Tensor& t, const char* name, const Tensor& like) {
+  TORCH_CHECK(t.is_contiguous(), "rnnkit native LSTM: ", name, " must be contiguous");
+  TORCH_CHECK(t.device().is_cpu(), "rnnkit native LSTM: ", name, " must be on the CPU");
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "rnnkit native LSTM: ", name, " has dtype ",
+              t.scalar_type(), ", expected ", like.scalar_type());
+}
+
+void check_opt(const c10::optional<Tensor>& t, const char* name, const Tensor& like) {
+  if (t.has_value() && t->defined()) check(*t, name, like);
+}
+
+std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> peep,
+                                 c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                 c10::optional<Tensor> zh, c10::optional<Tensor> zc, bool reverse, bool keep) {
+  for (auto* p : {&xw, &h0, &c0, &w_hh}) check(*p, "argument", xw);
+  check_opt(peep, "peephole", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
+  check_opt(zh, "zoneout h", xw); check_opt(zc, "zoneout c", xw);
+  at::NoGradGuard no_grad;
+  if (xw.scalar_type() == at::kFloat)
+    return forward_impl<float>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, reverse, keep);
+  TORCH_CHECK(xw.scalar_type() == at::kDouble, "rnnkit native LSTM: float32 or float64 only");
+  return forward_impl<double>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, reverse, keep);
+}
+
+std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, Tensor gates,
+                                  Tensor cin_all, Tensor cnew_all, Tensor tc_all, Tensor w_hh,
+                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                  c10::optional<Tensor> zc, bool reverse) {
+  for (auto* p : {&dhT, &dcT, &gates, &cin_all, &cnew_all, &tc_all, &w_hh}) check(*p, "argument", gates);
+  check_opt(dout, "dout", gates); check_opt(peep, "peephole", gates); check_opt(rmask, "rmask", gates);
+  check_opt(valid, "valid", gates); check_opt(zh, "zoneout h", gates); check_opt(zc, "zoneout c", gates);
+  at::NoGradGuard no_grad;
+  if (gates.scalar_type() == at::kFloat)
+    return backward_impl<float>(dout, dhT, dcT, gates, cin_all, cnew_all, tc_all, w_hh, peep, rmask, valid, zh,
+                                zc, reverse);
+  return backward_impl<double>(dout, dhT, dcT, gates, cin_all, cnew_all, tc_all, w_hh, peep, rmask, valid, zh,
+                               zc, reverse);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lstm_forward", &lstm_forward, "LSTM time loop, forward");
+  m.def("lstm_backward", &lstm_backward, "LSTM time loop, backward");
+}

@@ -1,0 +1,138 @@
+"""The native (C++) LSTM loop: the same outputs and gradients as the Python engine for
+every option it takes, float64 gradcheck, and the dispatch rules (what runs natively and
+what falls back to the Python loop)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import engine, native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="the native extension could not be built here")
+
+T, B, I, H = 7, 4, 5, 6
+
+
+def _grads(layer, x, state, lengths, seed):
+    torch.manual_seed(seed)  # the same dropout/zoneout masks on both paths
+    out, (h, c) = layer(x, state, lengths=lengths) if lengths is not None else layer(x, state)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    loss = (out * w).sum() + h.pow(2).sum() + c.sum()
+    return [out, h, c, *torch.autograd.grad(loss, [x, *state, *layer.parameters()])]
+
+
+def _both_paths(monkeypatch, layer, x, state, lengths):
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    got = _grads(layer, x, state, lengths, 5)
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    want = _grads(layer, x, state, lengths, 5)
+    return got, want
+
+
+OPTIONS = [
+    {}, {"peephole": True}, {"bidirectional": True, "num_layers": 2}, {"recurrent_dropout": 0.3},
+    {"zoneout": 0.2}, {"zoneout": (0.1, 0.3), "peephole": True, "recurrent_dropout": 0.2, "bidirectional": True},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options,use_lengths,training",
+                         list(itertools.product(OPTIONS, [False, True], [True, False])))
+def test_native_equals_the_python_loop(monkeypatch, dtype, options, use_lengths, training):
+    layer = rnnkit.LSTM(I, H, **options).to(dtype).train(training)
+    n = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    state = tuple(torch.randn(n, B, H, dtype=dtype, requires_grad=True) for _ in range(2))
+    lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
+    got, want = _both_paths(monkeypatch, layer, x, state, lengths)
+    tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("options", [{}, {"peephole": True, "zoneout": 0.25, "recurrent_dropout": 0.3}])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_gradcheck(monkeypatch, options, reverse):
+    """float64 gradcheck of the C++ BPTT (masks fixed by reseeding before every call)."""
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    layer = rnnkit.LSTM(3, 4, bidirectional=reverse, **options).double()
+    n = 2 if reverse else 1
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True)
+    params = list(layer.parameters())
+    lengths = torch.tensor([5, 3])
+
+    def f(x, h0, c0, *ps):
+        torch.manual_seed(3)
+        with torch.nn.utils.stateless._reparametrize_module(
+                layer, dict(zip([k for k, _ in layer.named_parameters()], ps))):
+            out, (h, c) = layer(x, (h0, c0), lengths=lengths)
+        return out, h, c
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+
+
+def test_same_outputs_and_gradients_as_torch_nn_lstm(monkeypatch):
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    ref = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True)
+    ours = rnnkit.LSTM(I, H, num_layers=2, bidirectional=True)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, I, requires_grad=True)
+    out_r, (h_r, c_r) = ref(x)
+    out_o, (h_o, c_o) = ours(x)
+    for a, b in ((out_o, out_r), (h_o, h_r), (c_o, c_r)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    g_r = torch.autograd.grad(out_r.pow(2).sum(), [x, *ref.parameters()])
+    g_o = torch.autograd.grad(out_o.pow(2).sum(), [x, *ours.parameters()])
+    for a, b in zip(g_o, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _count_native_calls(monkeypatch):
+    calls = []
+    real = engine._NativeLSTM.apply
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(engine._NativeLSTM, "apply", counting)
+    return calls
+
+
+@pytest.mark.parametrize("options,native_expected", [
+    ({}, True), ({"peephole": True}, True), ({"zoneout": 0.1}, True), ({"recurrent_dropout": 0.2}, True),
+    ({"layer_norm": True}, False), ({"proj_size": 3}, False), ({"recurrent_activation": "hard_sigmoid"}, False),
+])
+def test_which_layers_run_natively(monkeypatch, options, native_expected):
+    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
+    calls = _count_native_calls(monkeypatch)
+    out, _ = rnnkit.LSTM(I, H, **options)(torch.randn(T, B, I))
+    out.sum().backward()
+    assert bool(calls) == native_expected
+
+
+def test_diagnostics_hooks_and_the_off_switch_use_the_python_loop(monkeypatch):
+    calls = _count_native_calls(monkeypatch)
+    layer = rnnkit.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    with rnnkit.record_gradient_norms(layer) as rec:
+        layer(x)[0].sum().backward()
+    assert not calls and rec.per_step().shape == (T,)
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    layer(x)[0].sum().backward()
+    assert not calls
+    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
+    layer(x)[0].sum().backward()
+    assert len(calls) == 1
+
+
+def test_bad_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("RNNKIT_NATIVE", "fast")
+    with pytest.raises(ValueError, match="RNNKIT_NATIVE must be auto, 0 or 1, got 'fast'"):
+        rnnkit.LSTM(I, H)(torch.randn(T, B, I))
