@@ -39,10 +39,10 @@ def mode() -> str:
     return value
 
 
-def _machine_tag() -> str:
+def _machine_tag(flags: list[str]) -> str:
     """Sources, compiler flags and CPU model: the build is for this machine (-march=native),
     so a home directory shared by different machines keeps one build per CPU."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(" ".join(flags).encode())
     for src in SOURCES:
         h.update(src.read_bytes())
     cpu = platform.machine()
@@ -80,7 +80,7 @@ def load() -> ModuleType | None:
                 if platform.machine() in ("x86_64", "AMD64"):
                     flags.append("-march=native")
                 log.info("building rnnkit's native LSTM loop (once per machine, about a minute)")
-                _module = build(name=f"rnnkit_native_{_machine_tag()}", sources=[str(s) for s in SOURCES],
+                _module = build(name=f"rnnkit_native_{_machine_tag(flags)}", sources=[str(s) for s in SOURCES],
                                 extra_cflags=flags, verbose=False)
             except Exception as e:  # noqa: BLE001 -- any build failure means: use the Python loop
                 _failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"

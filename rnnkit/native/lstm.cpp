@@ -56,7 +56,16 @@ template <typename T> const T* ptr_or_null(const c10::optional<Tensor>& t) {
   return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
 }
 
-int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, per_row)); }
+int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, per_row)); }
+
+// C (M, N) += A (M, K) · W (K, N), all row-major and contiguous: one step's recurrent
+// GEMM (BLAS through ATen, on tensors that wrap the buffers).
+template <typename T>
+inline void step_gemm(T* C, const T* A, const Tensor& W, int64_t M, int64_t K, int64_t N,
+                      const at::TensorOptions& opts) {
+  Tensor c = at::from_blob(C, {M, N}, opts);
+  at::addmm_out(c, c, at::from_blob(const_cast<T*>(A), {M, K}, opts), W);
+}
 
 // One row (one sequence) of the forward step: the gates g (4H, pre-activations in,
 // activations out), the previous cell c, peepholes pp (3H) → c_new, tanh(c_new), h_new.
@@ -139,7 +148,6 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
   for (int64_t s = 0; s < Tn; ++s) {
     const int64_t t = reverse ? Tn - 1 - s : s;
     const int64_t off = t * B * H;
-    Tensor gates = at::from_blob(xwp + t * B * 4 * H, {B, 4 * H}, opts);
     Tensor hr = h;
     if (keep) {
       T* dst = hr_all.data_ptr<T>() + off;
@@ -155,8 +163,8 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
       for (int64_t k = 0; k < B * H; ++k) dst[k] = hp[k] * rm[k];
       hr = hr_tmp;
     }
-    at::addmm_out(gates, gates, hr, w_t);  // gates = xw_t + hr W_hhᵀ
     T* g = xwp + t * B * 4 * H;
+    step_gemm<T>(g, hr.data_ptr<T>(), w_t, B, H, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
     T* o_t = out.data_ptr<T>() + off;
     T* cn_t = keep ? cnew_all.data_ptr<T>() + off : scratch.data_ptr<T>();
     T* tc_t = keep ? tc_all.data_ptr<T>() + off : scratch.data_ptr<T>() + B * H;
@@ -273,7 +281,8 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
         }
       }
     });
-    at::mm_out(dh_gemm, at::from_blob(dg, {B, 4 * H}, opts), w_hh);  // dh_{t-1} from the GEMM
+    dh_gemm.zero_();
+    step_gemm<T>(dhg, dg, w_hh, B, 4 * H, H, opts);  // dh_{t-1} from the recurrent GEMM
   }
   Tensor dh0 = rm ? dh_part + dh_gemm * *rmask : dh_part + dh_gemm;
   return {dgates, dh0, dc};
