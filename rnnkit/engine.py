@@ -259,12 +259,13 @@ class _BPTT(torch.autograd.Function):
 
 
 def _native_lstm(cell: Cell, x: Tensor, opts: LoopOptions):
-    """The native LSTM loop when it applies to this call (else None): a plain, peephole,
-    dropout or zoneout LSTM with sigmoid/tanh, float32/64 on the CPU, without the
+    """The native LSTM loop when it applies to this call (else None): an LSTM with sigmoid/
+    tanh and any of peepholes, layer norm, recurrent dropout, zoneout and lengths (not
+    ``proj_size``), float32/64 on the CPU, without the
     diagnostics hooks (``record``/``observe`` run the Python loop, which they instrument)."""
     from .cells.lstm import LSTMCell
 
-    if (type(cell) is not LSTMCell or cell.proj_size or cell.layer_norm or cell.sig.name != "sigmoid"
+    if (type(cell) is not LSTMCell or cell.proj_size or cell.sig.name != "sigmoid"
             or cell.act.name != "tanh" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
             or opts.record is not None or opts.observe is not None):
         return None
@@ -285,9 +286,11 @@ class _NativeLSTM(torch.autograd.Function):
         p = dict(zip(names, tensors))
         T, B, _ = x.shape
         H = cell.hidden_size
-        xw, _ = _input_projection(cell, x, p)
+        xw, prep_ctx = _input_projection(cell, x, p)
         xw = xw.contiguous()
         dtype = x.dtype
+        ln = ([p["ln_hh_weight"].contiguous(), p["ln_c_weight"].contiguous(), p["ln_c_bias"].contiguous()]
+              if cell.layer_norm else [])
         peep = (torch.stack((p["weight_ci"], p["weight_cf"], p["weight_co"])).contiguous()
                 if cell.peephole else None)  # (3, H)
         rmask = _step_mask(opts.rmask, (B, H), dtype)
@@ -299,11 +302,12 @@ class _NativeLSTM(torch.autograd.Function):
         zh, zc = (_step_mask(z, (T, B, H), dtype) for z in zo)
         keep = any(ctx.needs_input_grad)
         w_hh = p["weight_hh"].contiguous()
-        res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, peep, rmask, valid, zh, zc,
+        res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, peep, rmask, valid, zh, zc, ln,
                                opts.reverse, keep)
         out, hT, cT = res[:3]
         ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
         ctx.masks = (peep, rmask, valid, zh, zc)
+        ctx.ln, ctx.prep_ctx, ctx.n_saved = ln, prep_ctx, len(res) - 2  # index of the last kept tensor
         ctx.buffer = xw if xw._base is None else xw._base  # back to the pool after the backward
         if keep:
             ctx.save_for_backward(x, xw, *res[3:], *tensors)
@@ -314,25 +318,35 @@ class _NativeLSTM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout: Tensor | None, dhT: Tensor | None, dcT: Tensor | None):
         cell: Cell = ctx.cell
-        x, gates, hr_all, cin_all, cnew_all, tc_all, *param_list = ctx.saved_tensors
-        p = dict(zip(ctx.names, param_list))
+        saved = ctx.saved_tensors
+        x, gates, hr_all, cin_all, cnew_all, tc_all = saved[:6]
+        ln_saved = list(saved[6:ctx.n_saved + 1])  # LN: â and 1/σ of the recurrent output and of c'
+        p = dict(zip(ctx.names, saved[ctx.n_saved + 1:]))
         T, B, _ = x.shape
         H = cell.hidden_size
         peep, rmask, valid, zh, zc = ctx.masks
         zeros = gates.new_zeros(B, H)
-        dgates, dh0, dc0 = ctx.ext.lstm_backward(
+        dgates, dh0, dc0, *ln_grads = ctx.ext.lstm_backward(
             None if dout is None else dout.contiguous(), zeros if dhT is None else dhT.contiguous(),
-            zeros if dcT is None else dcT.contiguous(), gates, cin_all, cnew_all, tc_all,
-            p["weight_hh"].contiguous(), peep, rmask, valid, zh, zc, ctx.reverse)
+            zeros if dcT is None else dcT.contiguous(), [gates, cin_all, cnew_all, tc_all, *ln_saved],
+            p["weight_hh"].contiguous(), peep, rmask, valid, zh, zc, ctx.ln, ctx.reverse)
         grads: Params = {}
-        dg2 = dgates.view(T * B, 4 * H)
-        grads["weight_hh"] = dg2.t() @ hr_all.view(T * B, H)
+        drec = ln_grads[0] if cell.layer_norm else dgates  # d(h W_hhᵀ)
+        grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr_all.view(T * B, H)
         dsum = dgates.sum((0, 1))
         cell.bias_grads(dsum, dsum, grads)
         if cell.peephole:
             grads["weight_ci"] = (dgates[..., :H] * cin_all).sum((0, 1))
             grads["weight_cf"] = (dgates[..., H:2 * H] * cin_all).sum((0, 1))
             grads["weight_co"] = (dgates[..., 3 * H:] * cnew_all).sum((0, 1))
+        if cell.layer_norm:
+            xhat_h, _, xhat_c, _ = ln_saved
+            dcln = ln_grads[1]
+            grads["ln_hh_weight"] = (dgates * xhat_h).sum((0, 1))
+            grads["ln_c_weight"] = (dcln * xhat_c).sum((0, 1))
+            grads["ln_c_bias"] = dcln.sum((0, 1))
+        dxw = cell.prepare_input_backward(dgates, ctx.prep_ctx, p, grads)  # (LN of x W_ihᵀ, its bias)
+        dg2 = dxw.reshape(T * B, 4 * H)
         grads["weight_ih"] = dg2.t() @ x.reshape(T * B, -1)
         dx = (dg2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
         dparams = [grads.get(n) if ctx.needs_input_grad[7 + k] else None for k, n in enumerate(ctx.names)]

@@ -114,6 +114,103 @@ inline void backward_row(const T* __restrict g, const T* __restrict c_prev, cons
   }
 }
 
+// Layer norm (Ba et al. 2016; rnnkit/cells/base.py) of one row a (n): â = (a - μ)/σ into
+// xhat, returns 1/σ; σ² is the biased variance plus LN_EPS, as torch.native_layer_norm.
+template <typename T>
+inline T normalize_row(const T* __restrict a, T* __restrict xhat, int64_t n) {
+  T mean = T(0);
+#pragma omp simd reduction(+ : mean)
+  for (int64_t j = 0; j < n; ++j) mean += a[j];
+  mean /= T(n);
+  T var = T(0);
+#pragma omp simd reduction(+ : var)
+  for (int64_t j = 0; j < n; ++j) var += (a[j] - mean) * (a[j] - mean);
+  const T rstd = T(1) / std::sqrt(var / T(n) + T(1e-5));
+  for (int64_t j = 0; j < n; ++j) xhat[j] = (a[j] - mean) * rstd;
+  return rstd;
+}
+
+// The backward of layer norm with gain γ for one row: da = (ĝ - mean(ĝ) - â mean(ĝ â)) / σ
+// with ĝ = γ ⊙ dy.
+template <typename T>
+inline void normalize_row_backward(const T* __restrict dy, const T* __restrict gamma, const T* __restrict xhat,
+                                   T rstd, T* __restrict da, int64_t n) {
+  T s1 = T(0), s2 = T(0);
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t j = 0; j < n; ++j) {
+    const T gh = gamma[j] * dy[j];
+    s1 += gh;
+    s2 += gh * xhat[j];
+  }
+  s1 /= T(n);
+  s2 /= T(n);
+  for (int64_t j = 0; j < n; ++j) da[j] = (gamma[j] * dy[j] - s1 - xhat[j] * s2) * rstd;
+}
+
+// The layer-norm LSTM's forward step for one row (rnnkit/cells/lstm.py with layer_norm):
+// g (4H) holds LN(x W_ihᵀ; γ_x) + b on entry and gets γ_h ⊙ LN(rec) added, rec being the
+// row's recurrent GEMM output; then the gates, c' and h' = o ⊙ tanh(γ_c ⊙ LN(c') + β_c).
+template <typename T, bool PEEP>
+inline void forward_row_ln(T* __restrict g, const T* __restrict rec, const T* __restrict c,
+                           const T* __restrict pp, const T* __restrict gam_h, const T* __restrict gam_c,
+                           const T* __restrict beta_c, T* __restrict xh, T* __restrict rstd_h, T* __restrict xc,
+                           T* __restrict rstd_c, T* __restrict cn_out, T* __restrict tc_out, T* __restrict h_out,
+                           int64_t H) {
+  *rstd_h = normalize_row(rec, xh, 4 * H);
+  for (int64_t j = 0; j < 4 * H; ++j) g[j] += gam_h[j] * xh[j];
+  for (int64_t j = 0; j < H; ++j) {
+    const T c_prev = c[j];
+    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
+    if (PEEP) {
+      ai += pp[j] * c_prev;
+      af += pp[H + j] * c_prev;
+    }
+    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
+    const T cn = f * c_prev + i * gg;
+    if (PEEP) ao += pp[2 * H + j] * cn;
+    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = sigmoid(ao);
+    cn_out[j] = cn;
+  }
+  *rstd_c = normalize_row(cn_out, xc, H);
+  for (int64_t j = 0; j < H; ++j) {
+    const T tcv = tanh_f(gam_c[j] * xc[j] + beta_c[j]);
+    tc_out[j] = tcv;
+    h_out[j] = g[3 * H + j] * tcv;
+  }
+}
+
+// Its backward for one row: writes dgates (4H, the gradient of the gate pre-activations,
+// = of the normalized input projection), drec (4H, of the raw recurrent GEMM output),
+// dcln (H, of LN(c')'s output: the engine sums γ_c's and β_c's gradients from it) and adds
+// dc_{t-1} into dc_prev. dcn_tmp is scratch (H).
+template <typename T, bool PEEP>
+inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, const T* __restrict tc,
+                            const T* __restrict xh, T rstd_h, const T* __restrict xc, T rstd_c,
+                            const T* __restrict dh, const T* __restrict dc, const T* __restrict pp,
+                            const T* __restrict gam_h, const T* __restrict gam_c, T* __restrict dg,
+                            T* __restrict drec, T* __restrict dcln, T* __restrict dcn_tmp, T* __restrict dc_prev,
+                            int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T o = g[3 * H + j];
+    dcln[j] = dh[j] * o * (T(1) - tc[j] * tc[j]);
+  }
+  normalize_row_backward(dcln, gam_c, xc, rstd_c, dcn_tmp, H);  // d c'
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+    const T do_a = dh[j] * tc[j] * o * (T(1) - o);
+    T dct = dcn_tmp[j] + dc[j];
+    if (PEEP) dct += pp[2 * H + j] * do_a;
+    const T di_a = dct * gg * i * (T(1) - i);
+    const T df_a = dct * c_prev[j] * f * (T(1) - f);
+    const T dg_a = dct * i * (T(1) - gg * gg);
+    T dcp = dct * f;
+    if (PEEP) dcp += pp[j] * di_a + pp[H + j] * df_a;
+    dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a; dg[3 * H + j] = do_a;
+    dc_prev[j] += dcp;
+  }
+  normalize_row_backward(dg, gam_h, xh, rstd_h, drec, 4 * H);
+}
+
 // Forward. xw (T, B, 4H) holds x W_ihᵀ + b and is overwritten with the activated gates
 // (i, f, g, o) that the backward reads. Returns out (T, B, H), h_T, c_T and, when keep,
 // hr (T, B, H) = the GEMM's input h_{t-1} ⊙ mask, c_in (T, B, H) = c_{t-1},
@@ -122,9 +219,11 @@ template <typename T>
 std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                                 c10::optional<Tensor> zc, bool reverse, bool keep) {
+                                 c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse,
+                                 bool keep) {
   const int64_t Tn = xw.size(0), B = xw.size(1), H = h0.size(1);
   auto opts = xw.options();
+  const bool LN = !ln.empty();
   Tensor out = at::empty({Tn, B, H}, opts);
   Tensor h = h0.clone(), c = c0.clone();
   Tensor hr_all, cin_all, cnew_all, tc_all;
@@ -135,6 +234,19 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
     tc_all = at::empty({Tn, B, H}, opts);
   }
   Tensor scratch = keep ? Tensor() : at::empty({2, B, H}, opts);  // c_new, tanh(c_new)
+  // layer norm: the raw recurrent GEMM output, and â, 1/σ of it and of c' (per step if kept)
+  Tensor rec, xh_all, rh_all, xc_all, rc_all;
+  if (LN) {
+    rec = at::empty({B, 4 * H}, opts);
+    const int64_t steps = keep ? Tn : 1;
+    xh_all = at::empty({steps, B, 4 * H}, opts);
+    rh_all = at::empty({steps, B}, opts);
+    xc_all = at::empty({steps, B, H}, opts);
+    rc_all = at::empty({steps, B}, opts);
+  }
+  const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
+  const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
+  const T* beta_c = LN ? ln[2].data_ptr<T>() : nullptr;
   Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, H}, opts) : Tensor();
   Tensor w_t = w_hh.t().contiguous();  // (H, 4H): a plain row-major GEMM operand
   const T* pp = ptr_or_null<T>(peep);
@@ -164,7 +276,18 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
       hr = hr_tmp;
     }
     T* g = xwp + t * B * 4 * H;
-    step_gemm<T>(g, hr.data_ptr<T>(), w_t, B, H, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
+    if (LN) {  // rec = hr W_hhᵀ, normalized per row below
+      rec.zero_();
+      step_gemm<T>(rec.data_ptr<T>(), hr.data_ptr<T>(), w_t, B, H, 4 * H, opts);
+    } else {
+      step_gemm<T>(g, hr.data_ptr<T>(), w_t, B, H, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
+    }
+    const int64_t ls = keep ? t : 0;  // the layer-norm slot of this step
+    T* xh_t = LN ? xh_all.data_ptr<T>() + ls * B * 4 * H : nullptr;
+    T* rh_t = LN ? rh_all.data_ptr<T>() + ls * B : nullptr;
+    T* xc_t = LN ? xc_all.data_ptr<T>() + ls * B * H : nullptr;
+    T* rc_t = LN ? rc_all.data_ptr<T>() + ls * B : nullptr;
+    const T* recp = LN ? rec.data_ptr<T>() : nullptr;
     T* o_t = out.data_ptr<T>() + off;
     T* cn_t = keep ? cnew_all.data_ptr<T>() + off : scratch.data_ptr<T>();
     T* tc_t = keep ? tc_all.data_ptr<T>() + off : scratch.data_ptr<T>() + B * H;
@@ -173,7 +296,13 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
     at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = b * H;
-        if (pp) {
+        if (LN && pp) {
+          forward_row_ln<T, true>(g + b * 4 * H, recp + b * 4 * H, cp + r, pp, gam_h, gam_c, beta_c,
+                                  xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, o_t + r, H);
+        } else if (LN) {
+          forward_row_ln<T, false>(g + b * 4 * H, recp + b * 4 * H, cp + r, pp, gam_h, gam_c, beta_c,
+                                   xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, o_t + r, H);
+        } else if (pp) {
           forward_row<T, true>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, o_t + r, H);
         } else {
           forward_row<T, false>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, o_t + r, H);
@@ -194,6 +323,7 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
       }
     });
   }
+  if (keep && LN) return {out, h, c, hr_all, cin_all, cnew_all, tc_all, xh_all, rh_all, xc_all, rc_all};
   if (keep) return {out, h, c, hr_all, cin_all, cnew_all, tc_all};
   return {out, h, c};
 }
@@ -202,14 +332,24 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
 // and dc_0. The engine forms dW_hh, dW_ih, dx and the bias and peephole gradients from
 // dgates with one reduction or GEMM each.
 template <typename T>
-std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, Tensor gates,
-                                  Tensor cin_all, Tensor cnew_all, Tensor tc_all, Tensor w_hh,
-                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
-                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                                  c10::optional<Tensor> zc, bool reverse) {
+std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT,
+                                  const std::vector<Tensor>& saved, Tensor w_hh, c10::optional<Tensor> peep,
+                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                  c10::optional<Tensor> zh, c10::optional<Tensor> zc,
+                                  const std::vector<Tensor>& ln, bool reverse) {
+  const Tensor& gates = saved[0];
+  const Tensor& cin_all = saved[1];
+  const Tensor& tc_all = saved[3];
   const int64_t Tn = gates.size(0), B = gates.size(1), H = dhT.size(1);
   auto opts = gates.options();
+  const bool LN = !ln.empty();
   Tensor dgates = at::empty({Tn, B, 4 * H}, opts);
+  // layer norm: the gradient of the raw recurrent GEMM output and of LN(c')'s output
+  Tensor drec_all = LN ? at::empty({Tn, B, 4 * H}, opts) : Tensor();
+  Tensor dcln_all = LN ? at::empty({Tn, B, H}, opts) : Tensor();
+  Tensor dcn_tmp = LN ? at::empty({B, H}, opts) : Tensor();
+  const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
+  const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
   Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
   Tensor dh_gemm = at::zeros({B, H}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
   Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
@@ -236,6 +376,13 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
     const T* do_t = dop ? dop + off : nullptr;
     const T* zh_t = zhp ? zhp + off : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
+    T* drec_t = LN ? drec_all.data_ptr<T>() + t * B * 4 * H : nullptr;
+    T* dcln_t = LN ? dcln_all.data_ptr<T>() + off : nullptr;
+    const T* xh_t = LN ? saved[4].data_ptr<T>() + t * B * 4 * H : nullptr;
+    const T* rh_t = LN ? saved[5].data_ptr<T>() + t * B : nullptr;
+    const T* xc_t = LN ? saved[6].data_ptr<T>() + off : nullptr;
+    const T* rc_t = LN ? saved[7].data_ptr<T>() + t * B : nullptr;
+    T* dcn_s = LN ? dcn_tmp.data_ptr<T>() : nullptr;
     at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = b * H;
@@ -254,6 +401,10 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
         if (v == T(0)) {  // past its length the state passed through unchanged
           std::memcpy(dhp + r, dh, sizeof(T) * H);  // dcp keeps dc as it is
           std::fill(dg + b * 4 * H, dg + (b + 1) * 4 * H, T(0));
+          if (LN) {
+            std::fill(drec_t + b * 4 * H, drec_t + (b + 1) * 4 * H, T(0));
+            std::fill(dcln_t + r, dcln_t + r + H, T(0));
+          }
           continue;
         }
         std::memcpy(dcn, dcp + r, sizeof(T) * H);
@@ -274,7 +425,15 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
         } else {
           std::fill(dcp + r, dcp + r + H, T(0));
         }
-        if (pp) {
+        if (LN && pp) {
+          backward_row_ln<T, true>(g + b * 4 * H, ci + r, tc_t + r, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
+                                   dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
+                                   dcn_s + r, dcp + r, H);
+        } else if (LN) {
+          backward_row_ln<T, false>(g + b * 4 * H, ci + r, tc_t + r, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
+                                    dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
+                                    dcn_s + r, dcp + r, H);
+        } else if (pp) {
           backward_row<T, true>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
         } else {
           backward_row<T, false>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
@@ -282,9 +441,10 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
       }
     });
     dh_gemm.zero_();
-    step_gemm<T>(dhg, dg, w_hh, B, 4 * H, H, opts);  // dh_{t-1} from the recurrent GEMM
+    step_gemm<T>(dhg, LN ? drec_t : dg, w_hh, B, 4 * H, H, opts);  // dh_{t-1} from the recurrent GEMM
   }
   Tensor dh0 = rm ? dh_part + dh_gemm * *rmask : dh_part + dh_gemm;
+  if (LN) return {dgates, dh0, dc, drec_all, dcln_all};
   return {dgates, dh0, dc};
 }
 
@@ -301,31 +461,34 @@ void check_opt(const c10::optional<Tensor>& t, const char* name, const Tensor& l
 
 std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> peep,
                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                 c10::optional<Tensor> zh, c10::optional<Tensor> zc, bool reverse, bool keep) {
+                                 c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln,
+                                 bool reverse, bool keep) {
   for (auto* p : {&xw, &h0, &c0, &w_hh}) check(*p, "argument", xw);
   check_opt(peep, "peephole", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
   check_opt(zh, "zoneout h", xw); check_opt(zc, "zoneout c", xw);
+  for (auto& t : ln) check(t, "layer norm parameter", xw);
+  TORCH_CHECK(ln.empty() || ln.size() == 3, "rnnkit native LSTM: layer norm takes (gamma_h, gamma_c, beta_c)");
   at::NoGradGuard no_grad;
   if (xw.scalar_type() == at::kFloat)
-    return forward_impl<float>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, reverse, keep);
+    return forward_impl<float>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, ln, reverse, keep);
   TORCH_CHECK(xw.scalar_type() == at::kDouble, "rnnkit native LSTM: float32 or float64 only");
-  return forward_impl<double>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, reverse, keep);
+  return forward_impl<double>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, ln, reverse, keep);
 }
 
-std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, Tensor gates,
-                                  Tensor cin_all, Tensor cnew_all, Tensor tc_all, Tensor w_hh,
-                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, std::vector<Tensor> saved,
+                                  Tensor w_hh, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                   c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                                  c10::optional<Tensor> zc, bool reverse) {
-  for (auto* p : {&dhT, &dcT, &gates, &cin_all, &cnew_all, &tc_all, &w_hh}) check(*p, "argument", gates);
-  check_opt(dout, "dout", gates); check_opt(peep, "peephole", gates); check_opt(rmask, "rmask", gates);
-  check_opt(valid, "valid", gates); check_opt(zh, "zoneout h", gates); check_opt(zc, "zoneout c", gates);
+                                  c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse) {
+  TORCH_CHECK(saved.size() == (ln.empty() ? 4u : 8u), "rnnkit native LSTM: wrong number of saved tensors");
+  for (auto& t : saved) check(t, "saved tensor", saved[0]);
+  for (auto* p : {&dhT, &dcT, &w_hh}) check(*p, "argument", saved[0]);
+  check_opt(dout, "dout", saved[0]); check_opt(peep, "peephole", saved[0]); check_opt(rmask, "rmask", saved[0]);
+  check_opt(valid, "valid", saved[0]); check_opt(zh, "zoneout h", saved[0]); check_opt(zc, "zoneout c", saved[0]);
+  for (auto& t : ln) check(t, "layer norm parameter", saved[0]);
   at::NoGradGuard no_grad;
-  if (gates.scalar_type() == at::kFloat)
-    return backward_impl<float>(dout, dhT, dcT, gates, cin_all, cnew_all, tc_all, w_hh, peep, rmask, valid, zh,
-                                zc, reverse);
-  return backward_impl<double>(dout, dhT, dcT, gates, cin_all, cnew_all, tc_all, w_hh, peep, rmask, valid, zh,
-                               zc, reverse);
+  if (saved[0].scalar_type() == at::kFloat)
+    return backward_impl<float>(dout, dhT, dcT, saved, w_hh, peep, rmask, valid, zh, zc, ln, reverse);
+  return backward_impl<double>(dout, dhT, dcT, saved, w_hh, peep, rmask, valid, zh, zc, ln, reverse);
 }
 
 }  // namespace
