@@ -71,6 +71,7 @@ def test_info(trained, capsys):
     vals = [json.loads(x).get("val_bpc") for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert f"best val bpc: {min(v for v in vals if v is not None):.4f}" in out
     assert "steps: 10" in out and "vocabulary: " in out and "parameters: " in out
+    assert f"corpus ids: corpus.ids, {(run / 'corpus.ids').stat().st_size:,} bytes" in out
 
 
 def test_resume_continues_with_identical_losses(tmp_path):

@@ -22,14 +22,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.text import read_corpus
+    from ..data.text import scan_corpus
     from ..train import rundir
     from ..train.trainer import evaluate_bpc
 
     model = rundir.load(args.run_dir, args.checkpoint)
     train_cfg = rundir.read_config(args.run_dir)["train"]
-    corpus = read_corpus(args.data, args.glob)
-    ids, n_unknown = model.vocab.encode(corpus.text)
+    with scan_corpus(args.data, args.glob) as corpus:  # streamed: only the ids are held, 1-4 bytes a character
+        ids, n_unknown = corpus.encode(model.vocab)
     if n_unknown:
         logging.getLogger("rnnkit").warning("%d of %d characters are not in the model's vocabulary "
                                             "(scored as the unknown symbol)", n_unknown, len(ids))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from . import add_command
 
@@ -29,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     print("train: " + json.dumps(cfg["train"]))
     print("data: " + json.dumps(cfg.get("data", {})))
     print(f"vocabulary: {len(model.vocab)} characters")
+    ids = Path(args.run_dir) / rundir.IDS
+    print(f"corpus ids: {ids.name}, {ids.stat().st_size:,} bytes (derived from the data)" if ids.is_file()
+          else "corpus ids: - (--resume encodes the data again)")
     print(f"parameters: {model.num_parameters():,}")
     print(f"steps: {last.get('step', 0)} ({last.get('time', 0.0):.0f}s)")
     print(f"last train bpc: {last['train_bpc']:.4f}" if "train_bpc" in last else "last train bpc: -")

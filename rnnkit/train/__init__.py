@@ -7,9 +7,11 @@ The package itself is callable: ``rnnkit.train(...)`` is :func:`train`, while
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.text import Vocabulary, encode_corpus, read_corpus, split_train_val
+from ..data.text import CorpusStream, Vocabulary, memory_map_ids, scan_corpus, split_train_val
 from ..errors import CheckpointError, DataError
 from ..models.charlm import CharLM, CharLMConfig
 from . import distributed, rundir
@@ -90,6 +92,51 @@ def train(data: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
             distributed.shutdown()
 
 
+def _write_ids(stream: CorpusStream, vocab: Vocabulary, path: Path) -> None:
+    """Encode the corpus into the id file ``path`` (written atomically)."""
+    t0 = time.monotonic()
+    with rundir.atomic_file(path) as f:
+        n_unknown = stream.write_ids(vocab, f)
+    if n_unknown:
+        log.warning("%d character(s) are not in the vocabulary and were mapped to the unknown symbol", n_unknown)
+    log.info("encoded %d characters into %s in %.1fs", stream.chars, path, time.monotonic() - t0)
+
+
+def _ids_file_matches(path: Path, vocab: Vocabulary, chars) -> bool:
+    """Whether ``path`` holds ``chars`` ids of the vocabulary's dtype (the id file of the run)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return isinstance(chars, int) and size == chars * vocab.dtype.itemsize
+
+
+def _scan(data, glob) -> CorpusStream:
+    t0 = time.monotonic()
+    stream = scan_corpus(data, glob)
+    log.info("counted %d characters in %d file(s) in %.1fs", stream.chars, len(stream.files), time.monotonic() - t0)
+    return stream
+
+
+def _corpus_ids(run: Path, vocab: Vocabulary, data_cfg: dict, data, env) -> torch.Tensor:
+    """The run's id file, memory-mapped. A rank that does not see the file rank 0 wrote (a
+    multi-node job without shared storage) encodes the corpus into a private temporary
+    file instead, after checking that its data gives rank 0's vocabulary and length."""
+    path = run / rundir.IDS
+    chars = data_cfg.get("chars")
+    if env.is_main or _ids_file_matches(path, vocab, chars):
+        return memory_map_ids(path, vocab, chars)
+    log.warning("rank %d does not see %s written by rank 0 (no shared storage?): encoding the corpus into a "
+                "temporary file of its own", env.rank, path)
+    with _scan(data if data else data_cfg.get("paths") or None, data_cfg.get("glob")) as stream:
+        if stream.chars != chars or stream.vocabulary(data_cfg.get("min_count", 1)).chars != vocab.chars:
+            raise DataError(f"rank {env.rank} reads different data than rank 0 ({stream.chars} characters, rank 0 "
+                            f"{chars}): every node needs the same --data")
+        with tempfile.TemporaryDirectory(prefix="rnnkit-ids-") as tmp:
+            _write_ids(stream, vocab, Path(tmp) / rundir.IDS)
+            return memory_map_ids(Path(tmp) / rundir.IDS, vocab, chars)  # the mapping outlives the file
+
+
 def _train(data, out, model, config, glob, min_count, resume, callback, device, env) -> TrainResult:
     from .. import __version__
 
@@ -98,8 +145,9 @@ def _train(data, out, model, config, glob, min_count, resume, callback, device, 
         if not (run / rundir.CONFIG).exists():
             raise CheckpointError(f"cannot resume: {run} is not a run directory (no {rundir.CONFIG})")
         cfg = rundir.read_config(run)
-        for stale in rundir.remove_stale_temp_files(run):
-            log.info("removed %s, left by an interrupted checkpoint write", stale.name)
+        if env.is_main:  # (only the writer: another rank could remove what rank 0 is writing)
+            for stale in rundir.remove_stale_temp_files(run):
+                log.info("removed %s, left by an interrupted write", stale.name)
         stored_model = CharLMConfig.from_dict(cfg["model"])
         stored_train = TrainConfig.from_dict(cfg["train"])
         if model is not None:
@@ -108,15 +156,23 @@ def _train(data, out, model, config, glob, min_count, resume, callback, device, 
             _check_same(config, stored_train, RESUMABLE_FIELDS, "training")
         model, config = stored_model, config or stored_train
         data_cfg = cfg.get("data", {})
-        paths = data if data else data_cfg.get("paths") or None
-        corpus = read_corpus(paths, data_cfg.get("glob"))
-        if len(corpus.text) != data_cfg.get("chars"):
-            raise DataError(f"cannot resume: the corpus now has {len(corpus.text)} characters, the run was "
-                            f"trained on {data_cfg.get('chars')} (did the data change?)")
         try:
             vocab = Vocabulary.load(run / rundir.VOCAB)
         except DataError as e:
             raise CheckpointError(str(e)) from None
+
+        def encode_again() -> None:
+            """The id file is derived data: when it is missing or does not match, encode the
+            run's data again (the same number of characters, or the data changed)."""
+            if _ids_file_matches(run / rundir.IDS, vocab, data_cfg.get("chars")):
+                return
+            with _scan(data if data else data_cfg.get("paths") or None, data_cfg.get("glob")) as stream:
+                if stream.chars != data_cfg.get("chars"):
+                    raise DataError(f"cannot resume: the corpus now has {stream.chars} characters, the run was "
+                                    f"trained on {data_cfg.get('chars')} (did the data change?)")
+                _write_ids(stream, vocab, run / rundir.IDS)
+
+        distributed.on_main(encode_again)
         cfg["train"] = asdict(config)
         distributed.barrier()  # every rank has read the stored config before rank 0 rewrites it
         if env.is_main:
@@ -127,24 +183,35 @@ def _train(data, out, model, config, glob, min_count, resume, callback, device, 
                              "default directories")
         model = model or CharLMConfig()
         config = config or TrainConfig()
-        corpus = read_corpus(data, glob)
-        vocab = Vocabulary.build(corpus.text, min_count)
-        data_cfg = {"paths": [str(p) for p in data] if data else [], "glob": glob, "min_count": min_count,
-                    **corpus.describe()}
 
-        def make_run_dir() -> None:
+        def make_run_dir() -> tuple[list[str], dict]:
+            """Count the corpus, then write the id file, config.json and vocab.json (rank 0)."""
             if run.exists() and (not run.is_dir() or any(run.iterdir())):
                 raise ValueError(f"output directory {run} already exists and is not empty; "
                                  f"pass --resume to continue that run or choose another --out")
-            run.mkdir(parents=True, exist_ok=True)
+            with _scan(data, glob) as stream:
+                vocab = stream.vocabulary(min_count)
+                data_cfg = {"paths": [str(p) for p in data] if data else [], "glob": glob, "min_count": min_count,
+                            **stream.describe()}
+                created = not run.exists()
+                run.mkdir(parents=True, exist_ok=True)
+                try:
+                    _write_ids(stream, vocab, run / rundir.IDS)
+                except BaseException:
+                    if created:  # leave nothing behind (the temporary id file is already removed)
+                        with contextlib.suppress(OSError):
+                            run.rmdir()
+                    raise
             rundir.write_json(run / rundir.CONFIG, {
                 "format_version": rundir.FORMAT_VERSION, "model_type": "charlm", "model": asdict(model),
                 "train": asdict(config), "data": data_cfg, "rnnkit_version": __version__})
             vocab.save(run / rundir.VOCAB)
+            return vocab.chars, data_cfg
 
-        distributed.on_main(make_run_dir)  # rank 0 writes; an error there is raised on every rank
-    ids = encode_corpus(corpus, vocab)
-    del corpus  # the text is no longer needed: only the compact ids stay in memory
+        # rank 0 writes; an error there is raised on every rank; the others get its vocabulary
+        chars, data_cfg = distributed.broadcast_object(distributed.on_main(make_run_dir))
+        vocab = Vocabulary(chars)
+    ids = _corpus_ids(run, vocab, data_cfg, data, env)  # (N,), memory-mapped
     train_ids, val_ids = split_train_val(ids, config.val_fraction)
     torch.manual_seed(config.seed)
     net = CharLM(model, vocab).to(device)  # the same initial weights on every rank

@@ -175,6 +175,15 @@ def all_gather_batch(t: Tensor, dim: int = 1) -> Tensor:
     return torch.cat(parts, dim)
 
 
+def broadcast_object(obj: T) -> T:
+    """Rank 0's ``obj`` (picklable; small) on every rank."""
+    if not _current.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, 0)
+    return box[0]
+
+
 def on_main(fn: Callable[[], T]) -> T | None:
     """Run ``fn`` on rank 0 only; if it raises, every rank raises the same error, so no rank
     is left waiting at the next collective. Other ranks get None."""

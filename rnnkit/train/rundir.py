@@ -5,19 +5,24 @@
     model.safetensors      latest weights          best.safetensors  weights with the best val bpc
     trainer_state.safetensors / trainer_state.json  optimizer tensors, RNG, stream position (resume)
     metrics.jsonl          one JSON object per logged step
+    corpus.ids             the corpus encoded with the vocabulary: raw little-endian ids of the
+                           vocabulary's dtype, memory-mapped for training; derived data (written
+                           again from the data by --resume when missing)
 
 Every file is written atomically (temporary file in the same directory, fsync, rename), and
-nothing is ever unpickled: tensors are safetensors, the rest JSON.
+nothing is ever unpickled: tensors are safetensors, the rest JSON or raw integers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -37,6 +42,7 @@ BEST = "best.safetensors"
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 METRICS = "metrics.jsonl"
+IDS = "corpus.ids"
 CHECKPOINTS = {"latest": LATEST, "best": BEST}
 
 _UMASK = os.umask(0)
@@ -48,11 +54,19 @@ MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {"charlm": (CharLM, CharL
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through, piece by piece: a temporary file in the same
+    directory, fsynced and renamed over ``path`` when the block ends, removed if it raises."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a checkpoint gets the usual mode
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
