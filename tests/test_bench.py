@@ -138,3 +138,16 @@ def test_cli_bench_rejects_unknown_cell(tmp_path, capsys):
     assert code == 2
     assert "unknown cell(s) ['lstmm']" in capsys.readouterr().err
     assert not (tmp_path / "a.md").exists()
+
+
+def test_render_rewrites_the_table_from_the_json_and_says_what_limits_a_miss(tmp_path, capsys):
+    js, md = tmp_path / "B.json", tmp_path / "B.md"
+    js.write_text(json.dumps(_results([_row("lstm", "big", 1.10, 1.10, 5.0, 0.85, 0.9, gflop=9.0)])))
+    assert main(["bench", "--render", str(js), "--out", str(md)]) == 0
+    text = md.read_text()
+    assert "**missed**: lstm @ big: 1.10×. *What limits it:* the per-step recurrent GEMM" in text
+    assert "activation memory of a training step ≤ torch.nn.LSTM's: met" in text
+    (tmp_path / "bad.json").write_text('{"results": 3}')
+    assert main(["bench", "--render", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.md")]) == 2
+    assert "bad.json is not the JSON of an rnnkit bench run" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-scan", action="store_true", help="skip the training time versus sequence length "
                    "(T = 128 … 4096) of minGRU/minLSTM's parallel scan against the sequential cells")
     p.add_argument("--list", action="store_true", help="list the cells/variants and the default shapes, then exit")
+    p.add_argument("--render", metavar="JSON",
+                   help="measure nothing: write the Markdown table (--out) from the JSON of an earlier run")
     p.set_defaults(run=run)
 
 
@@ -48,6 +50,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     bench = _load()
+    if args.render:
+        import json
+
+        try:
+            results = json.loads(open(args.render, encoding="utf-8").read())
+            bench.to_markdown(results)  # (validates before anything is written)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{args.render} is not the JSON of an rnnkit bench run ({type(e).__name__}: {e})") from None
+        bench.write_outputs(results, args.out, None)
+        print(f"wrote {args.out} from {args.render}")
+        return 0
     if args.list:
         for name, v in bench.VARIANTS.items():
             print(f"{name:<24} {v.family} {v.options or ''}")
