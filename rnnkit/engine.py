@@ -279,7 +279,7 @@ def _step_mask(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> 
 
 
 class _NativeLSTM(torch.autograd.Function):
-    """:class:`_BPTT` for the LSTM with the time loop in C++ (``rnnkit/native/lstm.cpp``)."""
+    """:class:`_BPTT` for the LSTM with the time loop in C++ (``rnnkit/native/loops.cpp``)."""
 
     @staticmethod
     def forward(ctx, cell: Cell, opts: LoopOptions, ext, names: tuple, x: Tensor, h0: Tensor, c0: Tensor, *tensors):
@@ -355,6 +355,78 @@ class _NativeLSTM(torch.autograd.Function):
                 dc0 if ctx.needs_input_grad[6] else None, *dparams)
 
 
+def _native_gru(cell: Cell, x: Tensor, opts: LoopOptions):
+    """The native GRU loop when it applies (else None): a GRU of either form without layer
+    norm, with any of recurrent dropout, zoneout and lengths, float32/64 on the CPU,
+    without the diagnostics hooks."""
+    from .cells.gru import GRUCell
+
+    if (type(cell) is not GRUCell or cell.layer_norm or x.device.type != "cpu"
+            or x.dtype not in (torch.float32, torch.float64) or opts.record is not None or opts.observe is not None):
+        return None
+    from . import native
+
+    return native.load()
+
+
+class _NativeGRU(torch.autograd.Function):
+    """:class:`_BPTT` for the GRU with the time loop in C++ (``rnnkit/native/loops.cpp``)."""
+
+    @staticmethod
+    def forward(ctx, cell: Cell, opts: LoopOptions, ext, names: tuple, x: Tensor, h0: Tensor, *tensors):
+        p = dict(zip(names, tensors))
+        T, B, _ = x.shape
+        H = cell.hidden_size
+        xw, _ = _input_projection(cell, x, p)
+        xw = xw.contiguous()
+        dtype = x.dtype
+        rmask = _step_mask(opts.rmask, (B, H), dtype)
+        valid = None
+        if opts.lengths is not None:
+            steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+            valid = (steps < opts.lengths.to(x.device).unsqueeze(0)).to(dtype).contiguous()  # (T, B)
+        zh = _step_mask(opts.zoneout[0], (T, B, H), dtype) if opts.zoneout is not None else None
+        b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
+        keep = any(ctx.needs_input_grad)
+        res = ext.gru_forward(xw, h0.contiguous(), p["weight_hh"].contiguous(), b_hh, rmask, valid, zh,
+                              cell.reset_after, opts.reverse, keep)
+        ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
+        ctx.masks = (rmask, valid, zh)
+        ctx.buffer = xw if xw._base is None else xw._base  # back to the pool after the backward
+        if keep:
+            ctx.save_for_backward(x, xw, *res[2:], *tensors)
+        else:
+            _POOL.give([ctx.buffer])
+        return res[0], res[1]
+
+    @staticmethod
+    def backward(ctx, dout: Tensor | None, dhT: Tensor | None):
+        cell: Cell = ctx.cell
+        x, gates, hin_all, hr_all, aux_all, *param_list = ctx.saved_tensors
+        p = dict(zip(ctx.names, param_list))
+        T, B, _ = x.shape
+        H = cell.hidden_size
+        rmask, valid, zh = ctx.masks
+        dxw, drec, dh0 = ctx.ext.gru_backward(
+            None if dout is None else dout.contiguous(), gates.new_zeros(B, H) if dhT is None else dhT.contiguous(),
+            gates, hin_all, hr_all, aux_all, p["weight_hh"].contiguous(), rmask, valid, zh, cell.reset_after,
+            ctx.reverse)
+        grads: Params = {}
+        dr2 = drec.view(T * B, 3 * H)
+        hr2 = hr_all.view(T * B, H)
+        if cell.reset_after:
+            grads["weight_hh"] = dr2.t() @ hr2
+        else:  # the r,z rows multiply hr, the n rows r ⊙ hr
+            grads["weight_hh"] = torch.cat((dr2[:, :2 * H].t() @ hr2, dr2[:, 2 * H:].t() @ aux_all.view(T * B, H)))
+        cell.bias_grads(dxw.sum((0, 1)), drec.sum((0, 1)), grads)
+        dx2 = dxw.view(T * B, 3 * H)
+        grads["weight_ih"] = dx2.t() @ x.reshape(T * B, -1)
+        dx = (dx2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
+        dparams = [grads.get(n) if ctx.needs_input_grad[6 + k] else None for k, n in enumerate(ctx.names)]
+        _POOL.give([ctx.buffer])
+        return (None, None, None, None, dx, dh0 if ctx.needs_input_grad[5] else None, *dparams)
+
+
 def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> tuple[Tensor, State]:
     """Run one direction of one layer with the hand-written BPTT.
 
@@ -382,6 +454,10 @@ def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> t
     if ext is not None:
         out, h_n, c_n = _NativeLSTM.apply(cell, opts, ext, names, x, *state0, *p.values())
         return out, (h_n, c_n)
+    ext = _native_gru(cell, x, opts)
+    if ext is not None:
+        out, h_n = _NativeGRU.apply(cell, opts, ext, names, x, *state0, *p.values())
+        return out, (h_n,)
     out, *state_n = _BPTT.apply(cell, opts, names, len(state0), x, *state0, *p.values())
     return out, tuple(state_n)
 

@@ -142,3 +142,84 @@ def test_bad_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RNNKIT_NATIVE", "fast")
     with pytest.raises(ValueError, match="RNNKIT_NATIVE must be auto, 0 or 1, got 'fast'"):
         rnnkit.LSTM(I, H)(torch.randn(T, B, I))
+
+
+# -- GRU -----------------------------------------------------------------------------------
+GRU_OPTIONS = [
+    {}, {"reset_after": False}, {"bidirectional": True, "num_layers": 2}, {"recurrent_dropout": 0.3},
+    {"zoneout": 0.2, "reset_after": False}, {"zoneout": 0.1, "recurrent_dropout": 0.2, "bidirectional": True},
+    {"bias": False}, {"bias": False, "reset_after": False, "recurrent_dropout": 0.3},
+]
+
+
+def _gru_grads(layer, x, h0, lengths, seed):
+    torch.manual_seed(seed)
+    out, h = layer(x, h0, lengths=lengths) if lengths is not None else layer(x, h0)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    loss = (out * w).sum() + h.pow(2).sum()
+    return [out, h, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options,use_lengths,training",
+                         list(itertools.product(GRU_OPTIONS, [False, True], [True, False])))
+def test_native_gru_equals_the_python_loop(monkeypatch, dtype, options, use_lengths, training):
+    layer = rnnkit.GRU(I, H, **options).to(dtype).train(training)
+    n = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(n, B, H, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    got = _gru_grads(layer, x, h0, lengths, 5)
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    want = _gru_grads(layer, x, h0, lengths, 5)
+    tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_native_gru_gradcheck(monkeypatch, reset_after):
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    layer = rnnkit.GRU(3, 4, bidirectional=True, reset_after=reset_after, zoneout=0.2,
+                       recurrent_dropout=0.3).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+    names = [k for k, _ in layer.named_parameters()]
+    lengths = torch.tensor([5, 3])
+
+    def f(x, h0, *ps):
+        torch.manual_seed(3)
+        with torch.nn.utils.stateless._reparametrize_module(layer, dict(zip(names, ps))):
+            return layer(x, h0, lengths=lengths)
+
+    assert torch.autograd.gradcheck(f, (x, h0, *layer.parameters()))
+
+
+def test_native_gru_matches_torch_nn_gru(monkeypatch):
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    calls = []
+    real = engine._NativeGRU.apply
+    monkeypatch.setattr(engine._NativeGRU, "apply", lambda *a: calls.append(1) or real(*a))
+    ref = torch.nn.GRU(I, H, num_layers=2, bidirectional=True)
+    ours = rnnkit.GRU(I, H, num_layers=2, bidirectional=True)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, I, requires_grad=True)
+    (out_r, h_r), (out_o, h_o) = ref(x), ours(x)
+    torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_o, h_r, rtol=1e-5, atol=1e-6)
+    g_r = torch.autograd.grad(out_r.pow(2).sum(), [x, *ref.parameters()])
+    g_o = torch.autograd.grad(out_o.pow(2).sum(), [x, *ours.parameters()])
+    for a, b in zip(g_o, g_r):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert len(calls) == 4  # 2 layers × 2 directions
+
+
+def test_layer_norm_gru_keeps_the_python_loop(monkeypatch):
+    calls = []
+    real = engine._NativeGRU.apply
+    monkeypatch.setattr(engine._NativeGRU, "apply", lambda *a: calls.append(1) or real(*a))
+    rnnkit.GRU(I, H, layer_norm=True)(torch.randn(T, B, I))[0].sum().backward()
+    assert not calls
+    rnnkit.GRU(I, H)(torch.randn(T, B, I))[0].sum().backward()
+    assert calls

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
             results = json.loads(open(args.render, encoding="utf-8").read())
             bench.to_markdown(results)  # (validates before anything is written)
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{args.render} is not the JSON of an rnnkit bench run ({type(e).__name__}: {e})") from None
+            raise ValueError(f"{args.render} is not the JSON of an rnnkit bench run "
+                             f"({type(e).__name__}: {e})") from None
         bench.write_outputs(results, args.out, None)
         print(f"wrote {args.out} from {args.render}")
         return 0

@@ -3,7 +3,7 @@
 The Python engine (:mod:`rnnkit.engine`) dispatches a dozen tensor operations per step,
 and at small and medium sizes that dispatch, not the arithmetic, sets the speed. For the
 LSTM, :mod:`rnnkit.native` runs the same forward and hand-written BPTT
-(``rnnkit/native/lstm.cpp``, the arithmetic of :class:`rnnkit.cells.LSTMCell` line by
+(``rnnkit/native/loops.cpp``, the arithmetic of :class:`rnnkit.cells.LSTMCell` line by
 line) as one C++ loop: per step one GEMM and one fused pass over the gates.
 
 The extension is compiled the first time a layer needs it (about a minute; it needs a C++
@@ -25,7 +25,7 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name("lstm.cpp")]
+SOURCES = [Path(__file__).with_name("loops.cpp")]
 _lock = threading.Lock()
 _module: ModuleType | None = None
 _failed: str | None = None
