@@ -260,12 +260,12 @@ class _BPTT(torch.autograd.Function):
 
 def _native_lstm(cell: Cell, x: Tensor, opts: LoopOptions):
     """The native LSTM loop when it applies to this call (else None): an LSTM with sigmoid/
-    tanh and any of peepholes, layer norm, recurrent dropout, zoneout and lengths (not
-    ``proj_size``), float32/64 on the CPU, without the
+    tanh and any of peepholes, layer norm, projection, recurrent dropout, zoneout and
+    lengths, float32/64 on the CPU, without the
     diagnostics hooks (``record``/``observe`` run the Python loop, which they instrument)."""
     from .cells.lstm import LSTMCell
 
-    if (type(cell) is not LSTMCell or cell.proj_size or cell.sig.name != "sigmoid"
+    if (type(cell) is not LSTMCell or cell.sig.name != "sigmoid"
             or cell.act.name != "tanh" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
             or opts.record is not None or opts.observe is not None):
         return None
@@ -293,21 +293,23 @@ class _NativeLSTM(torch.autograd.Function):
               if cell.layer_norm else [])
         peep = (torch.stack((p["weight_ci"], p["weight_cf"], p["weight_co"])).contiguous()
                 if cell.peephole else None)  # (3, H)
-        rmask = _step_mask(opts.rmask, (B, H), dtype)
+        P = h0.shape[-1]  # the projected size (H without projection)
+        rmask = _step_mask(opts.rmask, (B, P), dtype)
         valid = None
         if opts.lengths is not None:
             steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
             valid = (steps < opts.lengths.to(x.device).unsqueeze(0)).to(dtype).contiguous()  # (T, B)
         zo = list(opts.zoneout) if opts.zoneout is not None else [None, None]
-        zh, zc = (_step_mask(z, (T, B, H), dtype) for z in zo)
+        zh, zc = _step_mask(zo[0], (T, B, P), dtype), _step_mask(zo[1], (T, B, H), dtype)
         keep = any(ctx.needs_input_grad)
         w_hh = p["weight_hh"].contiguous()
-        res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, peep, rmask, valid, zh, zc, ln,
+        w_hr = p["weight_hr"].contiguous() if cell.proj_size else None
+        res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, w_hr, peep, rmask, valid, zh, zc, ln,
                                opts.reverse, keep)
         out, hT, cT = res[:3]
         ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
         ctx.masks = (peep, rmask, valid, zh, zc)
-        ctx.ln, ctx.prep_ctx, ctx.n_saved = ln, prep_ctx, len(res) - 2  # index of the last kept tensor
+        ctx.ln, ctx.prep_ctx, ctx.w_hr = ln, prep_ctx, w_hr
         ctx.buffer = xw if xw._base is None else xw._base  # back to the pool after the backward
         if keep:
             ctx.save_for_backward(x, xw, *res[3:], *tensors)
@@ -320,19 +322,24 @@ class _NativeLSTM(torch.autograd.Function):
         cell: Cell = ctx.cell
         saved = ctx.saved_tensors
         x, gates, hr_all, cin_all, cnew_all, tc_all = saved[:6]
-        ln_saved = list(saved[6:ctx.n_saved + 1])  # LN: â and 1/σ of the recurrent output and of c'
-        p = dict(zip(ctx.names, saved[ctx.n_saved + 1:]))
+        n_ln = 4 if cell.layer_norm else 0
+        ln_saved = list(saved[6:6 + n_ln])  # LN: â and 1/σ of the recurrent output and of c'
+        h_full = saved[6 + n_ln] if cell.proj_size else None  # o ⊙ tanh(...) before the projection
+        p = dict(zip(ctx.names, saved[6 + n_ln + (1 if cell.proj_size else 0):]))
+        P = hr_all.shape[-1]
         T, B, _ = x.shape
         H = cell.hidden_size
         peep, rmask, valid, zh, zc = ctx.masks
-        zeros = gates.new_zeros(B, H)
-        dgates, dh0, dc0, *ln_grads = ctx.ext.lstm_backward(
-            None if dout is None else dout.contiguous(), zeros if dhT is None else dhT.contiguous(),
-            zeros if dcT is None else dcT.contiguous(), [gates, cin_all, cnew_all, tc_all, *ln_saved],
-            p["weight_hh"].contiguous(), peep, rmask, valid, zh, zc, ctx.ln, ctx.reverse)
+        dgates, dh0, dc0, *more = ctx.ext.lstm_backward(
+            None if dout is None else dout.contiguous(), gates.new_zeros(B, P) if dhT is None else dhT.contiguous(),
+            gates.new_zeros(B, H) if dcT is None else dcT.contiguous(), [gates, cin_all, cnew_all, tc_all, *ln_saved],
+            p["weight_hh"].contiguous(), ctx.w_hr, peep, rmask, valid, zh, zc, ctx.ln, ctx.reverse)
+        ln_grads = more[:2] if cell.layer_norm else []
         grads: Params = {}
         drec = ln_grads[0] if cell.layer_norm else dgates  # d(h W_hhᵀ)
-        grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr_all.view(T * B, H)
+        grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr_all.view(T * B, P)
+        if cell.proj_size:  # dW_hr = Σ dhᵀ h_full
+            grads["weight_hr"] = more[-1].view(T * B, P).t() @ h_full.view(T * B, H)
         dsum = dgates.sum((0, 1))
         cell.bias_grads(dsum, dsum, grads)
         if cell.peephole:

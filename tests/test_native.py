@@ -38,6 +38,8 @@ OPTIONS = [
     {"zoneout": 0.2}, {"zoneout": (0.1, 0.3), "peephole": True, "recurrent_dropout": 0.2, "bidirectional": True},
     {"layer_norm": True},
     {"layer_norm": True, "peephole": True, "zoneout": 0.2, "recurrent_dropout": 0.2, "bidirectional": True},
+    {"proj_size": 4}, {"proj_size": 3, "num_layers": 2, "bidirectional": True, "zoneout": 0.1},
+    {"proj_size": 4, "layer_norm": True, "peephole": True, "recurrent_dropout": 0.2},
 ]
 
 
@@ -48,7 +50,8 @@ def test_native_equals_the_python_loop(monkeypatch, dtype, options, use_lengths,
     layer = rnnkit.LSTM(I, H, **options).to(dtype).train(training)
     n = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
-    state = tuple(torch.randn(n, B, H, dtype=dtype, requires_grad=True) for _ in range(2))
+    state = tuple(torch.randn(n, B, size, dtype=dtype, requires_grad=True)
+                  for size in (options.get("proj_size") or H, H))
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
     got, want = _both_paths(monkeypatch, layer, x, state, lengths)
     if dtype == torch.float64:
@@ -60,7 +63,7 @@ def test_native_equals_the_python_loop(monkeypatch, dtype, options, use_lengths,
 
 
 @pytest.mark.parametrize("options", [{}, {"peephole": True, "zoneout": 0.25, "recurrent_dropout": 0.3},
-                                     {"layer_norm": True, "peephole": True}])
+                                     {"layer_norm": True, "peephole": True}, {"proj_size": 3, "zoneout": 0.2}])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_native_gradcheck(monkeypatch, options, reverse):
     """float64 gradcheck of the C++ BPTT (masks fixed by reseeding before every call)."""
@@ -68,7 +71,7 @@ def test_native_gradcheck(monkeypatch, options, reverse):
     layer = rnnkit.LSTM(3, 4, bidirectional=reverse, **options).double()
     n = 2 if reverse else 1
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(n, 2, options.get("proj_size") or 4, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True)
     params = list(layer.parameters())
     lengths = torch.tensor([5, 3])
@@ -83,10 +86,11 @@ def test_native_gradcheck(monkeypatch, options, reverse):
     assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
 
 
-def test_same_outputs_and_gradients_as_torch_nn_lstm(monkeypatch):
+@pytest.mark.parametrize("proj_size", [0, 4])
+def test_same_outputs_and_gradients_as_torch_nn_lstm(monkeypatch, proj_size):
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    ref = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True)
-    ours = rnnkit.LSTM(I, H, num_layers=2, bidirectional=True)
+    ref = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=proj_size)
+    ours = rnnkit.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=proj_size)
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(T, B, I, requires_grad=True)
     out_r, (h_r, c_r) = ref(x)
@@ -113,7 +117,7 @@ def _count_native_calls(monkeypatch):
 
 @pytest.mark.parametrize("options,native_expected", [
     ({}, True), ({"peephole": True}, True), ({"zoneout": 0.1}, True), ({"recurrent_dropout": 0.2}, True),
-    ({"layer_norm": True}, True), ({"proj_size": 3}, False), ({"recurrent_activation": "hard_sigmoid"}, False),
+    ({"layer_norm": True}, True), ({"proj_size": 3}, True), ({"recurrent_activation": "hard_sigmoid"}, False),
 ])
 def test_which_layers_run_natively(monkeypatch, options, native_expected):
     monkeypatch.setenv("RNNKIT_NATIVE", "auto")

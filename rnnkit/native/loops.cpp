@@ -213,27 +213,32 @@ inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, c
 }
 
 // Forward. xw (T, B, 4H) holds x W_ihᵀ + b and is overwritten with the activated gates
-// (i, f, g, o) that the backward reads. Returns out (T, B, H), h_T, c_T and, when keep,
-// hr (T, B, H) = the GEMM's input h_{t-1} ⊙ mask, c_in (T, B, H) = c_{t-1},
-// c_new (T, B, H) = c_t before zoneout/lengths, tc (T, B, H) = tanh(c_new).
+// (i, f, g, o) that the backward reads. The output h has P = proj_size units (P = H without
+// projection: h = o ⊙ tanh(c'); with it h = W_hr (o ⊙ tanh(c')) and W_hh is (4H, P)).
+// Returns out (T, B, P), h_T, c_T and, when keep, hr (T, B, P) = the GEMM's input
+// h_{t-1} ⊙ mask, c_in (T, B, H) = c_{t-1}, c_new (T, B, H) = c_t before zoneout/lengths,
+// tc (T, B, H) = tanh of c_t (of LN(c_t)), then with layer norm â and 1/σ of the recurrent
+// projection and of c_t, then with projection h_full (T, B, H) = o ⊙ tanh(...).
 template <typename T>
-std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
+std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                                  c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse,
                                  bool keep) {
-  const int64_t Tn = xw.size(0), B = xw.size(1), H = h0.size(1);
+  const int64_t Tn = xw.size(0), B = xw.size(1), H = c0.size(1), P = h0.size(1);
   auto opts = xw.options();
   const bool LN = !ln.empty();
-  Tensor out = at::empty({Tn, B, H}, opts);
+  const bool PROJ = w_hr.has_value() && w_hr->defined();
+  Tensor out = at::empty({Tn, B, P}, opts);
   Tensor h = h0.clone(), c = c0.clone();
-  Tensor hr_all, cin_all, cnew_all, tc_all;
+  Tensor hr_all, cin_all, cnew_all, tc_all, hf_all;
   if (keep) {
-    hr_all = at::empty({Tn, B, H}, opts);
+    hr_all = at::empty({Tn, B, P}, opts);
     cin_all = at::empty({Tn, B, H}, opts);
     cnew_all = at::empty({Tn, B, H}, opts);
     tc_all = at::empty({Tn, B, H}, opts);
   }
+  if (PROJ) hf_all = at::empty({keep ? Tn : 1, B, H}, opts);
   Tensor scratch = keep ? Tensor() : at::empty({2, B, H}, opts);  // c_new, tanh(c_new)
   // layer norm: the raw recurrent GEMM output, and â, 1/σ of it and of c' (per step if kept)
   Tensor rec, xh_all, rh_all, xc_all, rc_all;
@@ -248,8 +253,9 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
   const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
   const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
   const T* beta_c = LN ? ln[2].data_ptr<T>() : nullptr;
-  Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, H}, opts) : Tensor();
-  Tensor w_t = w_hh.t().contiguous();  // (H, 4H): a plain row-major GEMM operand
+  Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, P}, opts) : Tensor();
+  Tensor w_t = w_hh.t().contiguous();                         // (P, 4H): a plain row-major GEMM operand
+  Tensor w_hr_t = PROJ ? w_hr->t().contiguous() : Tensor();   // (H, P)
   const T* pp = ptr_or_null<T>(peep);
   const T* rm = ptr_or_null<T>(rmask);
   const T* vd = ptr_or_null<T>(valid);
@@ -260,90 +266,102 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh,
   T* xwp = xw.data_ptr<T>();
   for (int64_t s = 0; s < Tn; ++s) {
     const int64_t t = reverse ? Tn - 1 - s : s;
-    const int64_t off = t * B * H;
-    Tensor hr = h;
+    const int64_t off = t * B * H, offp = t * B * P;
+    T* hr = hp;
     if (keep) {
-      T* dst = hr_all.data_ptr<T>() + off;
+      hr = hr_all.data_ptr<T>() + offp;
       if (rm) {
-        for (int64_t k = 0; k < B * H; ++k) dst[k] = hp[k] * rm[k];
+        for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
       } else {
-        std::memcpy(dst, hp, sizeof(T) * B * H);
+        std::memcpy(hr, hp, sizeof(T) * B * P);
       }
       std::memcpy(cin_all.data_ptr<T>() + off, cp, sizeof(T) * B * H);
-      hr = at::from_blob(dst, {B, H}, opts);
     } else if (rm) {
-      T* dst = hr_tmp.data_ptr<T>();
-      for (int64_t k = 0; k < B * H; ++k) dst[k] = hp[k] * rm[k];
-      hr = hr_tmp;
+      hr = hr_tmp.data_ptr<T>();
+      for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
     }
     T* g = xwp + t * B * 4 * H;
     if (LN) {  // rec = hr W_hhᵀ, normalized per row below
       rec.zero_();
-      step_gemm<T>(rec.data_ptr<T>(), hr.data_ptr<T>(), w_t, B, H, 4 * H, opts);
+      step_gemm<T>(rec.data_ptr<T>(), hr, w_t, B, P, 4 * H, opts);
     } else {
-      step_gemm<T>(g, hr.data_ptr<T>(), w_t, B, H, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
+      step_gemm<T>(g, hr, w_t, B, P, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
     }
-    const int64_t ls = keep ? t : 0;  // the layer-norm slot of this step
+    const int64_t ls = keep ? t : 0;  // the per-step slot of this step's kept values
     T* xh_t = LN ? xh_all.data_ptr<T>() + ls * B * 4 * H : nullptr;
     T* rh_t = LN ? rh_all.data_ptr<T>() + ls * B : nullptr;
     T* xc_t = LN ? xc_all.data_ptr<T>() + ls * B * H : nullptr;
     T* rc_t = LN ? rc_all.data_ptr<T>() + ls * B : nullptr;
     const T* recp = LN ? rec.data_ptr<T>() : nullptr;
-    T* o_t = out.data_ptr<T>() + off;
+    T* o_t = out.data_ptr<T>() + offp;
+    T* hn_t = PROJ ? hf_all.data_ptr<T>() + ls * B * H : o_t;  // o ⊙ tanh(...), (B, H)
     T* cn_t = keep ? cnew_all.data_ptr<T>() + off : scratch.data_ptr<T>();
     T* tc_t = keep ? tc_all.data_ptr<T>() + off : scratch.data_ptr<T>() + B * H;
-    const T* zh_t = zhp ? zhp + off : nullptr;
+    const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
     at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = b * H;
         if (LN && pp) {
           forward_row_ln<T, true>(g + b * 4 * H, recp + b * 4 * H, cp + r, pp, gam_h, gam_c, beta_c,
-                                  xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, o_t + r, H);
+                                  xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, hn_t + r, H);
         } else if (LN) {
           forward_row_ln<T, false>(g + b * 4 * H, recp + b * 4 * H, cp + r, pp, gam_h, gam_c, beta_c,
-                                   xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, o_t + r, H);
+                                   xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, hn_t + r, H);
         } else if (pp) {
-          forward_row<T, true>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, o_t + r, H);
+          forward_row<T, true>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, hn_t + r, H);
         } else {
-          forward_row<T, false>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, o_t + r, H);
+          forward_row<T, false>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, hn_t + r, H);
         }
-        if (vd && vd[t * B + b] == T(0)) {  // past its length: keep the state, output zero
-          std::fill(o_t + r, o_t + r + H, T(0));
-          continue;
-        }
-        if (zh_t) {  // zoneout: lerp(new, old, z)
-          for (int64_t j = 0; j < H; ++j) o_t[r + j] += zh_t[r + j] * (hp[r + j] - o_t[r + j]);
-        }
-        if (zc_t) {
+        if (vd && vd[t * B + b] == T(0)) continue;  // past its length: the state stays
+        if (zc_t) {  // zoneout: lerp(new, old, z)
           for (int64_t j = 0; j < H; ++j) cp[r + j] = cn_t[r + j] + zc_t[r + j] * (cp[r + j] - cn_t[r + j]);
         } else {
           std::memcpy(cp + r, cn_t + r, sizeof(T) * H);
         }
-        std::memcpy(hp + r, o_t + r, sizeof(T) * H);
       }
     });
+    if (PROJ) {  // h = (o ⊙ tanh(...)) W_hrᵀ
+      std::fill(o_t, o_t + B * P, T(0));
+      step_gemm<T>(o_t, hn_t, w_hr_t, B, H, P, opts);
+    }
+    for (int64_t b = 0; b < B; ++b) {  // the new h: lengths, zoneout
+      const int64_t r = b * P;
+      if (vd && vd[t * B + b] == T(0)) {  // past its length: output zero, h stays
+        std::fill(o_t + r, o_t + r + P, T(0));
+        continue;
+      }
+      if (zh_t) {
+        for (int64_t j = 0; j < P; ++j) o_t[r + j] += zh_t[r + j] * (hp[r + j] - o_t[r + j]);
+      }
+      std::memcpy(hp + r, o_t + r, sizeof(T) * P);
+    }
   }
-  if (keep && LN) return {out, h, c, hr_all, cin_all, cnew_all, tc_all, xh_all, rh_all, xc_all, rc_all};
-  if (keep) return {out, h, c, hr_all, cin_all, cnew_all, tc_all};
-  return {out, h, c};
+  if (!keep) return {out, h, c};
+  std::vector<Tensor> res = {out, h, c, hr_all, cin_all, cnew_all, tc_all};
+  if (LN) res.insert(res.end(), {xh_all, rh_all, xc_all, rc_all});
+  if (PROJ) res.push_back(hf_all);
+  return res;
 }
 
-// Backward. Returns dgates (T, B, 4H) = d(x W_ihᵀ + b) = d(h W_hhᵀ) for every step, dh_0
-// and dc_0. The engine forms dW_hh, dW_ih, dx and the bias and peephole gradients from
-// dgates with one reduction or GEMM each.
+// Backward. Returns dgates (T, B, 4H) = d(x W_ihᵀ + b) (= d(h W_hhᵀ) without layer norm)
+// for every step, dh_0 and dc_0, then with layer norm drec (T, B, 4H) = d(h W_hhᵀ) and dcln
+// (T, B, H) = d LN(c_t), then with projection dh (T, B, P) = the gradient reaching the
+// projected h (dW_hr = Σ dhᵀ h_full). The engine forms dW_hh, dW_ih, dx and the bias,
+// peephole and layer-norm gradients from these with one reduction or GEMM each.
 template <typename T>
 std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT,
-                                  const std::vector<Tensor>& saved, Tensor w_hh, c10::optional<Tensor> peep,
-                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                  c10::optional<Tensor> zh, c10::optional<Tensor> zc,
-                                  const std::vector<Tensor>& ln, bool reverse) {
+                                  const std::vector<Tensor>& saved, Tensor w_hh, c10::optional<Tensor> w_hr,
+                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                  c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse) {
   const Tensor& gates = saved[0];
   const Tensor& cin_all = saved[1];
   const Tensor& tc_all = saved[3];
-  const int64_t Tn = gates.size(0), B = gates.size(1), H = dhT.size(1);
+  const int64_t Tn = gates.size(0), B = gates.size(1), H = dcT.size(1), P = dhT.size(1);
   auto opts = gates.options();
   const bool LN = !ln.empty();
+  const bool PROJ = w_hr.has_value() && w_hr->defined();
   Tensor dgates = at::empty({Tn, B, 4 * H}, opts);
   // layer norm: the gradient of the raw recurrent GEMM output and of LN(c')'s output
   Tensor drec_all = LN ? at::empty({Tn, B, 4 * H}, opts) : Tensor();
@@ -352,9 +370,12 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
   const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
   const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
   Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
-  Tensor dh_gemm = at::zeros({B, H}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
+  Tensor dh_gemm = at::zeros({B, P}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
   Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
-  Tensor work = at::empty({2, B, H}, opts);  // dh, dc reaching the cell's step
+  // dh reaching the step (B, P), per step with projection (for dW_hr), and dc (B, H)
+  Tensor dh_all = at::empty({PROJ ? Tn : 1, B, P}, opts);
+  Tensor dcw_t = at::empty({B, H}, opts);
+  Tensor dhf = PROJ ? at::empty({B, H}, opts) : Tensor();  // W_hrᵀ dh: reaching o ⊙ tanh(...)
   const T* dop = ptr_or_null<T>(dout);
   const T* pp = ptr_or_null<T>(peep);
   const T* rm = ptr_or_null<T>(rmask);
@@ -364,18 +385,17 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
   T* dhp = dh_part.data_ptr<T>();
   T* dhg = dh_gemm.data_ptr<T>();
   T* dcp = dc.data_ptr<T>();
-  T* dhw = work.data_ptr<T>();
-  T* dcw = dhw + B * H;
+  T* dcw = dcw_t.data_ptr<T>();
   T* dgp = dgates.data_ptr<T>();
   for (int64_t s = 0; s < Tn; ++s) {
     const int64_t t = reverse ? s : Tn - 1 - s;
-    const int64_t off = t * B * H;
+    const int64_t off = t * B * H, offp = t * B * P;
     const T* g = gates.data_ptr<T>() + t * B * 4 * H;
     T* dg = dgp + t * B * 4 * H;
     const T* ci = cin_all.data_ptr<T>() + off;
     const T* tc_t = tc_all.data_ptr<T>() + off;
-    const T* do_t = dop ? dop + off : nullptr;
-    const T* zh_t = zhp ? zhp + off : nullptr;
+    const T* do_t = dop ? dop + offp : nullptr;
+    const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
     T* drec_t = LN ? drec_all.data_ptr<T>() + t * B * 4 * H : nullptr;
     T* dcln_t = LN ? dcln_all.data_ptr<T>() + off : nullptr;
@@ -384,23 +404,57 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
     const T* xc_t = LN ? saved[6].data_ptr<T>() + off : nullptr;
     const T* rc_t = LN ? saved[7].data_ptr<T>() + t * B : nullptr;
     T* dcn_s = LN ? dcn_tmp.data_ptr<T>() : nullptr;
+    T* dhw = dh_all.data_ptr<T>() + (PROJ ? offp : 0);
+    // 1. the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙ mask), the
+    //    output, zoneout (z ⊙ d(new) goes straight to the previous state) and lengths
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * P;
+      const T v = vd ? vd[t * B + b] : T(1);
+      T* dh = dhw + r;
+      if (rm) {
+        for (int64_t j = 0; j < P; ++j) dh[j] = dhp[r + j] + dhg[r + j] * rm[r + j];
+      } else {
+        for (int64_t j = 0; j < P; ++j) dh[j] = dhp[r + j] + dhg[r + j];
+      }
+      if (do_t && v != T(0)) {
+        for (int64_t j = 0; j < P; ++j) dh[j] += do_t[r + j];
+      }
+      if (v == T(0)) {  // past its length the state passed through unchanged (dcp keeps dc)
+        std::memcpy(dhp + r, dh, sizeof(T) * P);
+        std::fill(dh, dh + P, T(0));
+        continue;
+      }
+      if (zh_t) {
+        for (int64_t j = 0; j < P; ++j) {
+          dhp[r + j] = dh[j] * zh_t[r + j];
+          dh[j] -= dhp[r + j];
+        }
+      } else {
+        std::fill(dhp + r, dhp + r + P, T(0));
+      }
+      const int64_t rc = b * H;
+      std::memcpy(dcw + rc, dcp + rc, sizeof(T) * H);
+      if (zc_t) {
+        for (int64_t j = 0; j < H; ++j) {
+          dcp[rc + j] = dcw[rc + j] * zc_t[rc + j];
+          dcw[rc + j] -= dcp[rc + j];
+        }
+      } else {
+        std::fill(dcp + rc, dcp + rc + H, T(0));
+      }
+    }
+    // 2. through the projection: d(o ⊙ tanh(...)) = dh W_hr
+    const T* dhc = dhw;
+    if (PROJ) {
+      dhf.zero_();
+      step_gemm<T>(dhf.data_ptr<T>(), dhw, *w_hr, B, P, H, opts);
+      dhc = dhf.data_ptr<T>();
+    }
+    // 3. the cell
     at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t r = b * H;
-        const T v = vd ? vd[t * B + b] : T(1);
-        T* dh = dhw + r;
-        T* dcn = dcw + r;
-        // dh reaching the new state: from step t+1 (dh_part + dh_gemm ⊙ mask) and the output
-        if (rm) {
-          for (int64_t j = 0; j < H; ++j) dh[j] = dhp[r + j] + dhg[r + j] * rm[r + j];
-        } else {
-          for (int64_t j = 0; j < H; ++j) dh[j] = dhp[r + j] + dhg[r + j];
-        }
-        if (do_t && v != T(0)) {
-          for (int64_t j = 0; j < H; ++j) dh[j] += do_t[r + j];
-        }
-        if (v == T(0)) {  // past its length the state passed through unchanged
-          std::memcpy(dhp + r, dh, sizeof(T) * H);  // dcp keeps dc as it is
+        if (vd && vd[t * B + b] == T(0)) {
           std::fill(dg + b * 4 * H, dg + (b + 1) * 4 * H, T(0));
           if (LN) {
             std::fill(drec_t + b * 4 * H, drec_t + (b + 1) * 4 * H, T(0));
@@ -408,24 +462,8 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
           }
           continue;
         }
-        std::memcpy(dcn, dcp + r, sizeof(T) * H);
-        // zoneout carries z ⊙ d(new state) straight to the previous state
-        if (zh_t) {
-          for (int64_t j = 0; j < H; ++j) {
-            dhp[r + j] = dh[j] * zh_t[r + j];
-            dh[j] -= dhp[r + j];
-          }
-        } else {
-          std::fill(dhp + r, dhp + r + H, T(0));
-        }
-        if (zc_t) {
-          for (int64_t j = 0; j < H; ++j) {
-            dcp[r + j] = dcn[j] * zc_t[r + j];
-            dcn[j] -= dcp[r + j];
-          }
-        } else {
-          std::fill(dcp + r, dcp + r + H, T(0));
-        }
+        const T* dh = dhc + r;
+        const T* dcn = dcw + r;
         if (LN && pp) {
           backward_row_ln<T, true>(g + b * 4 * H, ci + r, tc_t + r, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
                                    dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
@@ -442,11 +480,13 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
       }
     });
     dh_gemm.zero_();
-    step_gemm<T>(dhg, LN ? drec_t : dg, w_hh, B, 4 * H, H, opts);  // dh_{t-1} from the recurrent GEMM
+    step_gemm<T>(dhg, LN ? drec_t : dg, w_hh, B, 4 * H, P, opts);  // dh_{t-1} from the recurrent GEMM
   }
   Tensor dh0 = rm ? dh_part + dh_gemm * *rmask : dh_part + dh_gemm;
-  if (LN) return {dgates, dh0, dc, drec_all, dcln_all};
-  return {dgates, dh0, dc};
+  std::vector<Tensor> res = {dgates, dh0, dc};
+  if (LN) res.insert(res.end(), {drec_all, dcln_all});
+  if (PROJ) res.push_back(dh_all);
+  return res;
 }
 
 void check(const Tensor& t, const char* name, const Tensor& like) {
@@ -460,36 +500,37 @@ void check_opt(const c10::optional<Tensor>& t, const char* name, const Tensor& l
   if (t.has_value() && t->defined()) check(*t, name, like);
 }
 
-std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> peep,
+std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
+                                 c10::optional<Tensor> peep,
                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
                                  c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln,
                                  bool reverse, bool keep) {
   for (auto* p : {&xw, &h0, &c0, &w_hh}) check(*p, "argument", xw);
-  check_opt(peep, "peephole", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
+  check_opt(w_hr, "weight_hr", xw); check_opt(peep, "peephole", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
   check_opt(zh, "zoneout h", xw); check_opt(zc, "zoneout c", xw);
   for (auto& t : ln) check(t, "layer norm parameter", xw);
   TORCH_CHECK(ln.empty() || ln.size() == 3, "rnnkit native LSTM: layer norm takes (gamma_h, gamma_c, beta_c)");
   at::NoGradGuard no_grad;
   if (xw.scalar_type() == at::kFloat)
-    return forward_impl<float>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, ln, reverse, keep);
+    return forward_impl<float>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse, keep);
   TORCH_CHECK(xw.scalar_type() == at::kDouble, "rnnkit native LSTM: float32 or float64 only");
-  return forward_impl<double>(xw, h0, c0, w_hh, peep, rmask, valid, zh, zc, ln, reverse, keep);
+  return forward_impl<double>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse, keep);
 }
 
 std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, std::vector<Tensor> saved,
-                                  Tensor w_hh, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                  Tensor w_hh, c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                   c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                                   c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse) {
   TORCH_CHECK(saved.size() == (ln.empty() ? 4u : 8u), "rnnkit native LSTM: wrong number of saved tensors");
   for (auto& t : saved) check(t, "saved tensor", saved[0]);
   for (auto* p : {&dhT, &dcT, &w_hh}) check(*p, "argument", saved[0]);
-  check_opt(dout, "dout", saved[0]); check_opt(peep, "peephole", saved[0]); check_opt(rmask, "rmask", saved[0]);
+  check_opt(dout, "dout", saved[0]); check_opt(w_hr, "weight_hr", saved[0]); check_opt(peep, "peephole", saved[0]); check_opt(rmask, "rmask", saved[0]);
   check_opt(valid, "valid", saved[0]); check_opt(zh, "zoneout h", saved[0]); check_opt(zc, "zoneout c", saved[0]);
   for (auto& t : ln) check(t, "layer norm parameter", saved[0]);
   at::NoGradGuard no_grad;
   if (saved[0].scalar_type() == at::kFloat)
-    return backward_impl<float>(dout, dhT, dcT, saved, w_hh, peep, rmask, valid, zh, zc, ln, reverse);
-  return backward_impl<double>(dout, dhT, dcT, saved, w_hh, peep, rmask, valid, zh, zc, ln, reverse);
+    return backward_impl<float>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
+  return backward_impl<double>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
 }
 
 
