@@ -278,6 +278,14 @@ def _step_mask(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> 
     return None if t is None else t.to(dtype).expand(shape).contiguous()
 
 
+def _valid_rows(lengths: Tensor | None, T: int, x: Tensor) -> Tensor | None:
+    """(T, B) 1/0 in x's dtype: step t of sequence b is inside its length (native loops)."""
+    if lengths is None:
+        return None
+    steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    return (steps < lengths.to(x.device).unsqueeze(0)).to(x.dtype).contiguous()
+
+
 class _NativeLSTM(torch.autograd.Function):
     """:class:`_BPTT` for the LSTM with the time loop in C++ (``rnnkit/native/loops.cpp``)."""
 
@@ -295,10 +303,7 @@ class _NativeLSTM(torch.autograd.Function):
                 if cell.peephole else None)  # (3, H)
         P = h0.shape[-1]  # the projected size (H without projection)
         rmask = _step_mask(opts.rmask, (B, P), dtype)
-        valid = None
-        if opts.lengths is not None:
-            steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
-            valid = (steps < opts.lengths.to(x.device).unsqueeze(0)).to(dtype).contiguous()  # (T, B)
+        valid = _valid_rows(opts.lengths, T, x)
         zo = list(opts.zoneout) if opts.zoneout is not None else [None, None]
         zh, zc = _step_mask(zo[0], (T, B, P), dtype), _step_mask(zo[1], (T, B, H), dtype)
         keep = any(ctx.needs_input_grad)
@@ -388,10 +393,7 @@ class _NativeGRU(torch.autograd.Function):
         xw = xw.contiguous()
         dtype = x.dtype
         rmask = _step_mask(opts.rmask, (B, H), dtype)
-        valid = None
-        if opts.lengths is not None:
-            steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
-            valid = (steps < opts.lengths.to(x.device).unsqueeze(0)).to(dtype).contiguous()  # (T, B)
+        valid = _valid_rows(opts.lengths, T, x)
         zh = _step_mask(opts.zoneout[0], (T, B, H), dtype) if opts.zoneout is not None else None
         b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
         keep = any(ctx.needs_input_grad)

@@ -2,9 +2,10 @@
 
 The Python engine (:mod:`rnnkit.engine`) dispatches a dozen tensor operations per step,
 and at small and medium sizes that dispatch, not the arithmetic, sets the speed. For the
-LSTM, :mod:`rnnkit.native` runs the same forward and hand-written BPTT
-(``rnnkit/native/loops.cpp``, the arithmetic of :class:`rnnkit.cells.LSTMCell` line by
-line) as one C++ loop: per step one GEMM and one fused pass over the gates.
+LSTM and the GRU, :mod:`rnnkit.native` runs the same forward and hand-written BPTT
+(``rnnkit/native/loops.cpp``, the arithmetic of :class:`rnnkit.cells.LSTMCell` and
+:class:`rnnkit.cells.GRUCell` line by line) as one C++ loop: per step the recurrent GEMM
+and one fused pass over the gates (docs/performance.md).
 
 The extension is compiled the first time a layer needs it (about a minute; it needs a C++
 compiler and ``ninja``, e.g. ``pip install ninja``) and cached by PyTorch under
@@ -58,6 +59,16 @@ def _machine_tag(flags: list[str]) -> str:
     return h.hexdigest()[:12]
 
 
+def _is_built(name: str) -> bool:
+    """Whether PyTorch's extension cache already holds this build (then loading is quick)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:  # noqa: BLE001 -- a private helper: when in doubt, say that it may compile
+        return False
+
+
 def load() -> ModuleType | None:
     """The compiled extension, building it on first use; None when disabled or unbuildable
     (``RNNKIT_NATIVE=1`` raises instead)."""
@@ -69,7 +80,7 @@ def load() -> ModuleType | None:
         return _module
     if _failed is not None:
         if setting == "1":
-            raise RuntimeError(f"RNNKIT_NATIVE=1 but the native LSTM loop could not be built: {_failed}")
+            raise RuntimeError(f"RNNKIT_NATIVE=1 but the native loops could not be built: {_failed}")
         return None
     with _lock:
         if _module is None and _failed is None:
@@ -81,15 +92,18 @@ def load() -> ModuleType | None:
                 flags = ["-O3", "-fno-trapping-math", "-fopenmp-simd"]
                 if platform.machine() in ("x86_64", "AMD64"):
                     flags.append("-march=native")
-                log.info("building rnnkit's native LSTM loop (once per machine, about a minute)")
-                _module = build(name=f"rnnkit_native_{_machine_tag(flags)}", sources=[str(s) for s in SOURCES],
+                name = f"rnnkit_native_{_machine_tag(flags)}"
+                if not _is_built(name):
+                    log.info("compiling rnnkit's native LSTM/GRU loops (once per machine and version, "
+                             "about a minute)")
+                _module = build(name=name, sources=[str(s) for s in SOURCES],
                                 extra_cflags=flags, verbose=False)
             except Exception as e:  # noqa: BLE001 -- any build failure means: use the Python loop
                 _failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
                 if setting == "1":
-                    raise RuntimeError(f"RNNKIT_NATIVE=1 but the native LSTM loop could not be built: "
+                    raise RuntimeError(f"RNNKIT_NATIVE=1 but the native loops could not be built: "
                                        f"{_failed}") from e
-                log.warning("rnnkit: the native LSTM loop could not be built (%s); using the Python loop, "
+                log.warning("rnnkit: the native LSTM/GRU loops could not be built (%s); using the Python loop, "
                             "which is slower. Install a C++ compiler and `pip install ninja`, or set "
                             "RNNKIT_NATIVE=0 to silence this.", _failed)
     return _module
