@@ -227,3 +227,28 @@ def test_layer_norm_gru_keeps_the_python_loop(monkeypatch):
     assert not calls
     rnnkit.GRU(I, H)(torch.randn(T, B, I))[0].sum().backward()
     assert calls
+
+
+def test_a_failed_build_falls_back_to_the_python_loop_or_fails_when_required(monkeypatch, caplog):
+    """Without a compiler: ``auto`` warns once and runs the Python loop, ``1`` is an error."""
+    import torch.utils.cpp_extension as cpp
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: c++: command not found")
+
+    monkeypatch.setattr(cpp, "load", no_compiler)
+    monkeypatch.setattr(native, "_module", None)
+    monkeypatch.setattr(native, "_failed", None)
+    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
+    calls = _count_native_calls(monkeypatch)
+    layer = rnnkit.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    with caplog.at_level("WARNING", logger="rnnkit.native"):
+        out, _ = layer(x)
+        layer(x)
+    assert not calls and out.shape == (T, B, H)
+    warnings = [r.getMessage() for r in caplog.records if "could not be built" in r.getMessage()]
+    assert len(warnings) == 1 and "c++: command not found" in warnings[0]
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    with pytest.raises(RuntimeError, match="RNNKIT_NATIVE=1 but the native loops could not be built"):
+        layer(x)
