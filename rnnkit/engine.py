@@ -441,6 +441,77 @@ class _NativeGRU(torch.autograd.Function):
         return (None, None, None, None, dx, dh0 if ctx.needs_input_grad[5] else None, *dparams)
 
 
+_ACT_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "hard_sigmoid": 4}  # as in loops.cpp
+
+
+def _native_jordan(cell: Cell, x: Tensor, opts: LoopOptions):
+    """The native Jordan loop when it applies (else None): any activations, recurrent
+    dropout, zoneout, lengths, float32/64 on the CPU, without the diagnostics hooks."""
+    from .cells.jordan import JordanCell
+
+    if (type(cell) is not JordanCell or cell.phi.name not in _ACT_CODES or cell.psi.name not in _ACT_CODES
+            or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
+            or opts.record is not None or opts.observe is not None):
+        return None
+    from . import native
+
+    return native.load()
+
+
+class _NativeJordan(torch.autograd.Function):
+    """:class:`_BPTT` for the Jordan network with the time loop in C++."""
+
+    @staticmethod
+    def forward(ctx, cell: Cell, opts: LoopOptions, ext, names: tuple, x: Tensor, y0: Tensor, *tensors):
+        p = dict(zip(names, tensors))
+        T, B, _ = x.shape
+        O = cell.output_size
+        xw, _ = _input_projection(cell, x, p)
+        xw = xw.contiguous()
+        rmask = _step_mask(opts.rmask, (B, O), x.dtype)
+        zh = _step_mask(opts.zoneout[0], (T, B, O), x.dtype) if opts.zoneout is not None else None
+        valid = _valid_rows(opts.lengths, T, x)
+        keep = any(ctx.needs_input_grad)
+        codes = (_ACT_CODES[cell.phi.name], _ACT_CODES[cell.psi.name])
+        res = ext.jordan_forward(xw, y0.contiguous(), p["weight_hh"].contiguous(), p["weight_ho"].contiguous(),
+                                 p["bias_ho"].contiguous() if cell.bias else None, rmask, valid, zh, *codes,
+                                 opts.reverse, keep)
+        ctx.cell, ctx.names, ctx.ext, ctx.reverse, ctx.codes = cell, names, ext, opts.reverse, codes
+        ctx.masks = (rmask, valid, zh)
+        ctx.buffer = xw if xw._base is None else xw._base
+        if keep:
+            ctx.save_for_backward(x, xw, *res[2:], *tensors)
+        else:
+            _POOL.give([ctx.buffer])
+        return res[0], res[1]
+
+    @staticmethod
+    def backward(ctx, dout: Tensor | None, dyT: Tensor | None):
+        cell: Cell = ctx.cell
+        x, h_all, yr_all, yn_all, *param_list = ctx.saved_tensors
+        p = dict(zip(ctx.names, param_list))
+        T, B, _ = x.shape
+        H, O = cell.hidden_size, cell.output_size
+        rmask, valid, zh = ctx.masks
+        da, dz, dy0 = ctx.ext.jordan_backward(
+            None if dout is None else dout.contiguous(), h_all.new_zeros(B, O) if dyT is None else dyT.contiguous(),
+            h_all, yn_all, p["weight_hh"].contiguous(), p["weight_ho"].contiguous(), rmask, valid, zh, *ctx.codes,
+            ctx.reverse)
+        grads: Params = {}
+        da2, dz2 = da.view(T * B, H), dz.view(T * B, O)
+        grads["weight_hh"] = da2.t() @ yr_all.view(T * B, O)
+        grads["weight_ho"] = dz2.t() @ h_all.view(T * B, H)
+        dsum = da.sum((0, 1))
+        cell.bias_grads(dsum, dsum, grads)
+        if cell.bias:
+            grads["bias_ho"] = dz.sum((0, 1))
+        grads["weight_ih"] = da2.t() @ x.reshape(T * B, -1)
+        dx = (da2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
+        dparams = [grads.get(n) if ctx.needs_input_grad[6 + k] else None for k, n in enumerate(ctx.names)]
+        _POOL.give([ctx.buffer])
+        return (None, None, None, None, dx, dy0 if ctx.needs_input_grad[5] else None, *dparams)
+
+
 def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> tuple[Tensor, State]:
     """Run one direction of one layer with the hand-written BPTT.
 
@@ -472,6 +543,10 @@ def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> t
     if ext is not None:
         out, h_n = _NativeGRU.apply(cell, opts, ext, names, x, *state0, *p.values())
         return out, (h_n,)
+    ext = _native_jordan(cell, x, opts)
+    if ext is not None:
+        out, y_n = _NativeJordan.apply(cell, opts, ext, names, x, *state0, *p.values())
+        return out, (y_n,)
     out, *state_n = _BPTT.apply(cell, opts, names, len(state0), x, *state0, *p.values())
     return out, tuple(state_n)
 

@@ -252,3 +252,56 @@ def test_a_failed_build_falls_back_to_the_python_loop_or_fails_when_required(mon
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
     with pytest.raises(RuntimeError, match="RNNKIT_NATIVE=1 but the native loops could not be built"):
         layer(x)
+
+
+# -- Jordan ----------------------------------------------------------------------------------
+JORDAN_OPTIONS = [
+    {}, {"output_activation": "sigmoid"}, {"nonlinearity": "relu", "output_activation": "tanh"},
+    {"bidirectional": True, "num_layers": 2}, {"recurrent_dropout": 0.3, "zoneout": 0.2},
+    {"bias": False, "output_activation": "hard_sigmoid"},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options,use_lengths,training",
+                         list(itertools.product(JORDAN_OPTIONS, [False, True], [True, False])))
+def test_native_jordan_equals_the_python_loop(monkeypatch, dtype, options, use_lengths, training):
+    O = 3
+    layer = rnnkit.Jordan(I, H, O, **options).to(dtype).train(training)
+    n = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    y0 = torch.randn(n, B, O, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    calls = _count_jordan_calls(monkeypatch)
+    got = _gru_grads(layer, x, y0, lengths, 5)
+    assert calls
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    want = _gru_grads(layer, x, y0, lengths, 5)
+    tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def _count_jordan_calls(monkeypatch):
+    calls = []
+    real = engine._NativeJordan.apply
+    monkeypatch.setattr(engine._NativeJordan, "apply", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_native_jordan_gradcheck(monkeypatch):
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    layer = rnnkit.Jordan(3, 4, 2, bidirectional=True, output_activation="tanh", zoneout=0.2,
+                          recurrent_dropout=0.3).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    y0 = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)
+    names = [k for k, _ in layer.named_parameters()]
+    lengths = torch.tensor([5, 3])
+
+    def f(x, y0, *ps):
+        torch.manual_seed(3)
+        with torch.nn.utils.stateless._reparametrize_module(layer, dict(zip(names, ps))):
+            return layer(x, y0, lengths=lengths)
+
+    assert torch.autograd.gradcheck(f, (x, y0, *layer.parameters()))

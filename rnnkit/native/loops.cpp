@@ -776,6 +776,180 @@ std::vector<Tensor> gru_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor 
                                    reverse);
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Jordan network (rnnkit/cells/jordan.py): the recurrence runs from the previous output y.
+//   h = φ(x W_ihᵀ + b + (y ⊙ mask) W_hhᵀ),   y' = ψ(h W_hoᵀ + b_ho)
+// φ and ψ are any of rnnkit's activations, coded as below; each derivative is written
+// through the activation's output, as in rnnkit/cells/activations.py.
+enum Act : int64_t { kIdentity = 0, kSigmoid = 1, kTanh = 2, kRelu = 3, kHardSigmoid = 4 };
+
+template <typename T>
+void activate(int64_t act, T* __restrict a, int64_t n) {
+  switch (act) {
+    case kSigmoid: for (int64_t j = 0; j < n; ++j) a[j] = sigmoid(a[j]); break;
+    case kTanh: for (int64_t j = 0; j < n; ++j) a[j] = tanh_f(a[j]); break;
+    case kRelu: for (int64_t j = 0; j < n; ++j) a[j] = a[j] > T(0) ? a[j] : T(0); break;
+    case kHardSigmoid:
+      for (int64_t j = 0; j < n; ++j) a[j] = std::min(T(1), std::max(T(0), T(0.2) * a[j] + T(0.5)));
+      break;
+    default: break;
+  }
+}
+
+// d ⊙= φ'(a), written through y = φ(a).
+template <typename T>
+void activation_grad(int64_t act, const T* __restrict y, T* __restrict d, int64_t n) {
+  switch (act) {
+    case kSigmoid: for (int64_t j = 0; j < n; ++j) d[j] *= y[j] * (T(1) - y[j]); break;
+    case kTanh: for (int64_t j = 0; j < n; ++j) d[j] *= T(1) - y[j] * y[j]; break;
+    case kRelu: for (int64_t j = 0; j < n; ++j) d[j] = y[j] > T(0) ? d[j] : T(0); break;
+    case kHardSigmoid:
+      for (int64_t j = 0; j < n; ++j) d[j] = (y[j] > T(0) && y[j] < T(1)) ? T(0.2) * d[j] : T(0);
+      break;
+    default: break;
+  }
+}
+
+// Forward. xw (T, B, H) holds x W_ihᵀ + b and is overwritten with h. Returns out (T, B, O),
+// y_T and, when keep, yr (T, B, O) = the GEMM's input y_{t-1} ⊙ mask and y_new (T, B, O) =
+// ψ(...) before zoneout and lengths.
+template <typename T>
+std::vector<Tensor> jordan_forward_impl(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
+                                        c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                        c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse,
+                                        bool keep) {
+  const int64_t Tn = xw.size(0), B = xw.size(1), H = xw.size(2), O = y0.size(1);
+  auto opts = xw.options();
+  Tensor out = at::empty({Tn, B, O}, opts);
+  Tensor y = y0.clone();
+  Tensor yr_all = at::empty({keep ? Tn : 1, B, O}, opts);
+  Tensor yn_all = at::empty({keep ? Tn : 1, B, O}, opts);
+  Tensor w_t = w_hh.t().contiguous();   // (O, H)
+  Tensor wo_t = w_ho.t().contiguous();  // (H, O)
+  const T* rm = ptr_or_null<T>(rmask);
+  const T* vd = ptr_or_null<T>(valid);
+  const T* zhp = ptr_or_null<T>(zh);
+  const T* bo = ptr_or_null<T>(b_ho);
+  T* yp = y.data_ptr<T>();
+  for (int64_t s = 0; s < Tn; ++s) {
+    const int64_t t = reverse ? Tn - 1 - s : s;
+    const int64_t slot = keep ? t : 0;
+    T* yr = yr_all.data_ptr<T>() + slot * B * O;
+    for (int64_t k = 0; k < B * O; ++k) yr[k] = rm ? yp[k] * rm[k] : yp[k];
+    T* h = xw.data_ptr<T>() + t * B * H;
+    step_gemm<T>(h, yr, w_t, B, O, H, opts);  // a = xw_t + yr W_hhᵀ
+    activate(phi, h, B * H);
+    T* yn = yn_all.data_ptr<T>() + slot * B * O;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = 0; j < O; ++j) yn[b * O + j] = bo ? bo[j] : T(0);
+    }
+    step_gemm<T>(yn, h, wo_t, B, H, O, opts);  // z = h W_hoᵀ + b_ho
+    activate(psi, yn, B * O);
+    T* o_t = out.data_ptr<T>() + t * B * O;
+    const T* zh_t = zhp ? zhp + t * B * O : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * O;
+      if (vd && vd[t * B + b] == T(0)) {  // past its length: output zero, y stays
+        std::fill(o_t + r, o_t + r + O, T(0));
+        continue;
+      }
+      for (int64_t j = 0; j < O; ++j) {
+        const T v = yn[r + j];
+        o_t[r + j] = zh_t ? v + zh_t[r + j] * (yp[r + j] - v) : v;
+      }
+      std::memcpy(yp + r, o_t + r, sizeof(T) * O);
+    }
+  }
+  if (!keep) return {out, y};
+  return {out, y, yr_all, yn_all};
+}
+
+// Backward. Returns da (T, B, H) = the gradient of the input projection (= of the
+// recurrent pre-activation), dz (T, B, O) = of the output pre-activation, and dy_0. The
+// engine forms dW_ih, dW_hh (with yr), dW_ho (with h) and the biases from them.
+template <typename T>
+std::vector<Tensor> jordan_backward_impl(c10::optional<Tensor> dout, Tensor dyT, Tensor h_all, Tensor yn_all,
+                                         Tensor w_hh, Tensor w_ho, c10::optional<Tensor> rmask,
+                                         c10::optional<Tensor> valid, c10::optional<Tensor> zh, int64_t phi,
+                                         int64_t psi, bool reverse) {
+  const int64_t Tn = h_all.size(0), B = h_all.size(1), H = h_all.size(2), O = dyT.size(1);
+  auto opts = h_all.options();
+  Tensor da = at::zeros({Tn, B, H}, opts);
+  Tensor dz = at::empty({Tn, B, O}, opts);
+  Tensor dy_part = dyT.clone();
+  Tensor dy_gemm = at::zeros({B, O}, opts);
+  const T* dop = ptr_or_null<T>(dout);
+  const T* rm = ptr_or_null<T>(rmask);
+  const T* vd = ptr_or_null<T>(valid);
+  const T* zhp = ptr_or_null<T>(zh);
+  T* dyp = dy_part.data_ptr<T>();
+  T* dyg = dy_gemm.data_ptr<T>();
+  for (int64_t s = 0; s < Tn; ++s) {
+    const int64_t t = reverse ? s : Tn - 1 - s;
+    const int64_t off = t * B * O;
+    T* dz_t = dz.data_ptr<T>() + off;
+    const T* yn = yn_all.data_ptr<T>() + off;
+    const T* do_t = dop ? dop + off : nullptr;
+    const T* zh_t = zhp ? zhp + off : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * O;
+      const T v = vd ? vd[t * B + b] : T(1);
+      T* d = dz_t + r;
+      for (int64_t j = 0; j < O; ++j) {
+        d[j] = dyp[r + j] + (rm ? dyg[r + j] * rm[r + j] : dyg[r + j]);
+        if (do_t && v != T(0)) d[j] += do_t[r + j];
+      }
+      if (v == T(0)) {  // past its length y passed through unchanged
+        std::memcpy(dyp + r, d, sizeof(T) * O);
+        std::fill(d, d + O, T(0));
+        continue;
+      }
+      if (zh_t) {
+        for (int64_t j = 0; j < O; ++j) {
+          dyp[r + j] = d[j] * zh_t[r + j];
+          d[j] -= dyp[r + j];
+        }
+      } else {
+        std::fill(dyp + r, dyp + r + O, T(0));
+      }
+      activation_grad(psi, yn + r, d, O);  // dz = dy' ⊙ ψ'
+    }
+    T* da_t = da.data_ptr<T>() + t * B * H;
+    step_gemm<T>(da_t, dz_t, w_ho, B, O, H, opts);  // dh = dz W_ho
+    activation_grad(phi, h_all.data_ptr<T>() + t * B * H, da_t, B * H);  // da = dh ⊙ φ'
+    dy_gemm.zero_();
+    step_gemm<T>(dyg, da_t, w_hh, B, H, O, opts);  // dy_{t-1} = da W_hh (before the mask)
+  }
+  Tensor dy0 = rm ? dy_part + dy_gemm * *rmask : dy_part + dy_gemm;
+  return {da, dz, dy0};
+}
+
+std::vector<Tensor> jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
+                                   c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                   c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse, bool keep) {
+  for (auto* p : {&xw, &y0, &w_hh, &w_ho}) check(*p, "argument", xw);
+  check_opt(b_ho, "bias_ho", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
+  check_opt(zh, "zoneout", xw);
+  at::NoGradGuard no_grad;
+  if (xw.scalar_type() == at::kFloat)
+    return jordan_forward_impl<float>(xw, y0, w_hh, w_ho, b_ho, rmask, valid, zh, phi, psi, reverse, keep);
+  TORCH_CHECK(xw.scalar_type() == at::kDouble, "rnnkit native Jordan: float32 or float64 only");
+  return jordan_forward_impl<double>(xw, y0, w_hh, w_ho, b_ho, rmask, valid, zh, phi, psi, reverse, keep);
+}
+
+std::vector<Tensor> jordan_backward(c10::optional<Tensor> dout, Tensor dyT, Tensor h_all, Tensor yn_all, Tensor w_hh,
+                                    Tensor w_ho, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                    c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse) {
+  for (auto* p : {&dyT, &h_all, &yn_all, &w_hh, &w_ho}) check(*p, "argument", h_all);
+  check_opt(dout, "dout", h_all); check_opt(rmask, "rmask", h_all); check_opt(valid, "valid", h_all);
+  check_opt(zh, "zoneout", h_all);
+  at::NoGradGuard no_grad;
+  if (h_all.scalar_type() == at::kFloat)
+    return jordan_backward_impl<float>(dout, dyT, h_all, yn_all, w_hh, w_ho, rmask, valid, zh, phi, psi, reverse);
+  return jordan_backward_impl<double>(dout, dyT, h_all, yn_all, w_hh, w_ho, rmask, valid, zh, phi, psi, reverse);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -783,4 +957,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_backward", &lstm_backward, "LSTM time loop, backward");
   m.def("gru_forward", &gru_forward, "GRU time loop, forward");
   m.def("gru_backward", &gru_backward, "GRU time loop, backward");
+  m.def("jordan_forward", &jordan_forward, "Jordan network time loop, forward");
+  m.def("jordan_backward", &jordan_backward, "Jordan network time loop, backward");
 }
