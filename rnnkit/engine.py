@@ -21,9 +21,9 @@ for every cell:
 :func:`run_reference` runs the same ``step`` under autograd. It is the oracle of the
 tests and the path for cells without ``step_backward``.
 
-For the LSTM and the GRU on the CPU, :func:`run` hands the same loop, with the same
-options, to the C++ implementation of :mod:`rnnkit.native` when it is available
-(``_native_lstm`` / ``_native_gru`` say when); the diagnostics hooks (``record``,
+For the LSTM, the GRU and the Jordan network on the CPU, :func:`run` hands the same loop,
+with the same options, to the C++ implementation of :mod:`rnnkit.native` when it is
+available (``_native_lstm`` / ``_native_gru`` / ``_native_jordan`` say when); the diagnostics hooks (``record``,
 ``observe``) always run the Python loop they instrument.
 """
 

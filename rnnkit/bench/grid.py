@@ -463,9 +463,8 @@ LIMITS = {
     "native": "the per-step recurrent GEMM: a (B × H)·(H × 4H) BLAS call per step pays its set-up every "
               "step, while oneDNN's fused RNN reuses prepacked weights across steps; the gate math of the "
               "native LSTM and GRU loops is fused and vectorized like oneDNN's.",
-    "variants": "×LSTM: Jordan has no native loop (one PyTorch op per elementwise operation per step), "
-                "layer norm adds two normalizations per step, and a GRU without reset-after two GEMMs "
-                "per step. loop÷: where the step is GEMM-bound (large batch and hidden "
+    "variants": "×LSTM: layer norm adds two normalizations per step (and zoneout a pass) to the LSTM's "
+                "work. loop÷: where the step is GEMM-bound (large batch and hidden "
                 "sizes) the plain loop spends most of its time in the same GEMMs, so no implementation can "
                 "be 3× faster than it; the 3× is reachable only where per-step overhead dominates.",
     "roofline": "the roofline counts GEMM FLOPs at the 1024³ GEMM peak, but the per-step GEMMs are "

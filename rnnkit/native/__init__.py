@@ -2,9 +2,9 @@
 
 The Python engine (:mod:`rnnkit.engine`) dispatches a dozen tensor operations per step,
 and at small and medium sizes that dispatch, not the arithmetic, sets the speed. For the
-LSTM and the GRU, :mod:`rnnkit.native` runs the same forward and hand-written BPTT
-(``rnnkit/native/loops.cpp``, the arithmetic of :class:`rnnkit.cells.LSTMCell` and
-:class:`rnnkit.cells.GRUCell` line by line) as one C++ loop: per step the recurrent GEMM
+LSTM, the GRU and the Jordan network, :mod:`rnnkit.native` runs the same forward and
+hand-written BPTT (``rnnkit/native/loops.cpp``, the arithmetic of the cells in
+:mod:`rnnkit.cells` line by line) as one C++ loop: per step the recurrent GEMM
 and one fused pass over the gates (docs/performance.md).
 
 The extension is compiled the first time a layer needs it (about a minute; it needs a C++

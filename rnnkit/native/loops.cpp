@@ -1,6 +1,6 @@
-// rnnkit's native LSTM and GRU time loops: the forward and the hand-written BPTT of
-// rnnkit/cells/lstm.py (sigmoid/tanh, peepholes, layer norm) and rnnkit/cells/gru.py (both
-// forms) with the engine's per-step options of rnnkit/engine.py (variational recurrent
+// rnnkit's native LSTM, GRU and Jordan time loops: the forward and the hand-written BPTT
+// of rnnkit/cells/lstm.py (sigmoid/tanh, peepholes, projection, layer norm),
+// rnnkit/cells/gru.py (both forms) and rnnkit/cells/jordan.py with the engine's per-step options of rnnkit/engine.py (variational recurrent
 // dropout, zoneout, lengths), in C++.
 //
 // The arithmetic is the Python cell's, line by line; what changes is the cost per step:
