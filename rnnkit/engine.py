@@ -353,6 +353,9 @@ class _NativeLSTM(torch.autograd.Function):
         dsum = dgates.sum((0, 1))
         cell.bias_grads(dsum, dsum, grads)
         if cell.peephole:
+            if cin_all.shape[0] != T:  # only c_0 kept: c_{t-1} is the previous step's c_new
+                prev = (cnew_all[1:], cin_all) if ctx.reverse else (cin_all, cnew_all[:-1])
+                cin_all = torch.cat(prev)
             grads["weight_ci"] = (dgates[..., :H] * cin_all).sum((0, 1))
             grads["weight_cf"] = (dgates[..., H:2 * H] * cin_all).sum((0, 1))
             grads["weight_co"] = (dgates[..., 3 * H:] * cnew_all).sum((0, 1))

@@ -174,12 +174,13 @@ inline void forward_row_ln(T* __restrict g, const T* __restrict rec, const T* __
   }
 }
 
-// Its backward for one row: writes dgates (4H, the gradient of the gate pre-activations,
+// Its backward for one row (tanh(LN(c')) recomputed from â_c, γ_c, β_c rather than kept):
+// writes dgates (4H, the gradient of the gate pre-activations,
 // = of the normalized input projection), drec (4H, of the raw recurrent GEMM output),
 // dcln (H, of LN(c')'s output: the engine sums γ_c's and β_c's gradients from it) and adds
 // dc_{t-1} into dc_prev. dcn_tmp is scratch (H).
 template <typename T, bool PEEP>
-inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, const T* __restrict tc,
+inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, const T* __restrict beta_c,
                             const T* __restrict xh, T rstd_h, const T* __restrict xc, T rstd_c,
                             const T* __restrict dh, const T* __restrict dc, const T* __restrict pp,
                             const T* __restrict gam_h, const T* __restrict gam_c, T* __restrict dg,
@@ -187,12 +188,15 @@ inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, c
                             int64_t H) {
   for (int64_t j = 0; j < H; ++j) {
     const T o = g[3 * H + j];
-    dcln[j] = dh[j] * o * (T(1) - tc[j] * tc[j]);
+    const T tcv = tanh_f(gam_c[j] * xc[j] + beta_c[j]);  // tanh(LN(c')), recomputed
+    dcln[j] = dh[j] * o * (T(1) - tcv * tcv);
+    dcn_tmp[j] = dh[j] * tcv * o * (T(1) - o);  // do_a, until d c' overwrites it below
   }
+  for (int64_t j = 0; j < H; ++j) dg[3 * H + j] = dcn_tmp[j];
   normalize_row_backward(dcln, gam_c, xc, rstd_c, dcn_tmp, H);  // d c'
   for (int64_t j = 0; j < H; ++j) {
-    const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
-    const T do_a = dh[j] * tc[j] * o * (T(1) - o);
+    const T i = g[j], f = g[H + j], gg = g[2 * H + j];
+    const T do_a = dg[3 * H + j];
     T dct = dcn_tmp[j] + dc[j];
     if (PEEP) dct += pp[2 * H + j] * do_a;
     const T di_a = dct * gg * i * (T(1) - i);
@@ -200,7 +204,7 @@ inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, c
     const T dg_a = dct * i * (T(1) - gg * gg);
     T dcp = dct * f;
     if (PEEP) dcp += pp[j] * di_a + pp[H + j] * df_a;
-    dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a; dg[3 * H + j] = do_a;
+    dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a;
     dc_prev[j] += dcp;
   }
   normalize_row_backward(dg, gam_h, xh, rstd_h, drec, 4 * H);
@@ -226,11 +230,15 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c
   Tensor out = at::empty({Tn, B, P}, opts);
   Tensor h = h0.clone(), c = c0.clone();
   Tensor hr_all, cin_all, cnew_all, tc_all, hf_all;
+  // c_{t-1} is kept per step only where zoneout or lengths make it differ from the previous
+  // step's c_new; otherwise cin holds c_0 alone. With layer norm tanh(LN(c_t)) is recomputed
+  // in the backward from â_c, so tc is one step of scratch.
+  const bool keep_cin = zc.has_value() || valid.has_value();
   if (keep) {
     hr_all = at::empty({Tn, B, P}, opts);
-    cin_all = at::empty({Tn, B, H}, opts);
+    cin_all = keep_cin ? at::empty({Tn, B, H}, opts) : c0.unsqueeze(0).clone();
     cnew_all = at::empty({Tn, B, H}, opts);
-    tc_all = at::empty({Tn, B, H}, opts);
+    tc_all = at::empty({LN ? 1 : Tn, B, H}, opts);
   }
   if (PROJ) hf_all = at::empty({keep ? Tn : 1, B, H}, opts);
   Tensor scratch = keep ? Tensor() : at::empty({2, B, H}, opts);  // c_new, tanh(c_new)
@@ -269,7 +277,7 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c
       } else {
         std::memcpy(hr, hp, sizeof(T) * B * P);
       }
-      std::memcpy(cin_all.data_ptr<T>() + off, cp, sizeof(T) * B * H);
+      if (keep_cin) std::memcpy(cin_all.data_ptr<T>() + off, cp, sizeof(T) * B * H);
     } else if (rm) {
       hr = hr_tmp.data_ptr<T>();
       for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
@@ -290,7 +298,7 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c
     T* o_t = out.data_ptr<T>() + offp;
     T* hn_t = PROJ ? hf_all.data_ptr<T>() + ls * B * H : o_t;  // o ⊙ tanh(...), (B, H)
     T* cn_t = keep ? cnew_all.data_ptr<T>() + off : scratch.data_ptr<T>();
-    T* tc_t = keep ? tc_all.data_ptr<T>() + off : scratch.data_ptr<T>() + B * H;
+    T* tc_t = keep ? tc_all.data_ptr<T>() + (LN ? 0 : off) : scratch.data_ptr<T>() + B * H;
     const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
     at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
@@ -351,6 +359,7 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
                                   c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse) {
   const Tensor& gates = saved[0];
   const Tensor& cin_all = saved[1];
+  const Tensor& cnew_all = saved[2];
   const Tensor& tc_all = saved[3];
   const int64_t Tn = gates.size(0), B = gates.size(1), H = dcT.size(1), P = dhT.size(1);
   auto opts = gates.options();
@@ -363,6 +372,7 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
   Tensor dcn_tmp = LN ? at::empty({B, H}, opts) : Tensor();
   const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
   const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
+  const T* beta_c = LN ? ln[2].data_ptr<T>() : nullptr;
   Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
   Tensor dh_gemm = at::zeros({B, P}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
   Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
@@ -386,8 +396,12 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
     const int64_t off = t * B * H, offp = t * B * P;
     const T* g = gates.data_ptr<T>() + t * B * 4 * H;
     T* dg = dgp + t * B * 4 * H;
-    const T* ci = cin_all.data_ptr<T>() + off;
-    const T* tc_t = tc_all.data_ptr<T>() + off;
+    // c_{t-1}: kept, or c_0 at the first step, or the c_new of the step before
+    const int64_t first = reverse ? Tn - 1 : 0;
+    const T* ci = cin_all.size(0) == Tn ? cin_all.data_ptr<T>() + off
+                  : t == first          ? cin_all.data_ptr<T>()
+                                        : cnew_all.data_ptr<T>() + (reverse ? t + 1 : t - 1) * B * H;
+    const T* tc_t = LN ? nullptr : tc_all.data_ptr<T>() + off;
     const T* do_t = dop ? dop + offp : nullptr;
     const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
@@ -459,11 +473,11 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
         const T* dh = dhc + r;
         const T* dcn = dcw + r;
         if (LN && pp) {
-          backward_row_ln<T, true>(g + b * 4 * H, ci + r, tc_t + r, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
+          backward_row_ln<T, true>(g + b * 4 * H, ci + r, beta_c, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
                                    dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
                                    dcn_s + r, dcp + r, H);
         } else if (LN) {
-          backward_row_ln<T, false>(g + b * 4 * H, ci + r, tc_t + r, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
+          backward_row_ln<T, false>(g + b * 4 * H, ci + r, beta_c, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
                                     dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
                                     dcn_s + r, dcp + r, H);
         } else if (pp) {
