@@ -470,8 +470,8 @@ LIMITS = {
     "roofline": "the roofline counts GEMM FLOPs at the 1024³ GEMM peak, but the per-step GEMMs are "
                 "(B × H)·(H × 4H) with B = 32–64, which BLAS runs well below that peak, and the gate math "
                 "is memory-bound time on top.",
-    "memory": "layer norm keeps the normalized recurrent projection and cell (â and 1/σ) of every step "
-              "for the backward, 5H values per sequence and step more than the plain LSTM.",
+    "memory": "what the backward must keep per step (gates, c, and with layer norm the normalized "
+              "recurrent projection and cell) against oneDNN's workspace.",
 }
 
 

@@ -68,34 +68,30 @@ inline void step_gemm(T* C, const T* A, const Tensor& W, int64_t M, int64_t K, i
   at::addmm_out(c, c, at::from_blob(const_cast<T*>(A), {M, K}, opts), W);
 }
 
-// The gates of unit j of one row: g (4H) holds the pre-activations of i, f, g, o and gets
-// their activations; returns c' = f ⊙ c + i ⊙ g (peepholes: c → i, f and c' → o).
-template <typename T, bool PEEP>
-inline T gates_at(T* __restrict g, T c_prev, const T* __restrict pp, int64_t j, int64_t H) {
-  T ai = g[j], af = g[H + j], ao = g[3 * H + j];
-  if (PEEP) {
-    ai += pp[j] * c_prev;
-    af += pp[H + j] * c_prev;
-  }
-  const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
-  const T cn = f * c_prev + i * gg;
-  if (PEEP) ao += pp[2 * H + j] * cn;
-  g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = sigmoid(ao);
-  return cn;
-}
-
 // One row (one sequence) of the forward step: the gates g (4H, pre-activations in,
 // activations out), the previous cell c, peepholes pp (3H) → c_new, tanh(c_new), h_new.
 // Branch-free so that it vectorizes; PEEP is a template argument for the same reason.
 template <typename T, bool PEEP>
 inline void forward_row(T* __restrict g, const T* __restrict c, const T* __restrict pp, T* __restrict cn_out,
                         T* __restrict tc_out, T* __restrict h_out, int64_t H) {
+  // (the gate math is written out here and in forward_row_ln rather than shared through a
+  // helper: GCC vectorizes these loops only with the stores to g in the loop body itself)
   for (int64_t j = 0; j < H; ++j) {
-    const T cn = gates_at<T, PEEP>(g, c[j], pp, j, H);
+    const T c_prev = c[j];
+    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
+    if (PEEP) {
+      ai += pp[j] * c_prev;
+      af += pp[H + j] * c_prev;
+    }
+    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
+    const T cn = f * c_prev + i * gg;
+    if (PEEP) ao += pp[2 * H + j] * cn;
+    const T o = sigmoid(ao);
     const T tcv = tanh_f(cn);
+    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = o;
     cn_out[j] = cn;
     tc_out[j] = tcv;
-    h_out[j] = g[3 * H + j] * tcv;
+    h_out[j] = o * tcv;
   }
 }
 
@@ -165,7 +161,19 @@ inline void forward_row_ln(T* __restrict g, const T* __restrict rec, const T* __
                            int64_t H) {
   *rstd_h = normalize_row(rec, xh, 4 * H);
   for (int64_t j = 0; j < 4 * H; ++j) g[j] += gam_h[j] * xh[j];
-  for (int64_t j = 0; j < H; ++j) cn_out[j] = gates_at<T, PEEP>(g, c[j], pp, j, H);
+  for (int64_t j = 0; j < H; ++j) {
+    const T c_prev = c[j];
+    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
+    if (PEEP) {
+      ai += pp[j] * c_prev;
+      af += pp[H + j] * c_prev;
+    }
+    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
+    const T cn = f * c_prev + i * gg;
+    if (PEEP) ao += pp[2 * H + j] * cn;
+    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = sigmoid(ao);
+    cn_out[j] = cn;
+  }
   *rstd_c = normalize_row(cn_out, xc, H);
   for (int64_t j = 0; j < H; ++j) {
     const T tcv = tanh_f(gam_c[j] * xc[j] + beta_c[j]);
