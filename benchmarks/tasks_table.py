@@ -1,7 +1,7 @@
 """Run every registered cell on every benchmark task in a fixed CPU budget and write the
 table into docs/tasks.md (between the ``tasks-table`` markers).
 
-    python benchmarks/tasks_table.py [--seconds 20] [--output docs/tasks.md]
+    python benchmarks/tasks_table.py [--seconds 20 | --steps N] [--output docs/tasks.md]
 """
 
 from __future__ import annotations
@@ -22,18 +22,23 @@ START, END = "<!-- tasks-table:start -->", "<!-- tasks-table:end -->"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="training budget per cell and task")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, default=20.0, help="training budget per cell and task")
+    budget.add_argument("--steps", type=int, help="a step budget per cell and task instead (the same table on "
+                        "any machine)")
     parser.add_argument("--output", default="docs/tasks.md")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = TableConfig(seconds_per_run=args.seconds, seed=args.seed)
+    config = TableConfig(seconds_per_run=args.seconds, steps_per_run=args.steps, seed=args.seed)
     start = time.perf_counter()
     results = run_table(config, on_result=lambda r: print(progress_line(r), flush=True))
     table = format_table(results, config)
-    table += (f"\n\nProduced by `python benchmarks/tasks_table.py --seconds {args.seconds:g}` in "
+    flag = f"--steps {args.steps}" if args.steps is not None else f"--seconds {args.seconds:g}"
+    note = "" if args.steps is not None else ", a shared machine: step counts vary with its load"
+    table += (f"\n\nProduced by `python benchmarks/tasks_table.py {flag}` in "
               f"{(time.perf_counter() - start) / 60:.1f} min on {platform.processor() or platform.machine()} "
-              f"(torch {torch.__version__}, a shared machine: step counts vary with its load).")
+              f"(torch {torch.__version__}{note}).")
     print(table)
     out = Path(args.output)
     text = out.read_text() if out.exists() else f"{START}\n{END}\n"

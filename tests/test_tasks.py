@@ -221,3 +221,20 @@ def test_cli_task_errors(capsys):
     assert "seq_len >= 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["task", "adding", "--max-time", "soon"])
+
+
+def test_table_with_a_step_budget_is_the_same_on_any_machine(capsys):
+    from rnnkit.tasks.table import TableConfig, format_table, run_table
+
+    config = TableConfig(steps_per_run=6, cells=["lstm", "gru"], tasks=["adding", "temporal-order"], hidden_size=8,
+                         batch_size=8)
+    first, second = run_table(config), run_table(config)
+    assert [r.loop.steps for r in first] == [6, 6, 6, 6]
+    for a, b in zip(first, second):  # no wall clock involved: the same figures every time
+        assert a.loop.final.metrics == b.loop.final.metrics
+    table = format_table(first, config)
+    assert "Budget: 6 training steps per cell and task" in table and "| lstm | gru |" in table
+    with pytest.raises(ValueError, match="steps_per_run must be at least 1, got 0"):
+        run_table(TableConfig(steps_per_run=0))
+    assert main(["task", "--table", "--max-time", "5s", "--max-steps", "3"]) == 2
+    assert "--table takes one budget: --max-time or --max-steps" in capsys.readouterr().err

@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (default 1.0)")
     p.add_argument("--max-time", type=parse_duration, help="wall-clock budget, e.g. 90s, 2m (default 2m; "
                    "with --table: per cell and task, default 20s)")
-    p.add_argument("--max-steps", type=int, help="step budget")
+    p.add_argument("--max-steps", type=int, help="step budget (with --table: per cell and task, instead of "
+                   "the time budget, so that the table does not depend on the machine's speed)")
     p.add_argument("--eval-every", type=int, help="evaluate on the test set every N steps")
     p.add_argument("--test-size", type=int, help="sequences in the fresh test set")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
@@ -59,7 +60,9 @@ def run(args) -> int:
                   f"lr {d.lr:g}, test set {d.test_size}")
         return 0
     if args.table:
-        config = TableConfig(seconds_per_run=args.max_time or 20.0, seed=args.seed)
+        if args.max_time is not None and args.max_steps is not None:
+            raise ValueError("--table takes one budget: --max-time or --max-steps")
+        config = TableConfig(seconds_per_run=args.max_time or 20.0, steps_per_run=args.max_steps, seed=args.seed)
         results = run_table(config, on_result=lambda r: print(progress_line(r), flush=True))
         print()
         print(format_table(results, config))
