@@ -68,6 +68,58 @@ inline void step_gemm(T* C, const T* A, const Tensor& W, int64_t M, int64_t K, i
   at::addmm_out(c, c, at::from_blob(const_cast<T*>(A), {M, K}, opts), W);
 }
 
+// The engine's per-step handling of lengths and zoneout (rnnkit/engine.py), for one row of
+// n state units, shared by every loop below.
+//
+// Forward: `out` holds the step's new state; past the row's length (v = 0) the output is
+// zero and the state stays, with zoneout the state keeps z ⊙ old; `state` gets the result.
+template <typename T>
+inline void state_row_forward(T* __restrict out, T* __restrict state, const T* __restrict z, T v, int64_t n) {
+  if (v == T(0)) {
+    std::fill(out, out + n, T(0));
+    return;
+  }
+  if (z) {
+    for (int64_t j = 0; j < n; ++j) out[j] += z[j] * (state[j] - out[j]);  // lerp(new, old, z)
+  }
+  std::memcpy(state, out, sizeof(T) * n);
+}
+
+// Backward: `part` holds what reached the state from step t+1 without the recurrent GEMM,
+// `gemm` (may be null) the recurrent GEMM's part before the dropout mask `rm` (may be
+// null), `dout` (may be null) the output's gradient. Writes into `d` what reaches the
+// cell's step and into `part` what goes straight to the previous state: all of it past the
+// row's length (then d = 0 and this returns false), z ⊙ it with zoneout, else nothing.
+template <typename T>
+inline bool state_row_backward(T* __restrict d, T* __restrict part, const T* __restrict gemm,
+                               const T* __restrict rm, const T* __restrict dout, const T* __restrict z, T v,
+                               int64_t n) {
+  if (gemm && rm) {
+    for (int64_t j = 0; j < n; ++j) d[j] = part[j] + gemm[j] * rm[j];
+  } else if (gemm) {
+    for (int64_t j = 0; j < n; ++j) d[j] = part[j] + gemm[j];
+  } else {
+    std::memcpy(d, part, sizeof(T) * n);
+  }
+  if (dout && v != T(0)) {
+    for (int64_t j = 0; j < n; ++j) d[j] += dout[j];
+  }
+  if (v == T(0)) {  // past its length the state passed through unchanged
+    std::memcpy(part, d, sizeof(T) * n);
+    std::fill(d, d + n, T(0));
+    return false;
+  }
+  if (z) {
+    for (int64_t j = 0; j < n; ++j) {
+      part[j] = d[j] * z[j];
+      d[j] -= part[j];
+    }
+  } else {
+    std::fill(part, part + n, T(0));
+  }
+  return true;
+}
+
 // One row (one sequence) of the forward step: the gates g (4H, pre-activations in,
 // activations out), the previous cell c, peepholes pp (3H) → c_new, tanh(c_new), h_new.
 // Branch-free so that it vectorizes; PEEP is a template argument for the same reason.
@@ -337,14 +389,7 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c
     }
     for (int64_t b = 0; b < B; ++b) {  // the new h: lengths, zoneout
       const int64_t r = b * P;
-      if (vd && vd[t * B + b] == T(0)) {  // past its length: output zero, h stays
-        std::fill(o_t + r, o_t + r + P, T(0));
-        continue;
-      }
-      if (zh_t) {
-        for (int64_t j = 0; j < P; ++j) o_t[r + j] += zh_t[r + j] * (hp[r + j] - o_t[r + j]);
-      }
-      std::memcpy(hp + r, o_t + r, sizeof(T) * P);
+      state_row_forward(o_t + r, hp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), P);
     }
   }
   if (!keep) return {out, h, c};
@@ -424,40 +469,14 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
     // 1. the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙ mask), the
     //    output, zoneout (z ⊙ d(new) goes straight to the previous state) and lengths
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t r = b * P;
+      const int64_t r = b * P, rc = b * H;
       const T v = vd ? vd[t * B + b] : T(1);
-      T* dh = dhw + r;
-      if (rm) {
-        for (int64_t j = 0; j < P; ++j) dh[j] = dhp[r + j] + dhg[r + j] * rm[r + j];
-      } else {
-        for (int64_t j = 0; j < P; ++j) dh[j] = dhp[r + j] + dhg[r + j];
+      if (!state_row_backward(dhw + r, dhp + r, dhg + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
+                              zh_t ? zh_t + r : nullptr, v, P)) {
+        continue;  // past its length: dcp keeps dc as it is
       }
-      if (do_t && v != T(0)) {
-        for (int64_t j = 0; j < P; ++j) dh[j] += do_t[r + j];
-      }
-      if (v == T(0)) {  // past its length the state passed through unchanged (dcp keeps dc)
-        std::memcpy(dhp + r, dh, sizeof(T) * P);
-        std::fill(dh, dh + P, T(0));
-        continue;
-      }
-      if (zh_t) {
-        for (int64_t j = 0; j < P; ++j) {
-          dhp[r + j] = dh[j] * zh_t[r + j];
-          dh[j] -= dhp[r + j];
-        }
-      } else {
-        std::fill(dhp + r, dhp + r + P, T(0));
-      }
-      const int64_t rc = b * H;
-      std::memcpy(dcw + rc, dcp + rc, sizeof(T) * H);
-      if (zc_t) {
-        for (int64_t j = 0; j < H; ++j) {
-          dcp[rc + j] = dcw[rc + j] * zc_t[rc + j];
-          dcw[rc + j] -= dcp[rc + j];
-        }
-      } else {
-        std::fill(dcp + rc, dcp + rc + H, T(0));
-      }
+      state_row_backward(dcw + rc, dcp + rc, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                         static_cast<const T*>(nullptr), zc_t ? zc_t + rc : nullptr, T(1), H);
     }
     // 2. through the projection: d(o ⊙ tanh(...)) = dh W_hr
     const T* dhc = dhw;
@@ -642,14 +661,7 @@ std::vector<Tensor> gru_forward_impl(Tensor xw, Tensor h0, Tensor w_hh, c10::opt
     const T* zh_t = zhp ? zhp + off : nullptr;
     for (int64_t b = 0; b < B; ++b) {  // zoneout, lengths, the new state
       const int64_t r = b * H;
-      if (vd && vd[t * B + b] == T(0)) {
-        std::fill(o_t + r, o_t + r + H, T(0));
-        continue;
-      }
-      if (zh_t) {
-        for (int64_t j = 0; j < H; ++j) o_t[r + j] += zh_t[r + j] * (hp[r + j] - o_t[r + j]);
-      }
-      std::memcpy(hp + r, o_t + r, sizeof(T) * H);
+      state_row_forward(o_t + r, hp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), H);
     }
   }
   if (!keep) return {out, h};
@@ -697,29 +709,12 @@ std::vector<Tensor> gru_backward_impl(c10::optional<Tensor> dout, Tensor dhT, Te
         const int64_t r = b * H;
         const T v = vd ? vd[t * B + b] : T(1);
         T* dh = dhw + r;
-        if (rm) {
-          for (int64_t j = 0; j < H; ++j) dh[j] = dhp[r + j] + dhg[r + j] * rm[r + j];
-        } else {
-          for (int64_t j = 0; j < H; ++j) dh[j] = dhp[r + j] + dhg[r + j];
-        }
-        if (do_t && v != T(0)) {
-          for (int64_t j = 0; j < H; ++j) dh[j] += do_t[r + j];
-        }
         T* dgb = dg + b * 3 * H;
-        if (v == T(0)) {  // past its length the state passed through unchanged
-          std::memcpy(dhp + r, dh, sizeof(T) * H);
+        if (!state_row_backward(dh, dhp + r, dhg + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
+                                zh_t ? zh_t + r : nullptr, v, H)) {
           std::fill(dgb, dgb + 3 * H, T(0));
           if (reset_after) std::fill(dr + b * 3 * H, dr + (b + 1) * 3 * H, T(0));
           continue;
-        }
-        if (zh_t) {
-          for (int64_t j = 0; j < H; ++j) {
-            const T carry = dh[j] * zh_t[r + j];
-            dh[j] -= carry;
-            dhp[r + j] = carry;
-          }
-        } else {
-          std::fill(dhp + r, dhp + r + H, T(0));
         }
         const T* gb = g + b * 3 * H;
         for (int64_t j = 0; j < H; ++j) {
@@ -870,17 +865,10 @@ std::vector<Tensor> jordan_forward_impl(Tensor xw, Tensor y0, Tensor w_hh, Tenso
     activate(psi, yn, B * O);
     T* o_t = out.data_ptr<T>() + t * B * O;
     const T* zh_t = zhp ? zhp + t * B * O : nullptr;
+    std::memcpy(o_t, yn, sizeof(T) * B * O);  // y_new is kept apart for the backward's ψ'
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r = b * O;
-      if (vd && vd[t * B + b] == T(0)) {  // past its length: output zero, y stays
-        std::fill(o_t + r, o_t + r + O, T(0));
-        continue;
-      }
-      for (int64_t j = 0; j < O; ++j) {
-        const T v = yn[r + j];
-        o_t[r + j] = zh_t ? v + zh_t[r + j] * (yp[r + j] - v) : v;
-      }
-      std::memcpy(yp + r, o_t + r, sizeof(T) * O);
+      state_row_forward(o_t + r, yp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), O);
     }
   }
   if (!keep) return {out, y};
@@ -918,24 +906,10 @@ std::vector<Tensor> jordan_backward_impl(c10::optional<Tensor> dout, Tensor dyT,
       const int64_t r = b * O;
       const T v = vd ? vd[t * B + b] : T(1);
       T* d = dz_t + r;
-      for (int64_t j = 0; j < O; ++j) {
-        d[j] = dyp[r + j] + (rm ? dyg[r + j] * rm[r + j] : dyg[r + j]);
-        if (do_t && v != T(0)) d[j] += do_t[r + j];
+      if (state_row_backward(d, dyp + r, dyg + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
+                             zh_t ? zh_t + r : nullptr, v, O)) {
+        activation_grad(psi, yn + r, d, O);  // dz = dy' ⊙ ψ'
       }
-      if (v == T(0)) {  // past its length y passed through unchanged
-        std::memcpy(dyp + r, d, sizeof(T) * O);
-        std::fill(d, d + O, T(0));
-        continue;
-      }
-      if (zh_t) {
-        for (int64_t j = 0; j < O; ++j) {
-          dyp[r + j] = d[j] * zh_t[r + j];
-          d[j] -= dyp[r + j];
-        }
-      } else {
-        std::fill(dyp + r, dyp + r + O, T(0));
-      }
-      activation_grad(psi, yn + r, d, O);  // dz = dy' ⊙ ψ'
     }
     T* da_t = da.data_ptr<T>() + t * B * H;
     step_gemm<T>(da_t, dz_t, w_ho, B, O, H, opts);  // dh = dz W_ho
