@@ -23,7 +23,7 @@ tests and the path for cells without ``step_backward``.
 
 For the LSTM, the GRU and the Jordan network on the CPU, :func:`run` hands the same loop,
 with the same options, to the C++ implementation of :mod:`rnnkit.native` when it is
-available (``_native_lstm`` / ``_native_gru`` / ``_native_jordan`` say when); the diagnostics hooks (``record``,
+available (``_native_function`` says when); the diagnostics hooks (``record``,
 ``observe``) always run the Python loop they instrument.
 """
 
@@ -169,6 +169,18 @@ def _loop(
     return (torch.stack(outs) if out is None else out), state, caches
 
 
+def _input_and_param_grads(ctx, dxw2: Tensor, x: Tensor, p: Params, grads: Params, n_state: int):
+    """The end of every backward here: dW_ih = dxwᵀ x into ``grads``, then what autograd
+    asks for of ``apply``'s arguments (x at position 4, then ``n_state`` state tensors, then
+    the parameters in the order of ``ctx.names``): dx and the parameter gradients.
+    dxw2: (T·B, G), the gradient of the input projection."""
+    T, B = x.shape[:2]
+    grads["weight_ih"] = dxw2.t() @ x.reshape(T * B, -1)
+    dx = (dxw2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
+    first = 5 + n_state
+    return dx, [grads.get(n) if ctx.needs_input_grad[first + k] else None for k, n in enumerate(ctx.names)]
+
+
 class _BPTT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell: Cell, opts: LoopOptions, names: tuple, n_state: int, x: Tensor, *tensors):
@@ -254,41 +266,38 @@ class _BPTT(torch.autograd.Function):
         cell.bias_grads(dxw_all.sum((0, 1)), drec_all.sum((0, 1)), grads)
         dxw_in = cell.prepare_input_backward(dxw_all, ctx.prep_ctx, p, grads)
         dxw2 = dxw_in.reshape(T * B, -1)  # (T·B, G)
-        grads["weight_ih"] = dxw2.t() @ x.reshape(T * B, -1)
-        dx = (dxw2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
-        dparams = [grads.get(n) if ctx.needs_input_grad[5 + ctx.n_state + k] else None
-                   for k, n in enumerate(ctx.names)]
+        dx, dparams = _input_and_param_grads(ctx, dxw2, x, p, grads, ctx.n_state)
         # the pool reuses them once nothing refers to them (after the graph is freed)
         _POOL.give([*ctx.buffers, dxw_all, drec_all])
         return (None, None, None, None, dx, *dstate, *dparams)
-
-
-def _native_lstm(cell: Cell, x: Tensor, opts: LoopOptions):
-    """The native LSTM loop when it applies to this call (else None): an LSTM with sigmoid/
-    tanh and any of peepholes, layer norm, projection, recurrent dropout, zoneout and
-    lengths, float32/64 on the CPU, without the
-    diagnostics hooks (``record``/``observe`` run the Python loop, which they instrument)."""
-    from .cells.lstm import LSTMCell
-
-    if (type(cell) is not LSTMCell or cell.sig.name != "sigmoid"
-            or cell.act.name != "tanh" or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
-            or opts.record is not None or opts.observe is not None):
-        return None
-    from . import native
-
-    return native.load()
 
 
 def _step_mask(t: Tensor | None, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype).expand(shape).contiguous()
 
 
-def _valid_rows(lengths: Tensor | None, T: int, x: Tensor) -> Tensor | None:
-    """(T, B) 1/0 in x's dtype: step t of sequence b is inside its length (native loops)."""
-    if lengths is None:
-        return None
-    steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
-    return (steps < lengths.to(x.device).unsqueeze(0)).to(x.dtype).contiguous()
+def _native_masks(opts: LoopOptions, x: Tensor, sizes: tuple[int, ...]):
+    """The loop options as the native loops take them, contiguous in x's dtype: the
+    recurrent dropout mask (B, sizes[0]), the lengths as (T, B) 1/0 (step t of sequence b is
+    inside its length), and one zoneout mask (T, B, size) per state entry (None where off)."""
+    T, B = x.shape[:2]
+    valid = None
+    if opts.lengths is not None:
+        steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+        valid = (steps < opts.lengths.to(x.device).unsqueeze(0)).to(x.dtype).contiguous()
+    zoneout = opts.zoneout if opts.zoneout is not None else [None] * len(sizes)
+    return (_step_mask(opts.rmask, (B, sizes[0]), x.dtype), valid,
+            [_step_mask(z, (T, B, n), x.dtype) for z, n in zip(zoneout, sizes)])
+
+
+def _keep_for_backward(ctx, keep: bool, xw: Tensor, *saved: Tensor) -> None:
+    """Save what the backward reads; the input-projection buffer goes back to the pool after
+    the backward, or at once when there will be none."""
+    ctx.buffer = xw if xw._base is None else xw._base
+    if keep:
+        ctx.save_for_backward(*saved)
+    else:
+        _POOL.give([ctx.buffer])
 
 
 class _NativeLSTM(torch.autograd.Function):
@@ -301,16 +310,11 @@ class _NativeLSTM(torch.autograd.Function):
         H = cell.hidden_size
         xw, prep_ctx = _input_projection(cell, x, p)
         xw = xw.contiguous()
-        dtype = x.dtype
         ln = ([p["ln_hh_weight"].contiguous(), p["ln_c_weight"].contiguous(), p["ln_c_bias"].contiguous()]
               if cell.layer_norm else [])
         peep = (torch.stack((p["weight_ci"], p["weight_cf"], p["weight_co"])).contiguous()
                 if cell.peephole else None)  # (3, H)
-        P = h0.shape[-1]  # the projected size (H without projection)
-        rmask = _step_mask(opts.rmask, (B, P), dtype)
-        valid = _valid_rows(opts.lengths, T, x)
-        zo = list(opts.zoneout) if opts.zoneout is not None else [None, None]
-        zh, zc = _step_mask(zo[0], (T, B, P), dtype), _step_mask(zo[1], (T, B, H), dtype)
+        rmask, valid, (zh, zc) = _native_masks(opts, x, (h0.shape[-1], H))  # h: the projected size
         keep = any(ctx.needs_input_grad)
         w_hh = p["weight_hh"].contiguous()
         w_hr = p["weight_hr"].contiguous() if cell.proj_size else None
@@ -320,11 +324,7 @@ class _NativeLSTM(torch.autograd.Function):
         ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
         ctx.masks = (peep, rmask, valid, zh, zc)
         ctx.ln, ctx.prep_ctx, ctx.w_hr = ln, prep_ctx, w_hr
-        ctx.buffer = xw if xw._base is None else xw._base  # back to the pool after the backward
-        if keep:
-            ctx.save_for_backward(x, xw, *res[3:], *tensors)
-        else:
-            _POOL.give([ctx.buffer])
+        _keep_for_backward(ctx, keep, xw, x, xw, *res[3:], *tensors)
         return out, hT, cT
 
     @staticmethod
@@ -367,26 +367,10 @@ class _NativeLSTM(torch.autograd.Function):
             grads["ln_c_bias"] = dcln.sum((0, 1))
         dxw = cell.prepare_input_backward(dgates, ctx.prep_ctx, p, grads)  # (LN of x W_ihᵀ, its bias)
         dg2 = dxw.reshape(T * B, 4 * H)
-        grads["weight_ih"] = dg2.t() @ x.reshape(T * B, -1)
-        dx = (dg2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
-        dparams = [grads.get(n) if ctx.needs_input_grad[7 + k] else None for k, n in enumerate(ctx.names)]
+        dx, dparams = _input_and_param_grads(ctx, dg2, x, p, grads, 2)
         _POOL.give([ctx.buffer])
         return (None, None, None, None, dx, dh0 if ctx.needs_input_grad[5] else None,
                 dc0 if ctx.needs_input_grad[6] else None, *dparams)
-
-
-def _native_gru(cell: Cell, x: Tensor, opts: LoopOptions):
-    """The native GRU loop when it applies (else None): a GRU of either form without layer
-    norm, with any of recurrent dropout, zoneout and lengths, float32/64 on the CPU,
-    without the diagnostics hooks."""
-    from .cells.gru import GRUCell
-
-    if (type(cell) is not GRUCell or cell.layer_norm or x.device.type != "cpu"
-            or x.dtype not in (torch.float32, torch.float64) or opts.record is not None or opts.observe is not None):
-        return None
-    from . import native
-
-    return native.load()
 
 
 class _NativeGRU(torch.autograd.Function):
@@ -399,21 +383,14 @@ class _NativeGRU(torch.autograd.Function):
         H = cell.hidden_size
         xw, _ = _input_projection(cell, x, p)
         xw = xw.contiguous()
-        dtype = x.dtype
-        rmask = _step_mask(opts.rmask, (B, H), dtype)
-        valid = _valid_rows(opts.lengths, T, x)
-        zh = _step_mask(opts.zoneout[0], (T, B, H), dtype) if opts.zoneout is not None else None
+        rmask, valid, (zh,) = _native_masks(opts, x, (H,))
         b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
         keep = any(ctx.needs_input_grad)
         res = ext.gru_forward(xw, h0.contiguous(), p["weight_hh"].contiguous(), b_hh, rmask, valid, zh,
                               cell.reset_after, opts.reverse, keep)
         ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
         ctx.masks = (rmask, valid, zh)
-        ctx.buffer = xw if xw._base is None else xw._base  # back to the pool after the backward
-        if keep:
-            ctx.save_for_backward(x, xw, *res[2:], *tensors)
-        else:
-            _POOL.give([ctx.buffer])
+        _keep_for_backward(ctx, keep, xw, x, xw, *res[2:], *tensors)
         return res[0], res[1]
 
     @staticmethod
@@ -437,28 +414,12 @@ class _NativeGRU(torch.autograd.Function):
             grads["weight_hh"] = torch.cat((dr2[:, :2 * H].t() @ hr2, dr2[:, 2 * H:].t() @ aux_all.view(T * B, H)))
         cell.bias_grads(dxw.sum((0, 1)), drec.sum((0, 1)), grads)
         dx2 = dxw.view(T * B, 3 * H)
-        grads["weight_ih"] = dx2.t() @ x.reshape(T * B, -1)
-        dx = (dx2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
-        dparams = [grads.get(n) if ctx.needs_input_grad[6 + k] else None for k, n in enumerate(ctx.names)]
+        dx, dparams = _input_and_param_grads(ctx, dx2, x, p, grads, 1)
         _POOL.give([ctx.buffer])
         return (None, None, None, None, dx, dh0 if ctx.needs_input_grad[5] else None, *dparams)
 
 
 _ACT_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "hard_sigmoid": 4}  # as in loops.cpp
-
-
-def _native_jordan(cell: Cell, x: Tensor, opts: LoopOptions):
-    """The native Jordan loop when it applies (else None): any activations, recurrent
-    dropout, zoneout, lengths, float32/64 on the CPU, without the diagnostics hooks."""
-    from .cells.jordan import JordanCell
-
-    if (type(cell) is not JordanCell or cell.phi.name not in _ACT_CODES or cell.psi.name not in _ACT_CODES
-            or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
-            or opts.record is not None or opts.observe is not None):
-        return None
-    from . import native
-
-    return native.load()
 
 
 class _NativeJordan(torch.autograd.Function):
@@ -471,9 +432,7 @@ class _NativeJordan(torch.autograd.Function):
         O = cell.output_size
         xw, _ = _input_projection(cell, x, p)
         xw = xw.contiguous()
-        rmask = _step_mask(opts.rmask, (B, O), x.dtype)
-        zh = _step_mask(opts.zoneout[0], (T, B, O), x.dtype) if opts.zoneout is not None else None
-        valid = _valid_rows(opts.lengths, T, x)
+        rmask, valid, (zh,) = _native_masks(opts, x, (O,))
         keep = any(ctx.needs_input_grad)
         codes = (_ACT_CODES[cell.phi.name], _ACT_CODES[cell.psi.name])
         res = ext.jordan_forward(xw, y0.contiguous(), p["weight_hh"].contiguous(), p["weight_ho"].contiguous(),
@@ -481,11 +440,7 @@ class _NativeJordan(torch.autograd.Function):
                                  opts.reverse, keep)
         ctx.cell, ctx.names, ctx.ext, ctx.reverse, ctx.codes = cell, names, ext, opts.reverse, codes
         ctx.masks = (rmask, valid, zh)
-        ctx.buffer = xw if xw._base is None else xw._base
-        if keep:
-            ctx.save_for_backward(x, xw, *res[2:], *tensors)
-        else:
-            _POOL.give([ctx.buffer])
+        _keep_for_backward(ctx, keep, xw, x, xw, *res[2:], *tensors)
         return res[0], res[1]
 
     @staticmethod
@@ -508,11 +463,36 @@ class _NativeJordan(torch.autograd.Function):
         cell.bias_grads(dsum, dsum, grads)
         if cell.bias:
             grads["bias_ho"] = dz.sum((0, 1))
-        grads["weight_ih"] = da2.t() @ x.reshape(T * B, -1)
-        dx = (da2 @ p["weight_ih"]).view(T, B, -1) if ctx.needs_input_grad[4] else None
-        dparams = [grads.get(n) if ctx.needs_input_grad[6 + k] else None for k, n in enumerate(ctx.names)]
+        dx, dparams = _input_and_param_grads(ctx, da2, x, p, grads, 1)
         _POOL.give([ctx.buffer])
         return (None, None, None, None, dx, dy0 if ctx.needs_input_grad[5] else None, *dparams)
+
+
+def _native_function(cell: Cell, x: Tensor, opts: LoopOptions):
+    """The native loop for this call as (autograd Function, loaded extension), or None: float32
+    or float64 on the CPU, no diagnostics hooks (``record``/``observe`` instrument the Python
+    loop), and an LSTM with sigmoid/tanh (any of peepholes, layer norm, projection), a GRU
+    without layer norm, or a Jordan network; recurrent dropout, zoneout and lengths in all."""
+    from .cells.gru import GRUCell
+    from .cells.jordan import JordanCell
+    from .cells.lstm import LSTMCell
+
+    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or opts.record is not None
+            or opts.observe is not None):
+        return None
+    kind = type(cell)
+    if kind is LSTMCell and cell.sig.name == "sigmoid" and cell.act.name == "tanh":
+        function = _NativeLSTM
+    elif kind is GRUCell and not cell.layer_norm:
+        function = _NativeGRU
+    elif kind is JordanCell and cell.phi.name in _ACT_CODES and cell.psi.name in _ACT_CODES:
+        function = _NativeJordan
+    else:
+        return None
+    from . import native
+
+    ext = native.load()
+    return None if ext is None else (function, ext)
 
 
 def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> tuple[Tensor, State]:
@@ -538,18 +518,11 @@ def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> t
             return run(cell, x.to(dtype), tuple(s.to(dtype) for s in state0),
                        {k: v.to(dtype) for k, v in p.items()}, cast_opts)
     names = tuple(p)
-    ext = _native_lstm(cell, x, opts)
-    if ext is not None:
-        out, h_n, c_n = _NativeLSTM.apply(cell, opts, ext, names, x, *state0, *p.values())
-        return out, (h_n, c_n)
-    ext = _native_gru(cell, x, opts)
-    if ext is not None:
-        out, h_n = _NativeGRU.apply(cell, opts, ext, names, x, *state0, *p.values())
-        return out, (h_n,)
-    ext = _native_jordan(cell, x, opts)
-    if ext is not None:
-        out, y_n = _NativeJordan.apply(cell, opts, ext, names, x, *state0, *p.values())
-        return out, (y_n,)
+    chosen = _native_function(cell, x, opts)
+    if chosen is not None:
+        function, ext = chosen
+        out, *state_n = function.apply(cell, opts, ext, names, x, *state0, *p.values())
+        return out, tuple(state_n)
     out, *state_n = _BPTT.apply(cell, opts, names, len(state0), x, *state0, *p.values())
     return out, tuple(state_n)
 
