@@ -73,17 +73,7 @@ def test_native_gradcheck(monkeypatch, options, reverse):
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(n, 2, options.get("proj_size") or 4, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True)
-    params = list(layer.parameters())
-    lengths = torch.tensor([5, 3])
-
-    def f(x, h0, c0, *ps):
-        torch.manual_seed(3)
-        with torch.nn.utils.stateless._reparametrize_module(
-                layer, dict(zip([k for k, _ in layer.named_parameters()], ps))):
-            out, (h, c) = layer(x, (h0, c0), lengths=lengths)
-        return out, h, c
-
-    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+    assert _gradcheck(layer, x, h0, c0)
 
 
 @pytest.mark.parametrize("proj_size", [0, 4])
@@ -103,16 +93,34 @@ def test_same_outputs_and_gradients_as_torch_nn_lstm(monkeypatch, proj_size):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _count_native_calls(monkeypatch):
+def _count_native_calls(monkeypatch, function=None):
+    """A list that gets one entry per call of the native loop ``function`` (the LSTM's)."""
+    function = function or engine._NativeLSTM
     calls = []
-    real = engine._NativeLSTM.apply
+    real = function.apply
 
     def counting(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(engine._NativeLSTM, "apply", counting)
+    monkeypatch.setattr(function, "apply", counting)
     return calls
+
+
+def _gradcheck(layer, x, *state):
+    """float64 gradcheck of ``layer`` over x, its initial state and its parameters, with
+    lengths [5, 3] and the dropout/zoneout masks fixed by reseeding before every call."""
+    names = [k for k, _ in layer.named_parameters()]
+    lengths = torch.tensor([5, 3])
+    n = len(state)
+
+    def f(x, *rest):
+        torch.manual_seed(3)
+        with torch.nn.utils.stateless._reparametrize_module(layer, dict(zip(names, rest[n:]))):
+            out, final = layer(x, rest[:n] if n > 1 else rest[0], lengths=lengths)
+        return (out, *(final if isinstance(final, tuple) else (final,)))
+
+    return torch.autograd.gradcheck(f, (x, *state, *layer.parameters()))
 
 
 @pytest.mark.parametrize("options,native_expected", [
@@ -156,7 +164,7 @@ GRU_OPTIONS = [
 ]
 
 
-def _gru_grads(layer, x, h0, lengths, seed):
+def _one_state_grads(layer, x, h0, lengths, seed):
     torch.manual_seed(seed)
     out, h = layer(x, h0, lengths=lengths) if lengths is not None else layer(x, h0)
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
@@ -174,9 +182,9 @@ def test_native_gru_equals_the_python_loop(monkeypatch, dtype, options, use_leng
     h0 = torch.randn(n, B, H, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    got = _gru_grads(layer, x, h0, lengths, 5)
+    got = _one_state_grads(layer, x, h0, lengths, 5)
     monkeypatch.setenv("RNNKIT_NATIVE", "0")
-    want = _gru_grads(layer, x, h0, lengths, 5)
+    want = _one_state_grads(layer, x, h0, lengths, 5)
     tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
@@ -189,22 +197,12 @@ def test_native_gru_gradcheck(monkeypatch, reset_after):
                        recurrent_dropout=0.3).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
-    names = [k for k, _ in layer.named_parameters()]
-    lengths = torch.tensor([5, 3])
-
-    def f(x, h0, *ps):
-        torch.manual_seed(3)
-        with torch.nn.utils.stateless._reparametrize_module(layer, dict(zip(names, ps))):
-            return layer(x, h0, lengths=lengths)
-
-    assert torch.autograd.gradcheck(f, (x, h0, *layer.parameters()))
+    assert _gradcheck(layer, x, h0)
 
 
 def test_native_gru_matches_torch_nn_gru(monkeypatch):
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    calls = []
-    real = engine._NativeGRU.apply
-    monkeypatch.setattr(engine._NativeGRU, "apply", lambda *a: calls.append(1) or real(*a))
+    calls = _count_native_calls(monkeypatch, engine._NativeGRU)
     ref = torch.nn.GRU(I, H, num_layers=2, bidirectional=True)
     ours = rnnkit.GRU(I, H, num_layers=2, bidirectional=True)
     ours.load_state_dict(ref.state_dict())
@@ -220,9 +218,7 @@ def test_native_gru_matches_torch_nn_gru(monkeypatch):
 
 
 def test_layer_norm_gru_keeps_the_python_loop(monkeypatch):
-    calls = []
-    real = engine._NativeGRU.apply
-    monkeypatch.setattr(engine._NativeGRU, "apply", lambda *a: calls.append(1) or real(*a))
+    calls = _count_native_calls(monkeypatch, engine._NativeGRU)
     rnnkit.GRU(I, H, layer_norm=True)(torch.randn(T, B, I))[0].sum().backward()
     assert not calls
     rnnkit.GRU(I, H)(torch.randn(T, B, I))[0].sum().backward()
@@ -273,21 +269,14 @@ def test_native_jordan_equals_the_python_loop(monkeypatch, dtype, options, use_l
     y0 = torch.randn(n, B, O, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    calls = _count_jordan_calls(monkeypatch)
-    got = _gru_grads(layer, x, y0, lengths, 5)
+    calls = _count_native_calls(monkeypatch, engine._NativeJordan)
+    got = _one_state_grads(layer, x, y0, lengths, 5)
     assert calls
     monkeypatch.setenv("RNNKIT_NATIVE", "0")
-    want = _gru_grads(layer, x, y0, lengths, 5)
+    want = _one_state_grads(layer, x, y0, lengths, 5)
     tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
-
-
-def _count_jordan_calls(monkeypatch):
-    calls = []
-    real = engine._NativeJordan.apply
-    monkeypatch.setattr(engine._NativeJordan, "apply", lambda *a: calls.append(1) or real(*a))
-    return calls
 
 
 def test_native_jordan_gradcheck(monkeypatch):
@@ -296,12 +285,4 @@ def test_native_jordan_gradcheck(monkeypatch):
                           recurrent_dropout=0.3).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     y0 = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)
-    names = [k for k, _ in layer.named_parameters()]
-    lengths = torch.tensor([5, 3])
-
-    def f(x, y0, *ps):
-        torch.manual_seed(3)
-        with torch.nn.utils.stateless._reparametrize_module(layer, dict(zip(names, ps))):
-            return layer(x, y0, lengths=lengths)
-
-    assert torch.autograd.gradcheck(f, (x, y0, *layer.parameters()))
+    assert _gradcheck(layer, x, y0)
