@@ -21,16 +21,18 @@ import os
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import DataError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,25 @@ def _corpus_inputs(paths: Sequence[str | os.PathLike] | None, glob: str | None
             yield path, False
 
 
+def _read_inputs(paths: Sequence[str | os.PathLike] | None, glob: str | None, read: Callable[[Path | str], T],
+                 skipped: list[str]) -> Iterator[tuple[str, T]]:
+    """(name, read(input)) for each input of the corpus in reading order. A DataError from a
+    skippable input (see :func:`_corpus_inputs`) skips it with a warning and appends its name
+    to ``skipped``; from any other input it is raised."""
+    for source, skippable in _corpus_inputs(paths, glob):
+        try:
+            value = read(source)
+        except DataError as e:
+            if not skippable:
+                raise
+            log.warning("skipping %s", e)
+            skipped.append(str(source))
+            continue
+        yield str(source), value
+    if skipped:
+        log.warning("skipped %d file(s) that are not UTF-8 text", len(skipped))
+
+
 def _describe_inputs(paths: Sequence[str | os.PathLike] | None) -> str:
     return ", ".join(str(p) for p in paths) if paths else "the default corpus (Python standard library sources)"
 
@@ -165,21 +186,15 @@ def read_corpus(paths: Sequence[str | os.PathLike] | None = None, glob: str | No
     raises :class:`DataError`. The whole text is held in memory; :func:`scan_corpus` reads
     the same corpus as a stream.
     """
+    def read(source: Path | str) -> str:
+        return _decode(sys.stdin.buffer.read(), "<stdin>") if source == "-" else _read_file(source)
+
     parts: list[str] = []
     files: list[str] = []
     skipped: list[str] = []
-    for source, skippable in _corpus_inputs(paths, glob):
-        try:
-            parts.append(_decode(sys.stdin.buffer.read(), "<stdin>") if source == "-" else _read_file(source))
-        except DataError as e:
-            if not skippable:
-                raise
-            log.warning("skipping %s", e)
-            skipped.append(str(source))
-            continue
-        files.append(str(source))
-    if skipped:
-        log.warning("skipped %d file(s) that are not UTF-8 text", len(skipped))
+    for name, part in _read_inputs(paths, glob, read, skipped):
+        files.append(name)
+        parts.append(part)
     text = "".join(parts)
     if not text:
         raise _empty_corpus(paths, len(files))
@@ -496,35 +511,34 @@ def scan_corpus(paths: Sequence[str | os.PathLike] | None = None, glob: str | No
     skipped: list[str] = []
     counts = np.zeros(0, dtype=np.int64)  # (max code point + 1,)
     spools: dict[int, BinaryIO] = {}
+    created: list[BinaryIO] = []  # closed again if the scan fails
+
+    def count(source: Path | str) -> tuple[np.ndarray, int, BinaryIO | None]:
+        """One input's character counts and length (and the copy of stdin it made)."""
+        file_counts, n = np.zeros(0, dtype=np.int64), 0
+        if source == "-":
+            spool = tempfile.TemporaryFile(prefix="rnnkit-stdin-")
+            created.append(spool)
+            opened, label = contextlib.nullcontext(sys.stdin.buffer), "<stdin>"
+        else:
+            spool, opened, label = None, _open(source), str(source)
+        with opened as f:
+            for text in _text_chunks(f, label, chunk_bytes, spool):
+                n += len(text)
+                file_counts = _add_counts(file_counts, np.bincount(_codepoints(text)))
+        return file_counts, n, spool
+
     try:
-        for source, skippable in _corpus_inputs(paths, glob):
-            file_counts, n = np.zeros(0, dtype=np.int64), 0
-            try:
-                if source == "-":
-                    spool = tempfile.TemporaryFile(prefix="rnnkit-stdin-")
-                    spools[len(files)] = spool
-                    opened, label = contextlib.nullcontext(sys.stdin.buffer), "<stdin>"
-                else:
-                    spool, opened, label = None, _open(source), str(source)
-                with opened as f:
-                    for text in _text_chunks(f, label, chunk_bytes, spool):
-                        n += len(text)
-                        file_counts = _add_counts(file_counts, np.bincount(_codepoints(text)))
-            except DataError as e:
-                if not skippable:
-                    raise
-                log.warning("skipping %s", e)
-                skipped.append(str(source))
-                continue
+        for name, (file_counts, n, spool) in _read_inputs(paths, glob, count, skipped):
+            if spool is not None:
+                spools[len(files)] = spool
             counts = _add_counts(counts, file_counts)
-            files.append(str(source))
+            files.append(name)
             file_chars.append(n)
-        if skipped:
-            log.warning("skipped %d file(s) that are not UTF-8 text", len(skipped))
         if not sum(file_chars):
             raise _empty_corpus(paths, len(files))
     except BaseException:
-        for spool in spools.values():
+        for spool in created:
             spool.close()
         raise
     return CorpusStream(files, file_chars, skipped, counts, spools, chunk_bytes)
