@@ -170,6 +170,18 @@ def test_old_layout_with_files_from_different_steps_is_refused(run):
         _restore(d)
 
 
+def test_numpy_rng_state_out_of_range_is_a_checkpoint_error(run):
+    """Found by the byte-mutation fuzz test: a digit changed inside the stored numpy RNG
+    state made a number too large for uint32, and the OverflowError escaped."""
+    d = _copy(run)
+    tensors, meta = rundir.read_safetensors(d / rundir.STATE_TENSORS, "s")
+    state = json.loads(meta["state"])
+    state["rng"]["numpy"][1][0] = 4725036631
+    save_file(tensors, str(d / rundir.STATE_TENSORS), metadata={**meta, "state": json.dumps(state)})
+    with pytest.raises(CheckpointError, match="trainer_state.safetensors .*the trainer state is invalid"):
+        _restore(d)
+
+
 # -- fuzz ------------------------------------------------------------------------------------
 @FUZZ
 @given(name=st.sampled_from(FILES), data=st.binary(max_size=2000))

@@ -266,7 +266,7 @@ class Trainer:
             self.elapsed = float(state["elapsed"])
             self.best_val, self.last_val = state["best_val_bpc"], state["last_val_bpc"]
             self.lr_scale = float(state.get("lr_scale", 1.0))
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError, OverflowError) as e:
             raise CheckpointError(f"{d / rundir.STATE_TENSORS} (with {rundir.STATE_JSON}): the trainer state is "
                                   f"invalid or does not match the model: {e}") from None
         self._snapshot()
