@@ -9,6 +9,7 @@ One test builds the real loops, cold, through ``rnnkit train`` and ``rnnkit nati
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -277,6 +278,18 @@ def test_a_read_only_cache_without_a_complete_build_says_so(built_tiny, tmp_path
     assert "compiler" not in r.stderr.strip().splitlines()[-1] and not tiny.compiles()
 
 
+def test_a_damaged_build_is_compiled_again(built_tiny, tmp_path):
+    """A truncated module (a partial copy into an image, a full disk) is not loaded (it
+    would crash the process) but compiled again."""
+    tiny = Tiny(tmp_path, like=built_tiny)
+    shutil.copytree(built_tiny.cache, tiny.cache)
+    (build_dir,) = tiny.cache.iterdir()
+    so = build_dir / f"{build_dir.name}{_build.SUFFIX}"
+    so.write_bytes(so.read_bytes()[:1000])  # truncated: does not load
+    report = tiny.load()
+    assert report["answer"] == 42 and report["compiled"] and len(tiny.compiles()) == 2
+
+
 # -- the cache key -----------------------------------------------------------------------------------------------
 
 def _spec(tmp_path, source="int x;", flags=("-O3",)) -> _build.Spec:
@@ -325,7 +338,8 @@ def _fake_build(root: Path, key: _build.Key, name: str | None = None) -> Path:
     d = root / (name or key.name)
     d.mkdir(parents=True)
     (d / f"{d.name}.so").write_bytes(b"")
-    (d / _build.INFO).write_text(json.dumps({"key": key.fields, "seconds": 1.0}))
+    (d / _build.INFO).write_text(json.dumps({"key": key.fields, "seconds": 1.0,
+                                             "module_sha256": hashlib.sha256(b"").hexdigest()}))
     return d
 
 

@@ -8,7 +8,7 @@ hand-written BPTT as one C++ loop (one file per family, ``lstm.cpp``, ``gru.cpp`
 ``module.cpp`` binds them): per step the recurrent GEMM and one fused pass over the gates
 (docs/performance.md).
 
-The extension is compiled the first time it is needed (about half a minute on two cores;
+The extension is compiled the first time it is needed (under a minute on two cores;
 it needs a C++ compiler and ``ninja``) or ahead of time with ``rnnkit native build``, and
 cached in ``RNNKIT_NATIVE_CACHE`` (default: ``TORCH_EXTENSIONS_DIR``, else
 ``~/.cache/torch_extensions``) under a key of the sources, flags, torch and Python

@@ -1,7 +1,8 @@
 """Build and cache a native extension: the key, the cache directory, the lock, the build.
 
-A build lives in ``<cache>/<prefix>_<key>/``: the compiled module ``<name>.so`` and
-``build.json``, written last, which records the key the module was built for. The key
+A build lives in ``<cache>/<prefix>_<key>/``: the compiled module ``<prefix>_<key>.so`` and
+``build.json``, written last, which records the key the module was built for and the
+module's SHA-256 (a truncated or altered module is not loaded but built again). The key
 covers what decides the machine code: the sources and headers, the compiler flags, the
 torch and Python versions, the compiler (its resolved path and ``--version``) and the CPU
 (model and feature flags: the build uses ``-march=native``). Nothing on ``PATH`` besides
@@ -55,6 +56,7 @@ WAIT_REPORT_S = 5.0  # a waiting process reports this often
 TICK_S = 1.0  # a compiling process reports its elapsed time this often
 INFO = "build.json"
 LOCK = "build.lock"
+SUFFIX = ".pyd" if os.name == "nt" else ".so"  # the compiled module's, as PyTorch's builder names it
 
 
 class BuildError(RnnkitError, RuntimeError):
@@ -149,7 +151,7 @@ def key(spec: Spec, cc: tuple[str, str] | None) -> Key:
 
 def complete(build_dir: Path, key: Key | None = None) -> dict | None:
     """The build record of a complete build in ``build_dir`` (for ``key``, if given; any
-    compiler when the key has none), or None. Reads only."""
+    compiler when the key has none, and the module file the build wrote), or None. Reads only."""
     try:
         info = json.loads((build_dir / INFO).read_text())
     except (OSError, ValueError):
@@ -161,9 +163,16 @@ def complete(build_dir: Path, key: Key | None = None) -> dict | None:
                                                             if not k.startswith("compiler")}
         if any(info["key"].get(k) != v for k, v in wanted.items()):
             return None
-    if not (build_dir / f"{build_dir.name}.so").is_file():
+    try:  # the module as written (a truncated copy would crash the process that loads it)
+        if _sha256(build_dir / f"{build_dir.name}{SUFFIX}") != info.get("module_sha256"):
+            return None
+    except OSError:
         return None
     return info
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def find(root: Path, key: Key) -> Path:
@@ -183,9 +192,9 @@ def import_module(build_dir: Path) -> ModuleType:
     import torch  # noqa: F401 -- the module links against libtorch, which must be loaded first
 
     name = build_dir.name
-    spec = importlib.util.spec_from_file_location(name, build_dir / f"{name}.so")
+    spec = importlib.util.spec_from_file_location(name, build_dir / f"{name}{SUFFIX}")
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {build_dir / f'{name}.so'}")
+        raise ImportError(f"cannot import {build_dir / f'{name}{SUFFIX}'}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -275,11 +284,12 @@ def _compile(spec: Spec, key: Key, build_dir: Path, progress: Progress | None) -
         if ticker is not None:
             ticker.join()
     built = Path(module.__file__)
-    if built.name != f"{name}.so":  # PyTorch renames a second build of one name in one process
+    if built.name != f"{name}{SUFFIX}":  # PyTorch renames a second build of one name in one process
         raise BuildError(f"{name} was already built in this process; build again in a new process")
     os.replace(built, build_dir / built.name)
     seconds = time.monotonic() - t0
-    _write_json(build_dir / INFO, {"key": key.fields, "seconds": round(seconds, 1),
+    _write_json(build_dir / INFO, {"key": key.fields, "module_sha256": _sha256(build_dir / built.name),
+                                   "seconds": round(seconds, 1),
                                    "built": time.strftime("%Y-%m-%d %H:%M:%S"),
                                    "by": f"pid {os.getpid()} on {socket.gethostname()}"})
     shutil.rmtree(tmp, ignore_errors=True)
@@ -317,7 +327,7 @@ def ensure(spec: Spec, progress: Progress | None = None, force: bool = False) ->
     if not force and complete(build_dir, k):
         try:
             return Loaded(import_module(build_dir), build_dir, False, 0.0)
-        except ImportError as e:  # a damaged build: compile it again below
+        except ImportError as e:  # e.g. a library it links against changed: compile it again below
             log.warning("the native build in %s does not load (%s); compiling it again", build_dir, e)
             force = True
     if cc is None:
@@ -351,7 +361,7 @@ def ensure(spec: Spec, progress: Progress | None = None, force: bool = False) ->
 
 
 def _explain(e: Exception, cc: tuple[str, str]) -> str:
-    """One line on why a build failed: the compiler's first error, a missing ninja, a full disk."""
+    """One line on why a build failed: the compiler's first error, or a missing ninja."""
     text = str(e).strip()
     if "Ninja is required" in text:
         return "ninja is not installed: pip install ninja (or apt-get install ninja-build)"

@@ -481,7 +481,7 @@ class Trainer:
 
     def _load_native_loops(self) -> None:
         """Build or load the native loops now, before the clock starts, when the model will
-        run them: a first run's compile (half a minute or more) must not eat the budget. The
+        run them: a first run's compile (up to a minute) must not eat the budget. The
         build reports through the callback ("native" events, see :func:`rnnkit.native.load`)."""
         from .. import native
         from ..engine import uses_native_loops
