@@ -9,6 +9,7 @@ import base64
 import html
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,9 +228,29 @@ def _activation_blocks(obs: Observation) -> list[dict]:
     return blocks
 
 
+#: characters that JSON leaves alone but an HTML parser or a JavaScript parser does not, and
+#: their JSON escapes: with no "<" in the script element, no "</script>" can end it early and
+#: no "<!--" can switch the parser to the escaped script-data state, where a "<script>" in the
+#: text would make it swallow the page's own script; U+2028/U+2029 end lines in older JavaScript
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _json_script(obj) -> str:
-    # "</" cannot end the script element early once escaped
-    return json.dumps(obj, separators=(",", ":")).replace("</", "<\\/")
+    """``obj`` as JSON to put inside ``<script type="application/json">``: the same JSON value,
+    with nothing the HTML parser could read as markup."""
+    text = json.dumps(obj, separators=(",", ":"))
+    for ch, escape in _SCRIPT_ESCAPES.items():
+        text = text.replace(ch, escape)
+    return text
+
+
+def _displayable(text: str) -> str:
+    """``text`` with each surrogate code point (a lone half of a UTF-16 pair, which a Python
+    string may hold but no UTF-8 file can) replaced by U+FFFD. Two such halves in a row would
+    become one character in the page's JavaScript and shift every colour after them; one
+    replacement character per code point keeps the page's characters those of the analysis."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapping | None = None) -> str:
@@ -277,7 +298,7 @@ def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapp
                 rows.append(f'<tr class="pick" data-block="{k}" data-unit="{c.unit}"><td>{html.escape(sig)}</td>'
                             f'<td class="num">{rank + 1}</td><td>{html.escape(c.layer)} {html.escape(c.state)}'
                             f'</td><td class="num">{c.unit}</td><td class="num">{c.r:+.3f}</td></tr>')
-        payload = {"text": data.text, "blocks": blocks, "start": start}
+        payload = {"text": _displayable(data.text), "blocks": blocks, "start": start}
         body = ('<div id="controls"><label>layer / state <select id="layer"></select></label>'
                 '<label>unit <input type="range" id="unit" min="0" max="0" value="0" step="1"></label>'
                 '<input type="number" id="unit-num" min="0" value="0">'
@@ -330,13 +351,13 @@ def build_report(model: nn.Module | None, metrics: Sequence[Mapping] = (), text:
 
 def write_report(path: str | Path, model: nn.Module | None, metrics: Sequence[Mapping] = (),
                  text: str | None = None, **kwargs) -> Path:
-    """Write :func:`build_report` to ``path`` (atomically: a temporary file, then a rename)."""
+    """Write :func:`build_report` to ``path`` (atomically: a temporary file, fsync, rename)."""
+    from ..checkpoint import atomic_write
+
     page = build_report(model, metrics, text, **kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, _displayable(page).encode("utf-8"))  # a surrogate could come with a run's name
     return path
 
 
