@@ -196,16 +196,19 @@ def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | tor
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The records of metrics.jsonl (a torn last line, from a crash, is ignored)."""
+    """The records of metrics.jsonl: its lines that hold JSON objects (a torn last line, from
+    a crash, is ignored, and so is any other line that is not an object)."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
