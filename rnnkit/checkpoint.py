@@ -288,8 +288,8 @@ def _field_values_that_fit(build, config, dtype, header: Shapes, expected: Shape
     weights, with the value that does: for the shape of ``tensor``, or (``tensor=None``) for
     the set of tensor names. A shape is an affine function of each size field, so two
     builds (the value and the value + 1, or + 2 where + 1 is not allowed) give the value that
-    fits, which a third build confirms. Only called to explain a mismatch; every build is on
-    the meta device."""
+    fits, which a third build confirms (for the set of names, the number of tensors is what is
+    affine). Only called to explain a mismatch; every build is on the meta device."""
     found = []
     for name in _int_fields(config):
         value = getattr(config, name)
@@ -297,11 +297,15 @@ def _field_values_that_fit(build, config, dtype, header: Shapes, expected: Shape
                             if (p := _probe(build, config, dtype, name, value + k)) is not None), (0, None))
         if probe is None:
             continue
-        if tensor is None:  # a count (num_layers): try each value the number of tensors allows
-            if set(probe) == set(expected):
+        if tensor is None:  # a count (num_layers): the number of tensors is affine in it too
+            slope = (len(probe) - len(expected)) / step
+            if set(probe) == set(expected) or slope == 0:
                 continue
-            fits = [v for v in range(1, len(header) + 1)
-                    if v != value and set(_probe(build, config, dtype, name, v) or ()) == set(header)]
+            candidate = value + (len(header) - len(expected)) / slope
+            if not (candidate.is_integer() and candidate >= 1):
+                continue
+            fixed = _probe(build, config, dtype, name, int(candidate))
+            fits = [int(candidate)] if fixed is not None and set(fixed) == set(header) else []
         else:
             want, got, moved = expected[tensor].shape, header[tensor].shape, probe.get(tensor)
             if moved is None or len(moved.shape) != len(want) or len(got) != len(want):

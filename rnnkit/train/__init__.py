@@ -157,7 +157,7 @@ def _train(data, out, model, config, glob, min_count, resume, callback, device, 
         model, config = stored_model, config or stored_train
         data_cfg = cfg.get("data", {})
         vocab = rundir.read_vocabulary(run)
-        rundir.check_resume(run, model, vocab, config.precision)  # before the model is built
+        rundir.check_resume(run, model, vocab, config.precision, cfg["model"])  # before the model is built
 
         def encode_again() -> None:
             """The id file is derived data: when it is missing or does not match, encode the

@@ -143,10 +143,11 @@ def _dtype(cfg: dict) -> torch.dtype | None:
     return torch.float64 if cfg["train"].get("precision") == "fp64" else None
 
 
-def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabulary, precision: str) -> None:
+def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabulary, precision: str,
+                 present: dict | None = None) -> None:
     """Check, before the model is built, that ``model`` (with ``vocab``) has the tensors of the
     weights ``--resume`` will read: those of the resume file (or, in the older layout without
-    weights there, of model.safetensors)."""
+    weights there, of model.safetensors). ``present``: the model section of config.json."""
     run = Path(run_dir)
     header, _ = read_header(run / STATE_TENSORS, "trainer state")
     weights = {k[len("model."):]: v for k, v in header.items() if k.startswith("model.")}
@@ -155,7 +156,7 @@ def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabul
         path = run / LATEST
         weights, _ = read_header(path, "model weights")
     check_against_weights(lambda c: CharLM(c, vocab), model, weights, run / CONFIG, path,
-                          dtype=torch.float64 if precision == "fp64" else None)
+                          dtype=torch.float64 if precision == "fp64" else None, present=present)
 
 
 def load_state_into(model: nn.Module, path: Path) -> dict[str, str]:
