@@ -313,3 +313,61 @@ def test_cli_with_a_moderately_large_hidden_size_stays_at_the_memory_of_a_good_r
     assert "hidden_size 6000 does not match" in err and err.count("\n") == 1, err
     print(f"rnnkit info peak RSS: intact run {base / 2**20:.0f} MB, hidden_size 6000 {hostile / 2**20:.0f} MB")
     assert hostile - base < 64 * 2**20, (base, hostile)
+
+
+# -- the meta builds themselves -------------------------------------------------------------------
+def _build(kind: str, cell: str, hidden: int):
+    """A model of ``kind`` with ``cell`` and ``hidden`` units (vocabularies etc. as in the runs)."""
+    from rnnkit.data.text import Vocabulary as CharVocabulary
+    from rnnkit.data.vocabulary import Vocabulary
+    from rnnkit.models.charlm import CharLM
+    from rnnkit.models.seq2seq import Seq2Seq
+
+    words = Vocabulary(["a", "b", "c"])
+    labels = Vocabulary(["x", "y"], specials=False)
+    if kind == "charlm":
+        return CharLM(CharLMConfig(cell=cell, hidden_size=hidden, embed_size=4), CharVocabulary.build("abc\n"))
+    if kind == "tagger":
+        return Tagger(TaggerConfig(cell=cell, hidden_size=hidden, embedding_dim=4, char_channels=2), words, labels,
+                      words)
+    if kind == "classifier":
+        return Classifier(ClassifierConfig(cell=cell, hidden_size=hidden, embedding_dim=4, pooling="attention"),
+                          labels, words)
+    if kind == "forecaster":
+        return Forecaster(ForecasterConfig(cell=cell, hidden_size=hidden, horizon=2), "y", ["x"], [0, 0], [1, 1])
+    if kind == "generator":
+        return Generator(GeneratorConfig(cell=cell, hidden_size=hidden, embedding_dim=4, condition_dim=2),
+                         Vocabulary(["<bos>", "<eos>", "a"]), labels)
+    return Seq2Seq(Seq2SeqConfig(5, 6, cell=cell, hidden_size=hidden, embedding_size=4, num_layers=2))
+
+
+@pytest.mark.parametrize("cell", ["gru", "indrnn", "irnn", "jordan", "lstm", "mingru", "minlstm", "rnn"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_meta_builds_give_the_real_shapes_and_allocate_nothing(kind, cell):
+    """What the weights check relies on, for every model type and cell: a model built on the
+    meta device has the state dict (names, shapes, dtypes) of the real one, and building it
+    with 100000 hidden units creates no tensor off the meta device bigger than a few bytes."""
+    from rnnkit.models._layer_util import cell_names
+
+    assert cell in cell_names()
+    real = _build(kind, cell, 8).state_dict()
+    with torch.device("meta"):
+        meta = _build(kind, cell, 8).state_dict()
+    assert {k: (v.shape, v.dtype) for k, v in meta.items()} == {k: (v.shape, v.dtype) for k, v in real.items()}
+    with _LargestAllocation() as probe, torch.device("meta"):
+        big = _build(kind, cell, 100000).state_dict()
+    assert all(t.device.type == "meta" for t in big.values())
+    assert sum(t.numel() for t in big.values()) > 5 * 100000  # the sizes are there, on meta only
+    assert probe.largest <= 64, probe.largest
+
+
+@pytest.mark.parametrize("name, kwargs", [("jordan", {"output_size": 3}), ("lstm", {"proj_size": 2}),
+                                          ("gru", {"bidirectional": True, "num_layers": 2}),
+                                          ("mingru", {"bidirectional": True})])
+def test_probe_layer_on_meta_agrees_with_running_the_layer(name, kwargs):
+    from rnnkit.models._layer_util import build_layer, probe_layer
+
+    on_cpu = build_layer(name, 5, 6, **kwargs)
+    with torch.device("meta"):
+        on_meta = build_layer(name, 5, 6, **kwargs)
+    assert probe_layer(on_meta, 5) == probe_layer(on_cpu, 5)
