@@ -389,11 +389,12 @@ def _probe(tmp_path: Path, n_mb: int) -> dict:
 
 #: the bound on the peak RSS growth of the 1 GB probe: 3 × the largest growth measured. Streaming
 #: holds one chunk's temporaries (about 25 bytes per byte of a 1 MB chunk: its text, code points
-#: and numpy's int64 indices) and the pages of the mapped ids that training touched (a few KB);
-#: measured +21.3 to +22.3 MB in three runs of this test (2-core machine, Python 3.11, torch
-#: 2.13) and +21 to +24 MB before. Holding the ids would add 1 GB (100 % of the corpus), the
-#: whole-text design before streaming 2.7 GB; a second chunk held at once, +25 MB, stays within
-#: the bound, which leaves room for allocator and library differences between machines.
+#: and numpy's int64 indices) and the pages of the mapped ids that training touched (a few KB).
+#: Measured +21 to +22 MB in six runs of this test (21.6, 21.7, 21.7 MB to one decimal; 2-core
+#: machine, Python 3.11, torch 2.13) and +21 to +24 MB in earlier runs. Holding the ids would add
+#: 1 GB (100 % of the corpus), the whole-text design before streaming 2.7 GB; a second chunk held
+#: at once, +25 MB, stays within the bound, which leaves room for allocator and library
+#: differences between machines.
 MAX_GROWTH = 3 * 24 * 2**20
 
 
