@@ -230,13 +230,13 @@ def _annotation_check(annotation: Any) -> tuple[str, Callable[[Any], bool]] | No
     return " or ".join(c[0] for c in checks), lambda v: any(c[1](v) for c in checks)
 
 
-def config_from_json(cls, obj: Any, path: Path, section: str, skip: tuple[str, ...] = ()):
+def config_from_json(cls, obj: Any, path: Path, section: str):
     """The config dataclass ``cls`` from the JSON value ``obj`` (``section`` of the file
     ``path``), or a one-line CheckpointError naming the file and the field: ``obj`` must be
     an object whose keys are fields of ``cls``, each of the JSON type its annotation names
     (an integer is not a boolean and not 8.0, a float is finite), and the values must pass
     the dataclass's own checks. A missing field takes its default (the weights check then
-    finds one that matters). Fields in ``skip`` (nested configs) are passed on unchecked."""
+    finds one that matters); a field of another type (a nested config) is passed on as it is."""
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: '{section}' must be a JSON object, got {json_type(obj)}")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -244,8 +244,6 @@ def config_from_json(cls, obj: Any, path: Path, section: str, skip: tuple[str, .
     if unknown:
         raise CheckpointError(f"{path}: {section} has field(s) {short(unknown)} that {cls.__name__} does not know")
     for name, value in obj.items():
-        if name in skip:
-            continue
         check = _annotation_check(known[name].type)
         if check is not None and not check[1](value):
             raise CheckpointError(f"{path}: {section}.{name} must be {check[0]}, got {short(value)} "
