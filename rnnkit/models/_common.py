@@ -18,8 +18,6 @@ from ..errors import CheckpointError
 from ..layers import make_layer
 from ._layer_util import cell_names
 
-WEIGHTS, CONFIG = checkpoint.WEIGHTS, checkpoint.CONFIG
-
 
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
                     dropout: float) -> nn.Module:
