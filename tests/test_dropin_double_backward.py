@@ -57,7 +57,8 @@ def test_gradgradcheck_every_cell_and_option(monkeypatch, cell, options, path):
 
 
 UNITS = {
-    "indrnn": (lambda **kw: rnnkit.IndRNN(I, H, recurrent_max_abs=1.2, nonlinearity="tanh", **kw), ["bptt", "autograd"]),
+    "indrnn": (lambda **kw: rnnkit.IndRNN(I, H, recurrent_max_abs=1.2, nonlinearity="tanh", **kw),
+               ["bptt", "autograd"]),
     "irnn": (lambda **kw: rnnkit.make_layer("irnn", I, H, **kw), ["bptt", "autograd"]),
     "mingru": (lambda **kw: rnnkit.MinGRU(I, H, candidate_activation="tanh", **kw), ["scan", "bptt", "autograd"]),
     "mingru-g": (lambda **kw: rnnkit.MinGRU(I, H, candidate_activation="g", **kw), ["scan", "bptt"]),
