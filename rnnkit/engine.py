@@ -188,6 +188,10 @@ def _input_and_param_grads(ctx, dxw2: Tensor, x: Tensor, p: Params, grads: Param
     return dx, [grads.get(n) if ctx.needs_input_grad[first + k] else None for k, n in enumerate(ctx.names)]
 
 
+#: whether torch.export is tracing (torch >= 2.5; never on older versions, which lack the query)
+is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def _saved_inputs(ctx, n_state: int) -> tuple[Tensor, State, Params]:
     """(x, initial state, parameters by name) from the saved tensors of a Function here, which
     saves x first and the parameters (in the order of ``ctx.names``) then the ``n_state``
@@ -556,9 +560,10 @@ def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> t
 
     x: (T, B, I); state0: tuple of (B, S_k); p: the cell's parameters by name.
     Returns out (T, B, R) and the final state. Falls back to :func:`run_reference`
-    for a cell without ``step_backward``.
+    for a cell without ``step_backward``, and under ``torch.export`` (which traces the
+    reference's operations, the loop unrolled for this T).
     """
-    if not cell.has_backward:
+    if not cell.has_backward or is_exporting():
         return run_reference(cell, x, state0, p, opts)
     device = x.device.type
     if torch.is_autocast_enabled(device):

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from .cells.base import Params, State
 from .cells.minrnn import LinearRecurrenceCell
-from .engine import LoopOptions, _reference_backward
+from .engine import LoopOptions, _reference_backward, is_exporting, run_reference
 
 #: steps per block of :func:`linear_scan`; sequences up to this length run sequentially
 BLOCK = 32
@@ -205,6 +205,8 @@ def run_scan(cell: LinearRecurrenceCell, x: Tensor, state0: State, p: Params, op
         raise TypeError(f"run_scan needs a LinearRecurrenceCell, got {type(cell).__name__}")
     if opts.zoneout is not None and len(opts.zoneout) != 1:
         raise ValueError(f"a linear-recurrence cell has one state entry, got {len(opts.zoneout)} zoneout masks")
+    if is_exporting():  # torch.export traces the sequential reference (unrolled for this T)
+        return run_reference(cell, x, state0, p, opts)
     (h0,) = state0
     out, h_n = _LinearRecurrence.apply(cell, opts, sequential, x, h0, p["weight_ih"], p.get("bias_ih"))
     return out, (h_n,)

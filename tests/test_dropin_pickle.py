@@ -11,7 +11,6 @@ import pickle
 
 import pytest
 import torch
-from torch import nn
 
 import rnnkit
 from rnnkit.cells.activations import get_activation
@@ -33,11 +32,21 @@ def _torch_save_load(module):
     return torch.load(buffer, weights_only=False)
 
 
+def _weights_only_load(module):
+    """torch.load with weights_only=True (PyTorch's default) and rnnkit's classes allowlisted."""
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    with torch.serialization.safe_globals(rnnkit.safe_globals()):
+        return torch.load(buffer, weights_only=True)
+
+
 ROUND_TRIPS = {
     "pickle": lambda m: pickle.loads(pickle.dumps(m)),
     "deepcopy": copy.deepcopy,
     "torch.save": _torch_save_load,
 }
+LAYER_ROUND_TRIPS = {**ROUND_TRIPS, "weights_only": _weights_only_load}
 
 # every layer spec: (builder, engine paths); the classic cells of tests/cases.py with every
 # option, every registered name with its defaults, and the irnn alias
@@ -83,13 +92,13 @@ def _run(layer, x):
     return [out, *states, *grads], graph_nodes(out)
 
 
-@pytest.mark.parametrize("trip", list(ROUND_TRIPS))
+@pytest.mark.parametrize("trip", list(LAYER_ROUND_TRIPS))
 @pytest.mark.parametrize("spec,path", [(s, p) for s, (_, paths) in LAYERS.items() for p in paths])
 def test_layer_round_trip_keeps_outputs_and_gradients(monkeypatch, spec, path, trip):
     layer = _build(spec, path, monkeypatch)
     x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
     want, nodes = _run(layer, x)
-    loaded = ROUND_TRIPS[trip](layer)
+    loaded = LAYER_ROUND_TRIPS[trip](layer)
     assert loaded is not layer and type(loaded) is type(layer)
     got, loaded_nodes = _run(loaded, x)
     assert loaded_nodes == nodes  # the same engine path after loading
@@ -148,6 +157,21 @@ def test_model_round_trips_keep_outputs_and_gradients(monkeypatch, name, path):
             assert (a is None) == (b is None)
             if a is not None:
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_weights_only_load_needs_rnnkit_allowlisted():
+    buffer = io.BytesIO()
+    torch.save(rnnkit.LSTM(3, 4), buffer)
+    buffer.seek(0)
+    with pytest.raises(pickle.UnpicklingError, match="rnnkit.layers.LSTM"):
+        torch.load(buffer, weights_only=True)
+
+
+def test_safe_globals_lists_every_layer_cell_and_get_activation():
+    allowed = rnnkit.safe_globals()
+    assert {*rnnkit.LAYER_TYPES.values(), rnnkit.Recurrent, get_activation} <= set(allowed)
+    assert {rnnkit.LSTMCell, rnnkit.GRUCell, rnnkit.ElmanCell, rnnkit.JordanCell} <= set(allowed)
+    assert all(isinstance(c, type) and c.__module__.startswith("rnnkit") for c in allowed if c is not get_activation)
 
 
 # -- activations -------------------------------------------------------------------------------
