@@ -6,6 +6,8 @@ changed meaning keeps the Keras 2 form it was trained with."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import importlib
 import io
 import pickle
 
@@ -214,6 +216,22 @@ def test_old_pickles_keep_the_keras2_hard_sigmoid_they_were_trained_with():
         torch.testing.assert_close(act.forward(a), (0.2 * a + 0.5).clamp(0, 1))
     # pickled again now, they stay Keras 2 (by name)
     assert pickle.loads(pickle.dumps(lstm_cell)).sig.name == "hard_sigmoid_keras2"
+
+
+SAVED_CONFIGS = ["rnnkit.models.charlm.CharLMConfig", "rnnkit.models.classifier.ClassifierConfig",
+                 "rnnkit.models.tagger.TaggerConfig", "rnnkit.models.forecaster.ForecasterConfig",
+                 "rnnkit.models.generator.GeneratorConfig", "rnnkit.models.seq2seq.Seq2SeqConfig",
+                 "rnnkit.tasks.seq2seq_train.Seq2SeqTrainConfig", "rnnkit.train.config.TrainConfig"]
+
+
+@pytest.mark.parametrize("path", SAVED_CONFIGS)
+def test_no_saved_config_names_an_activation(path):
+    """Run and model directories (config.json) cannot name an activation, so none written
+    before hard_sigmoid changed meaning holds one; a config that adds an activation field
+    must record which definition it means (and this test must then check old ones load)."""
+    module, name = path.rsplit(".", 1)
+    config = getattr(importlib.import_module(module), name)
+    assert not [f.name for f in dataclasses.fields(config) if "activation" in f.name]
 
 
 def test_a_layer_with_an_old_pickled_cell_runs_the_keras2_form(monkeypatch):
