@@ -167,7 +167,7 @@ def safe_globals() -> list:
     ``torch.save(model)`` file with ``torch.load(f, weights_only=True)``::
 
         with torch.serialization.safe_globals([*rnnkit.safe_globals(), MyModel, nn.Linear, ...]):
-            model = torch.load(f)
+            model = torch.load(f, weights_only=True)
 
     Every class defined so far that derives from :class:`rnnkit.Recurrent` or
     :class:`rnnkit.Cell` is included (the registered layer families and the converted layers of

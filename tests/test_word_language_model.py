@@ -127,7 +127,7 @@ def test_word_language_model_trains_like_torch_nn_and_saves_whole(monkeypatch, t
     # or, as the example loads it, with weights_only=True and the classes allowlisted
     with open(tmp_path / "model.pt", "rb") as f, torch.serialization.safe_globals(
             [*rnnkit.safe_globals(), WordLM, nn.Dropout, nn.Embedding, nn.Linear]):
-        safely = torch.load(f)
+        safely = torch.load(f, weights_only=True)
     torch.testing.assert_close(evaluate(safely, val_data), evaluate(model, val_data), rtol=0, atol=0)
     assert type(loaded.rnn) is type(model.rnn) and loaded.rnn.backend == model.rnn.backend
     torch.testing.assert_close(evaluate(loaded, val_data), evaluate(model, val_data), rtol=0, atol=0)
