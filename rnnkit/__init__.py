@@ -2,6 +2,7 @@
 
 from . import diagnostics
 from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
+from .deploy import safe_globals, to_torch
 from .engine import LoopOptions
 from .layers import (
     GRU,
@@ -49,6 +50,8 @@ __all__ = [
     "Recurrent",
     "make_layer",
     "record_gradient_norms",
+    "safe_globals",
+    "to_torch",
     "Classifier",
     "Forecaster",
     "Generator",

@@ -25,6 +25,9 @@ computed by the same scan run backwards in time, and then
 
     da_t = G_t ⊙ h_{t-1}    db_t = G_t    ∂L/∂h_0 = a_0 ⊙ G_0.
 
+Under ``create_graph=True`` (double backward) this backward hands over to the sequential
+reference under autograd, as the engine's Functions do (``engine._reference_backward``).
+
 Lengths, zoneout (Krueger et al. 2017) and variational recurrent dropout keep the
 recurrence linear and become changes of the coefficients, with the semantics of the
 sequential engine (:mod:`rnnkit.engine`):
@@ -41,7 +44,7 @@ from torch import Tensor
 
 from .cells.base import Params, State
 from .cells.minrnn import LinearRecurrenceCell
-from .engine import LoopOptions
+from .engine import LoopOptions, _reference_backward, is_exporting, run_reference
 
 #: steps per block of :func:`linear_scan`; sequences up to this length run sequentially
 BLOCK = 32
@@ -138,14 +141,20 @@ class _LinearRecurrence(torch.autograd.Function):
                 opts.observe(t, (h[t],), (h_prev, a[t], cache_t))
         ctx.cell, ctx.opts, ctx.sequential = cell, opts, sequential
         ctx.coeff_cache, ctx.has_bias = coeff_cache, bias_ih is not None
-        ctx.save_for_backward(x, h0, weight_ih, a_eff, h)
+        # the layout engine._saved_inputs reads: x, ..., the parameters, the initial state
+        ctx.names = ("weight_ih", "bias_ih") if bias_ih is not None else ("weight_ih",)
+        ctx.save_for_backward(x, a_eff, h, weight_ih, *([bias_ih] if bias_ih is not None else []), h0)
         return out, h_n
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, dh_n: Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the sequential reference
+            grads = _reference_backward(ctx, (dout, dh_n), 3)
+            return None, None, None, *grads, *([] if ctx.has_bias else [None])
         cell: LinearRecurrenceCell = ctx.cell
         opts: LoopOptions = ctx.opts
-        x, h0, weight_ih, a_eff, h = ctx.saved_tensors
+        x, a_eff, h = ctx.saved_tensors[:3]
+        weight_ih, h0 = ctx.saved_tensors[3], ctx.saved_tensors[-1]
         T, B, _ = x.shape
         valid = _valid_mask(opts.lengths, T, x)
         g = torch.zeros_like(h) if dout is None else (dout if valid is None else dout * valid)  # (T, B, H)
@@ -196,6 +205,8 @@ def run_scan(cell: LinearRecurrenceCell, x: Tensor, state0: State, p: Params, op
         raise TypeError(f"run_scan needs a LinearRecurrenceCell, got {type(cell).__name__}")
     if opts.zoneout is not None and len(opts.zoneout) != 1:
         raise ValueError(f"a linear-recurrence cell has one state entry, got {len(opts.zoneout)} zoneout masks")
+    if is_exporting():  # torch.export traces the sequential reference (unrolled for this T)
+        return run_reference(cell, x, state0, p, opts)
     (h0,) = state0
     out, h_n = _LinearRecurrence.apply(cell, opts, sequential, x, h0, p["weight_ih"], p.get("bias_ih"))
     return out, (h_n,)
