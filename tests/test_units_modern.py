@@ -476,3 +476,33 @@ def test_bad_input_errors(unit):
         layer.step(torch.randn(2, 5))
     with pytest.raises(ValueError, match="bidirectional"):
         make(unit, bidirectional=True).step(torch.randn(2, I))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_under_bf16_autocast_the_recurrence_runs_in_the_parameters_dtype(name):
+    """autocast does not reach inside the hand-written passes: the layer gives its float32
+    result (and gradients) inside an autocast region, and the ops after it autocast as usual."""
+    layer = rnnkit.make_layer(name, 5, 8)
+    x = torch.randn(6, 2, 5)
+    ref, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = layer(x)
+        head = torch.nn.Linear(8, 3)(out)
+    assert out.dtype == torch.float32 and head.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref)
+    head.float().sum().backward()
+    assert torch.isfinite(layer.weight_ih_l0.grad).all() and layer.weight_ih_l0.grad.abs().max() > 0
+
+
+def test_bench_measures_the_new_units_and_renders_their_table():
+    from rnnkit.bench import scan as bench
+
+    cfg = bench.BenchConfig(seq_lens=(8,), batch_size=2, input_size=3, hidden_size=4, rounds=1, min_seconds=0.0,
+                            models=("mingru-scan", "slstm", "mlstm-chunkwise", "mlstm-loop", "lru-scan", "lru-loop",
+                                    "rglru-scan", "s6-scan", "qrnn-scan", "sru", "torch.nn.LSTM"))
+    rows = bench.measure(cfg)
+    assert [r["model"] for r in rows] == list(cfg.models) and all(r["ms_per_step"] > 0 for r in rows)
+    table = bench.markdown(rows, cfg)
+    assert "minGRU, minLSTM and the classic cells:" in table and "the units of docs/new-units.md:" in table
+    assert ("| T | slstm | mlstm-chunkwise | mlstm-loop | lru-scan | lru-loop | rglru-scan | s6-scan | qrnn-scan | "
+            "sru | torch.nn.LSTM | mlstm loop/chunkwise | lru loop/scan |") in table
