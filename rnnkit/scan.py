@@ -213,6 +213,15 @@ def _last_valid(y: Tensor, opts: LoopOptions) -> Tensor:
     return y[idx, torch.arange(y.shape[1], device=y.device)]
 
 
+def _no_double_backward() -> None:
+    """The hand-written backward passes below are not themselves differentiable (they read
+    tensors saved without history): a second derivative through them would be silently
+    wrong, so asking for one is an error that names the way that has it."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("double backward (create_graph=True) through a hand-written backward is not "
+                           "supported; build the layer with backend='autograd'")
+
+
 class _ScanCellRecurrence(torch.autograd.Function):
     """One direction of one layer of a :class:`~rnnkit.cells.scancell.ScanCell`, from its input
     projection u: the scan (parallel, or a step-by-step loop with ``sequential``) and the
@@ -250,6 +259,7 @@ class _ScanCellRecurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
+        _no_double_backward()
         cell: ScanCell = ctx.cell
         opts: LoopOptions = ctx.opts
         s0, a_eff, s, *param_list = ctx.saved_tensors
@@ -341,6 +351,7 @@ class _StepLoop(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
+        _no_double_backward()
         cell: Cell = ctx.cell
         opts: LoopOptions = ctx.opts
         tensors = ctx.saved_tensors

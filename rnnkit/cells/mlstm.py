@@ -363,6 +363,9 @@ class MLSTMChunkwise(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dh_n, dC_n, dn_n, dm_n):
+        if torch.is_grad_enabled():  # the saved tensors have no history: a second derivative would be wrong
+            raise RuntimeError("double backward (create_graph=True) through mLSTM's chunkwise backward is not "
+                               "supported; build the layer with backend='autograd'")
         cell: MLSTMCell = ctx.cell
         f_t, o, h_tilde = ctx.saved_tensors
         T, B, H = h_tilde.shape
