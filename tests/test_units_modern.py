@@ -506,3 +506,25 @@ def test_bench_measures_the_new_units_and_renders_their_table():
     assert "minGRU, minLSTM and the classic cells:" in table and "the units of docs/new-units.md:" in table
     assert ("| T | slstm | mlstm-chunkwise | mlstm-loop | lru-scan | lru-loop | rglru-scan | s6-scan | qrnn-scan | "
             "sru | torch.nn.LSTM | mlstm loop/chunkwise | lru loop/scan |") in table
+
+
+@pytest.mark.parametrize("cell,jacobians", [("sru", True), ("lru", True), ("mlstm", False)])
+def test_report_of_a_char_model_with_the_new_units(cell, jacobians):
+    """The HTML report's analysis runs on the new units: the gradient record of their
+    backward, the per-step states, and the step Jacobians where the state is small enough
+    (an mLSTM's d×d memories are left out, as are state entries too large to show)."""
+    import rnnkit.diagnostics as dg
+    from rnnkit.data.text import Vocabulary
+    from rnnkit.models import CharLM, CharLMConfig
+
+    text = "".join(f"def f{i}(x):\n    return x + {i % 10}\n" for i in range(6))
+    model = CharLM(CharLMConfig(cell=cell, hidden_size=8, embed_size=4), Vocabulary.build(text))
+    # mLSTM's state: h 8 + C 4·2·2 + n 8 + m 4 = 36 numbers; LRU's 8 + 16; SRU's 16
+    config = dg.ReportConfig(grad_window=10, grad_batch=2, jacobian_max_state=32, max_units_shown=12)
+    data = dg.report.analyse(model, [], text, config=config)
+    assert set(data.grad_norms) == {"rnn.l0"} and data.grad_norms["rnn.l0"].shape == (10,)
+    assert bool(data.jacobian_norms) == jacobians
+    page = dg.report.render_html(data, config)
+    first = model.rnn.cell.state_names[0]  # h, or the output y
+    assert "Hidden units over the text" in page and f'"name":"rnn.l0 {first}"' in page
+    assert ('"name":"rnn.l0 C"' in page) is False  # 16 units > max_units_shown

@@ -209,8 +209,8 @@ def test_gradient_record_refuses_the_autograd_backend():
         layer(torch.randn(4, 1, I))
 
 
-@pytest.mark.parametrize("unit,parallel,gates", [("rglru", "scan", {"r", "i", "a"}), ("qrnn", "scan", {"z", "f", "o"}),
-                                                 ("mlstm", "chunkwise", {"i", "f", "o"}), ("s6", "scan", {"dt"})])
+@pytest.mark.parametrize("unit,parallel,gates", [("rglru", "scan", {"r", "i", "a"}), ("qrnn", "scan", {"g", "f", "o"}),
+                                                 ("mlstm", "chunkwise", {"i'", "f'", "o"}), ("s6", "scan", {"dt"})])
 def test_diagnostics_hook_sees_the_same_steps_on_every_backend(unit, parallel, gates):
     seen = {}
     for backend in (parallel, "bptt"):

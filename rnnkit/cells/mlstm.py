@@ -151,7 +151,7 @@ class MLSTMCell(Cell):
 
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         i_s, f_s, o = cache[7], cache[8], cache[15]
-        return {"i": i_s, "f": f_s, "o": o}
+        return {"i'": i_s, "f'": f_s, "o": o}  # i', f': the stabilised gates, per head
 
     def extra_repr(self) -> str:
         s = f"hidden_size={self.hidden_size}, num_heads={self.num_heads}"

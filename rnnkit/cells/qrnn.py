@@ -124,7 +124,7 @@ class QRNNCell(ScanCell):
 
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         _, _, (z, f), (_, o) = cache
-        return {"z": z, "f": f, "o": o}
+        return {"g": z, "f": f, "o": o}  # z of the paper, named g as the LSTM's candidate (a tanh)
 
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, window={self.window}"

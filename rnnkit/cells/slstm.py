@@ -143,8 +143,10 @@ class SLSTMCell(Cell):
         return dpre, (dh_prev, dc_prev, dn_prev, dm_prev), dpre
 
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
+        """o, the stabilised i' and f' (in (0, 1]: the weights of the new input and of the
+        memory) and the cell input z (named g as the LSTM's: a tanh, not a sigmoid gate)."""
         _, _, _, _, _, i_s, f_s, z, o, _, _ = cache
-        return {"i": i_s, "f": f_s, "z": z, "o": o}
+        return {"i'": i_s, "f'": f_s, "g": z, "o": o}
 
     def extra_repr(self) -> str:
         s = f"hidden_size={self.hidden_size}, num_heads={self.num_heads}"
