@@ -17,6 +17,7 @@ from .layers import (
 )
 from .models import Classifier, Forecaster, Generator, Seq2Seq, Tagger
 from .units import IndRNN, MinGRU, MinLSTM
+from .units_modern import LRU, MLSTM, QRNN, RGLRU, S6, SLSTM, SRU
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,13 @@ __all__ = [
     "MinGRU",
     "MinLSTM",
     "Recurrent",
+    "RGLRU",
+    "LRU",
+    "MLSTM",
+    "QRNN",
+    "S6",
+    "SLSTM",
+    "SRU",
     "make_layer",
     "record_gradient_norms",
     "safe_globals",

@@ -45,6 +45,11 @@ class ReportConfig:
     grad_batch: int = 8
     #: sequences the Jacobian spectral norms are averaged over (one SVD per step each)
     jacobian_sequences: int = 2
+    #: largest state (Σ state sizes of a layer) whose step Jacobian is computed: its cost
+    #: grows with the square of the state (an mLSTM's d×d memories, S6's H·N states)
+    jacobian_max_state: int = 1024
+    #: largest state entry shown unit by unit over the text
+    max_units_shown: int = 4096
     #: rows per built-in signal in the table of correlated units
     top_k: int = 5
 
@@ -115,7 +120,11 @@ def analyse(model: nn.Module | None, metrics: Sequence[Mapping] = (), text: str 
         if isinstance(rnn, Recurrent) and hasattr(model, "embed"):
             with torch.no_grad():
                 x = model.embed(windows[:, : cfg.jacobian_sequences])  # (T, b, E)
-            for layer in range(rnn.num_layers):
+            state = sum(rnn.cell.state_sizes())
+            if state > cfg.jacobian_max_state:
+                log.warning("step Jacobians left out: the state has %d numbers per layer (more than %d)", state,
+                            cfg.jacobian_max_state)
+            for layer in range(rnn.num_layers if state <= cfg.jacobian_max_state else 0):
                 for d in range(rnn.num_directions):
                     key = f"rnn.l{layer}" + ("_reverse" if d else "")
                     data.jacobian_norms[key] = jacobian_spectral_norms(rnn, x, layer, d).mean(1)
@@ -208,12 +217,16 @@ def _img(fig, alt: str) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def _activation_blocks(obs: Observation) -> list[dict]:
-    """Per (layer, state entry): values quantised per unit to bytes 0..254 (127 = 0) with the
-    unit's scale max|v|, base64 of the (N, S) row-major array."""
+def _activation_blocks(obs: Observation, max_units: int) -> list[dict]:
+    """Per (layer, state entry) of at most ``max_units`` units: values quantised per unit to
+    bytes 0..254 (127 = 0) with the unit's scale max|v|, base64 of the (N, S) row-major array."""
     blocks = []
     for key, states in obs.states.items():
         for sname, s in states.items():
+            if s.shape[-1] > max_units:
+                log.warning("%s %s left out of the units over the text: %d units (more than %d)", key, sname,
+                            s.shape[-1], max_units)
+                continue
             v = s[:, 0].double()  # (N, S)
             scale = v.abs().amax(0).clamp_min(1e-12)  # (S,)
             q = (v / scale * 127).round().clamp(-127, 127).to(torch.int16) + 127
@@ -286,13 +299,15 @@ def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapp
                                      "(Karpathy, Johnson &amp; Fei-Fei 2015). Points near the right edge are "
                                      "units that almost always let information through, e.g. forget gates that "
                                      "keep long-term memory.</p>"))
-        blocks = _activation_blocks(obs)
+        blocks = _activation_blocks(obs, cfg.max_units_shown)
         index = {(b["key"], b["state"]): k for k, b in enumerate(blocks)}
         start = {"block": 0, "unit": 0}
         rows = []
         for sig, found in data.correlations.items():
             for rank, c in enumerate(found):
-                k = index[(c.layer, c.state)]
+                k = index.get((c.layer, c.state))
+                if k is None:  # a state entry too large to show
+                    continue
                 if not rows:
                     start = {"block": k, "unit": c.unit}
                 rows.append(f'<tr class="pick" data-block="{k}" data-unit="{c.unit}"><td>{html.escape(sig)}</td>'
