@@ -2,6 +2,7 @@
 
 from . import diagnostics
 from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
+from .deploy import safe_globals, to_torch
 from .engine import LoopOptions
 from .layers import (
     GRU,
@@ -16,6 +17,7 @@ from .layers import (
 )
 from .models import Classifier, Forecaster, Generator, Seq2Seq, Tagger
 from .units import IndRNN, MinGRU, MinLSTM
+from .units_modern import LRU, MLSTM, QRNN, RGLRU, S6, SLSTM, SRU
 
 __version__ = "0.1.0"
 
@@ -47,8 +49,17 @@ __all__ = [
     "MinGRU",
     "MinLSTM",
     "Recurrent",
+    "RGLRU",
+    "LRU",
+    "MLSTM",
+    "QRNN",
+    "S6",
+    "SLSTM",
+    "SRU",
     "make_layer",
     "record_gradient_norms",
+    "safe_globals",
+    "to_torch",
     "Classifier",
     "Forecaster",
     "Generator",

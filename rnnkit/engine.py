@@ -21,6 +21,13 @@ for every cell:
 :func:`run_reference` runs the same ``step`` under autograd. It is the oracle of the
 tests and the path for cells without ``step_backward``.
 
+Double backward. When autograd asks for a differentiable backward (``create_graph=True``:
+gradient penalties, MAML, Hessian-vector products) it runs the backward with grad mode on.
+The hand-written backwards (Python and native) are not differentiable, so then every
+Function here hands the step to the reference (:func:`_reference_backward`): the forward runs
+again under autograd from the saved inputs, with the same options and masks, and is
+differentiated with ``create_graph=True``. Ordinary training keeps the hand-written path.
+
 For the LSTM, the GRU and the Jordan network on the CPU, :func:`run` hands the same loop,
 with the same options, to the C++ implementation of :mod:`rnnkit.native` when it is
 available (``_native_function`` says when); the diagnostics hooks (``record``,
@@ -181,6 +188,46 @@ def _input_and_param_grads(ctx, dxw2: Tensor, x: Tensor, p: Params, grads: Param
     return dx, [grads.get(n) if ctx.needs_input_grad[first + k] else None for k, n in enumerate(ctx.names)]
 
 
+#: whether torch.export is tracing (torch >= 2.5; never on older versions, which lack the query)
+is_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
+def _saved_inputs(ctx, n_state: int) -> tuple[Tensor, State, Params]:
+    """(x, initial state, parameters by name) from the saved tensors of a Function here, which
+    saves x first and the parameters (in the order of ``ctx.names``) then the ``n_state``
+    initial-state tensors last."""
+    saved = ctx.saved_tensors
+    end = len(saved) - n_state
+    return saved[0], tuple(saved[end:]), dict(zip(ctx.names, saved[end - len(ctx.names):end]))
+
+
+def _reference_backward(ctx, grad_outputs: Sequence[Tensor | None], first: int) -> tuple[Tensor | None, ...]:
+    """The backward of a Function here under ``create_graph=True`` (see the module docstring):
+    :func:`run_reference` again from the saved inputs, with the same cell and options (the same
+    dropout and zoneout masks), differentiated by autograd with ``create_graph=True``.
+
+    ``grad_outputs``: the gradients reaching (out, *final state); ``first``: the position of x in
+    the Function's ``apply`` arguments (x, the initial state, then the parameters follow).
+    Returns the gradients of x, the initial state and the parameters (None where not needed)."""
+    n_state = len(grad_outputs) - 1
+    x, state0, p = _saved_inputs(ctx, n_state)
+    inputs = [x, *state0, *p.values()]
+    needs = ctx.needs_input_grad[first:first + len(inputs)]
+    with torch.enable_grad():
+        # each input as a node of its own, so that a gradient never flows into one input
+        # through another input's history (e.g. an h0 computed from x)
+        own = [t.view_as(t) if need else t for t, need in zip(inputs, needs)]
+        k = 1 + n_state
+        out, state_n = run_reference(ctx.cell, own[0], tuple(own[1:k]), dict(zip(p, own[k:])),
+                                     replace(ctx.opts, observe=None))
+        pairs = [(o, g) for o, g in zip((out, *state_n), grad_outputs) if g is not None and o.requires_grad]
+        wanted = [t for t, need in zip(own, needs) if need]
+        grads = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True,
+                                    allow_unused=True) if pairs else [None] * len(wanted)
+    found = iter(grads)
+    return tuple(next(found) if need else None for need in needs)
+
+
 class _BPTT(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell: Cell, opts: LoopOptions, names: tuple, n_state: int, x: Tensor, *tensors):
@@ -202,15 +249,18 @@ class _BPTT(torch.autograd.Function):
             del caches
             _POOL.give(ctx.buffers)
         ctx.state_shapes = [s.shape for s in state0]
-        ctx.save_for_backward(x, *tensors[n_state:])
+        ctx.save_for_backward(x, *tensors[n_state:], *state0)
         return (out, *state_n)
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+            _POOL.give(ctx.buffers)
+            return (None, None, None, None, *_reference_backward(ctx, (dout, *dstate_n), 4))
         cell: Cell = ctx.cell
         opts: LoopOptions = ctx.opts
-        x, *param_list = ctx.saved_tensors
-        p = dict(zip(ctx.names, param_list))
+        x, _, p = _saved_inputs(ctx, ctx.n_state)
+        param_list = list(p.values())
         caches = ctx.caches
         T, B, _ = x.shape
         ref = x if x.is_floating_point() else param_list[0]
@@ -321,21 +371,24 @@ class _NativeLSTM(torch.autograd.Function):
         res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, w_hr, peep, rmask, valid, zh, zc, ln,
                                opts.reverse, keep)
         out, hT, cT = res[:3]
-        ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
+        ctx.cell, ctx.opts, ctx.names, ctx.ext, ctx.reverse = cell, opts, names, ext, opts.reverse
         ctx.masks = (peep, rmask, valid, zh, zc)
         ctx.ln, ctx.prep_ctx, ctx.w_hr = ln, prep_ctx, w_hr
-        _keep_for_backward(ctx, keep, xw, x, xw, *res[3:], *tensors)
+        _keep_for_backward(ctx, keep, xw, x, xw, *res[3:], *tensors, h0, c0)
         return out, hT, cT
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, dhT: Tensor | None, dcT: Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+            _POOL.give([ctx.buffer])
+            return (None, None, None, None, *_reference_backward(ctx, (dout, dhT, dcT), 4))
         cell: Cell = ctx.cell
         saved = ctx.saved_tensors
         x, gates, hr_all, cin_all, cnew_all, tc_all = saved[:6]
         n_ln = 4 if cell.layer_norm else 0
         ln_saved = list(saved[6:6 + n_ln])  # LN: â and 1/σ of the recurrent output and of c'
         h_full = saved[6 + n_ln] if cell.proj_size else None  # o ⊙ tanh(...) before the projection
-        p = dict(zip(ctx.names, saved[6 + n_ln + (1 if cell.proj_size else 0):]))
+        _, _, p = _saved_inputs(ctx, 2)
         P = hr_all.shape[-1]
         T, B, _ = x.shape
         H = cell.hidden_size
@@ -388,16 +441,19 @@ class _NativeGRU(torch.autograd.Function):
         keep = any(ctx.needs_input_grad)
         res = ext.gru_forward(xw, h0.contiguous(), p["weight_hh"].contiguous(), b_hh, rmask, valid, zh,
                               cell.reset_after, opts.reverse, keep)
-        ctx.cell, ctx.names, ctx.ext, ctx.reverse = cell, names, ext, opts.reverse
+        ctx.cell, ctx.opts, ctx.names, ctx.ext, ctx.reverse = cell, opts, names, ext, opts.reverse
         ctx.masks = (rmask, valid, zh)
-        _keep_for_backward(ctx, keep, xw, x, xw, *res[2:], *tensors)
+        _keep_for_backward(ctx, keep, xw, x, xw, *res[2:], *tensors, h0)
         return res[0], res[1]
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, dhT: Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+            _POOL.give([ctx.buffer])
+            return (None, None, None, None, *_reference_backward(ctx, (dout, dhT), 4))
         cell: Cell = ctx.cell
-        x, gates, hin_all, hr_all, aux_all, *param_list = ctx.saved_tensors
-        p = dict(zip(ctx.names, param_list))
+        x, gates, hin_all, hr_all, aux_all = ctx.saved_tensors[:5]
+        _, _, p = _saved_inputs(ctx, 1)
         T, B, _ = x.shape
         H = cell.hidden_size
         rmask, valid, zh = ctx.masks
@@ -419,7 +475,8 @@ class _NativeGRU(torch.autograd.Function):
         return (None, None, None, None, dx, dh0 if ctx.needs_input_grad[5] else None, *dparams)
 
 
-_ACT_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "hard_sigmoid": 4}  # Act in rnnkit/native/common.h
+# Act in rnnkit/native/common.h; hard_sigmoid_keras2 has no native code and runs the Python loop
+_ACT_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "hard_sigmoid": 4}
 
 
 class _NativeJordan(torch.autograd.Function):
@@ -438,16 +495,19 @@ class _NativeJordan(torch.autograd.Function):
         res = ext.jordan_forward(xw, y0.contiguous(), p["weight_hh"].contiguous(), p["weight_ho"].contiguous(),
                                  p["bias_ho"].contiguous() if cell.bias else None, rmask, valid, zh, *codes,
                                  opts.reverse, keep)
-        ctx.cell, ctx.names, ctx.ext, ctx.reverse, ctx.codes = cell, names, ext, opts.reverse, codes
+        ctx.cell, ctx.opts, ctx.names, ctx.ext, ctx.reverse, ctx.codes = cell, opts, names, ext, opts.reverse, codes
         ctx.masks = (rmask, valid, zh)
-        _keep_for_backward(ctx, keep, xw, x, xw, *res[2:], *tensors)
+        _keep_for_backward(ctx, keep, xw, x, xw, *res[2:], *tensors, y0)
         return res[0], res[1]
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, dyT: Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+            _POOL.give([ctx.buffer])
+            return (None, None, None, None, *_reference_backward(ctx, (dout, dyT), 4))
         cell: Cell = ctx.cell
-        x, h_all, yr_all, yn_all, *param_list = ctx.saved_tensors
-        p = dict(zip(ctx.names, param_list))
+        x, h_all, yr_all, yn_all = ctx.saved_tensors[:4]
+        _, _, p = _saved_inputs(ctx, 1)
         T, B, _ = x.shape
         H, O = cell.hidden_size, cell.output_size
         rmask, valid, zh = ctx.masks
@@ -526,9 +586,10 @@ def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> t
 
     x: (T, B, I); state0: tuple of (B, S_k); p: the cell's parameters by name.
     Returns out (T, B, R) and the final state. Falls back to :func:`run_reference`
-    for a cell without ``step_backward``.
+    for a cell without ``step_backward``, and under ``torch.export`` (which traces the
+    reference's operations, the loop unrolled for this T).
     """
-    if not cell.has_backward:
+    if not cell.has_backward or is_exporting():
         return run_reference(cell, x, state0, p, opts)
     device = x.device.type
     if torch.is_autocast_enabled(device):
@@ -564,7 +625,9 @@ def run_reference(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOpt
 
         def on_state(t: int, state: State) -> None:
             def hook(g: Tensor) -> None:
-                norms[t] = torch.linalg.vector_norm(g, dim=1)
+                if fired[0] >= T:  # a later backward through this graph (double backward): not ∂L/∂h_t
+                    return
+                norms[t] = torch.linalg.vector_norm(g.detach(), dim=1)
                 fired[0] += 1
                 if fired[0] == T:
                     opts.record(norms)

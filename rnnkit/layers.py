@@ -10,6 +10,9 @@ recurrent dropout, zoneout, initialisation schemes, and the cell variants.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +55,46 @@ def record_gradient_norms(module: nn.Module) -> Iterator[GradientRecord]:
     finally:
         for _, m in layers:
             m._record = None
+
+
+def _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                     proj_size=0) -> None:
+    """Accept and reject what torch.nn.RNN/LSTM/GRU accept and reject, with the same exception
+    types, in the same order (``torch.nn.RNNBase.__init__``). Where torch.nn accepts at
+    construction what its forward then rejects with a TypeError (``bidirectional`` or
+    ``num_layers`` not a bool / an int), the TypeError comes at construction here."""
+    if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+        raise ValueError(f"dropout should be a number in range [0, 1] representing the probability of an element "
+                         f"being zeroed, got {dropout!r}")
+    for name, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(value, int):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be greater than zero, got {value}")
+    for name, value in (("num_layers", num_layers), ("proj_size", proj_size)):
+        if isinstance(value, bool) and (value or name == "num_layers"):  # torch.nn: proj_size=False is 0
+            raise TypeError(f"{name} should be of type int, got: bool")
+        try:
+            operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}") from None
+    if num_layers <= 0:
+        raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
+    if proj_size < 0:
+        raise ValueError(f"proj_size should be a positive integer or zero to disable projections, got {proj_size}")
+    if proj_size >= hidden_size:
+        raise ValueError(f"proj_size has to be smaller than hidden_size, got proj_size={proj_size} >= "
+                         f"hidden_size={hidden_size}")
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"bidirectional should be of type bool, got: {type(bidirectional).__name__}")
+
+
+def _no_proj_size(options: dict) -> None:
+    if "proj_size" in options:  # as torch.nn.RNN/GRU, even for proj_size=0
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
 
 
 def _as_rates(value: float | Sequence[float], n: int, what: str) -> tuple[float, ...]:
@@ -105,12 +148,11 @@ class Recurrent(nn.Module):
         backend: str = "bptt",
     ):
         super().__init__()
-        if input_size <= 0:
-            raise ValueError(f"input_size must be positive, got {input_size}")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        _check_arguments(input_size, cell.hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+        if dropout > 0 and num_layers == 1:  # torch.nn's warning
+            warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                          f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                          stacklevel=3)
         if not 0.0 <= recurrent_dropout < 1.0:
             raise ValueError(f"recurrent_dropout must be in [0, 1), got {recurrent_dropout}")
         if init not in INIT_SCHEMES:
@@ -165,7 +207,29 @@ class Recurrent(nn.Module):
         return 2 if self.bidirectional else 1
 
     def flatten_parameters(self) -> None:
-        """No-op, for drop-in compatibility with torch.nn.LSTM."""
+        """No-op, for drop-in compatibility with torch.nn.LSTM (there is no cuDNN weight buffer)."""
+
+    # torch.nn.RNNBase's weight lists, read from the current attributes at every access, so
+    # that they follow a weight replaced by another tensor (AWD-LSTM's weight drop) or by a
+    # parametrization (torch.nn.utils.parametrize, parametrizations.weight_norm)
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """Parameter names per layer and direction, in torch.nn's order (weight_ih, weight_hh,
+        bias_ih, bias_hh, weight_hr, then this cell's own: peepholes, layer-norm gains...)."""
+        return [list(names.values()) for per_dir in self._param_names for names in per_dir]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor | None]:
+        return [getattr(self, name, None) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        """The weights per layer and direction, as torch.nn.RNNBase.all_weights."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def reset_parameters(self) -> None:
         """Initialise every parameter by ``self.init`` (see the class docstring)."""
@@ -212,8 +276,9 @@ class Recurrent(nn.Module):
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"input has an empty time or batch dimension: shape {tuple(x.shape)}")
         w = self.weight_ih_l0
-        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"input dtype {x.dtype} does not match parameter dtype {w.dtype}")
+        if x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type):  # torch.nn's ValueError
+            raise ValueError(f"RNN input dtype ({x.dtype}) does not match weight dtype ({w.dtype}). Convert input: "
+                             f"input.to({w.dtype}), or convert model: model.to({x.dtype})")
         if x.device != w.device:
             raise ValueError(f"input is on {x.device} but the parameters are on {w.device}")
 
@@ -253,7 +318,15 @@ class Recurrent(nn.Module):
     # -- forward ----------------------------------------------------------------------------
     def forward(self, input, hx=None, lengths: Tensor | Sequence[int] | None = None):
         """Run the stack. Returns (output, h_n) or, for cells with two states such as the
-        LSTM, (output, (h_n, c_n)); a PackedSequence input gives a PackedSequence output."""
+        LSTM, (output, (h_n, c_n)); a PackedSequence input gives a PackedSequence output.
+
+        Under ``torch.compile`` the layer runs eagerly: the graph breaks at its boundary. Under
+        ``torch.export`` it is traced through the autograd reference (see docs/layers.md)."""
+        if torch.compiler.is_compiling() and not engine.is_exporting():
+            return _eager_forward(self, input, hx, lengths)
+        return self._forward(input, hx, lengths)
+
+    def _forward(self, input, hx, lengths):
         packed = isinstance(input, PackedSequence)
         if packed:
             if lengths is not None:
@@ -347,6 +420,8 @@ class Recurrent(nn.Module):
 class RNN(Recurrent):
     """Elman RNN, drop-in for ``torch.nn.RNN`` (see :class:`~rnnkit.cells.ElmanCell`)."""
 
+    proj_size = 0  # torch.nn.RNN has it, always 0
+
     def __init__(
         self,
         input_size: int,
@@ -361,15 +436,26 @@ class RNN(Recurrent):
         dtype=None,
         **options,
     ):
+        _no_proj_size(options)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'.")
+        _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
         cell = ElmanCell(hidden_size, bias, nonlinearity)
         super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
                          device, dtype, **options)
         self.nonlinearity = nonlinearity
 
+    @property
+    def mode(self) -> str:
+        """torch.nn.RNN's ``mode``: ``"RNN_TANH"`` or ``"RNN_RELU"``."""
+        return "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
+
 
 class LSTM(Recurrent):
     """LSTM, drop-in for ``torch.nn.LSTM`` (see :class:`~rnnkit.cells.LSTMCell`), plus
     ``peephole``, ``layer_norm``, ``activation`` and ``recurrent_activation``."""
+
+    mode = "LSTM"  # torch.nn.LSTM's
 
     def __init__(
         self,
@@ -390,6 +476,7 @@ class LSTM(Recurrent):
         recurrent_activation: str = "sigmoid",
         **options,
     ):
+        _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size)
         cell = LSTMCell(hidden_size, bias, proj_size, peephole, layer_norm, activation, recurrent_activation)
         super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
                          device, dtype, **options)
@@ -399,6 +486,9 @@ class LSTM(Recurrent):
 class GRU(Recurrent):
     """GRU, drop-in for ``torch.nn.GRU`` (see :class:`~rnnkit.cells.GRUCell`), plus
     ``reset_after=False`` (Cho et al. 2014) and ``layer_norm``."""
+
+    mode = "GRU"  # torch.nn.GRU's
+    proj_size = 0  # torch.nn.GRU has it, always 0
 
     def __init__(
         self,
@@ -416,6 +506,8 @@ class GRU(Recurrent):
         layer_norm: bool = False,
         **options,
     ):
+        _no_proj_size(options)
+        _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
         cell = GRUCell(hidden_size, bias, reset_after, layer_norm)
         super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
                          device, dtype, **options)
@@ -489,6 +581,15 @@ class Jordan(Recurrent):
         if unbatched:
             return y.squeeze(1), y_n.squeeze(1)
         return (y.transpose(0, 1) if self.batch_first else y), y_n
+
+
+@torch._disable_dynamo
+def _eager_forward(layer: Recurrent, input, hx, lengths):
+    """``layer._forward`` outside dynamo's tracing: a graph break at the layer's boundary, so that
+    the compiled graphs around it and the engine's own loop (Python or native, with its
+    hand-written backward) each do what they are good at. ``torch._disable_dynamo`` imports
+    dynamo on the first call only, so an uncompiled program never pays for it."""
+    return layer._forward(input, hx, lengths)
 
 
 #: layer classes by the name the CLI and configs use (``--cell NAME``); new families register here

@@ -25,6 +25,9 @@ computed by the same scan run backwards in time, and then
 
     da_t = G_t ⊙ h_{t-1}    db_t = G_t    ∂L/∂h_0 = a_0 ⊙ G_0.
 
+Under ``create_graph=True`` (double backward) this backward hands over to the sequential
+reference under autograd, as the engine's Functions do (``engine._reference_backward``).
+
 Lengths, zoneout (Krueger et al. 2017) and variational recurrent dropout keep the
 recurrence linear and become changes of the coefficients, with the semantics of the
 sequential engine (:mod:`rnnkit.engine`):
@@ -39,9 +42,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .cells.base import Params, State
+from . import engine
+from .cells.base import Cell, Params, State
 from .cells.minrnn import LinearRecurrenceCell
-from .engine import LoopOptions
+from .cells.scancell import ScanCell
+from .engine import LoopOptions, _reference_backward, is_exporting, run_reference
 
 #: steps per block of :func:`linear_scan`; sequences up to this length run sequentially
 BLOCK = 32
@@ -138,14 +143,20 @@ class _LinearRecurrence(torch.autograd.Function):
                 opts.observe(t, (h[t],), (h_prev, a[t], cache_t))
         ctx.cell, ctx.opts, ctx.sequential = cell, opts, sequential
         ctx.coeff_cache, ctx.has_bias = coeff_cache, bias_ih is not None
-        ctx.save_for_backward(x, h0, weight_ih, a_eff, h)
+        # the layout engine._saved_inputs reads: x, ..., the parameters, the initial state
+        ctx.names = ("weight_ih", "bias_ih") if bias_ih is not None else ("weight_ih",)
+        ctx.save_for_backward(x, a_eff, h, weight_ih, *([bias_ih] if bias_ih is not None else []), h0)
         return out, h_n
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, dh_n: Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the sequential reference
+            grads = _reference_backward(ctx, (dout, dh_n), 3)
+            return None, None, None, *grads, *([] if ctx.has_bias else [None])
         cell: LinearRecurrenceCell = ctx.cell
         opts: LoopOptions = ctx.opts
-        x, h0, weight_ih, a_eff, h = ctx.saved_tensors
+        x, a_eff, h = ctx.saved_tensors[:3]
+        weight_ih, h0 = ctx.saved_tensors[3], ctx.saved_tensors[-1]
         T, B, _ = x.shape
         valid = _valid_mask(opts.lengths, T, x)
         g = torch.zeros_like(h) if dout is None else (dout if valid is None else dout * valid)  # (T, B, H)
@@ -196,6 +207,204 @@ def run_scan(cell: LinearRecurrenceCell, x: Tensor, state0: State, p: Params, op
         raise TypeError(f"run_scan needs a LinearRecurrenceCell, got {type(cell).__name__}")
     if opts.zoneout is not None and len(opts.zoneout) != 1:
         raise ValueError(f"a linear-recurrence cell has one state entry, got {len(opts.zoneout)} zoneout masks")
+    if is_exporting():  # torch.export traces the sequential reference (unrolled for this T)
+        return run_reference(cell, x, state0, p, opts)
     (h0,) = state0
     out, h_n = _LinearRecurrence.apply(cell, opts, sequential, x, h0, p["weight_ih"], p.get("bias_ih"))
     return out, (h_n,)
+
+
+# -- the generalised scan: cells with a readout, any state shape, complex states ---------------
+
+def _last_valid(y: Tensor, opts: LoopOptions) -> Tensor:
+    """y at each sequence's last processed step: (T, B, ...) → (B, ...)."""
+    if opts.lengths is None or opts.reverse:
+        return y[0] if opts.reverse else y[-1]
+    idx = (opts.lengths - 1).to(y.device)
+    return y[idx, torch.arange(y.shape[1], device=y.device)]
+
+
+def _no_double_backward() -> None:
+    """The hand-written backward passes below are not themselves differentiable (they read
+    tensors saved without history): a second derivative through them would be silently
+    wrong, so asking for one is an error that names the way that has it."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("double backward (create_graph=True) through a hand-written backward is not "
+                           "supported; build the layer with backend='autograd'")
+
+
+class _ScanCellRecurrence(torch.autograd.Function):
+    """One direction of one layer of a :class:`~rnnkit.cells.scancell.ScanCell`, from its input
+    projection u: the scan (parallel, or a step-by-step loop with ``sequential``) and the
+    readout, with the hand-written backward of the module docstring (complex-aware: the
+    reverse scan runs with conj(a))."""
+
+    @staticmethod
+    def forward(ctx, cell: ScanCell, opts: LoopOptions, sequential: bool, names: tuple, u: Tensor, *tensors):
+        n_state = 1 if cell.readout_is_state else 2  # (s,) or (y, s)
+        p = dict(zip(names, tensors[n_state:]))
+        T, B = u.shape[:2]
+        extra = (1,) * len(cell.scan_shape())
+        a, b, coeff_cache = cell.coefficients(u, p)  # (T, B, *S)
+        valid = _valid_mask(opts.lengths, T, u)  # (T, B, 1)
+        a_eff, b_eff = a, b
+        if valid is not None:  # past its length a sequence keeps its state: a = 1, b = 0
+            v = valid.view(T, B, *extra)
+            a_eff = torch.where(v.bool(), a, torch.ones((), dtype=a.dtype, device=a.device))
+            b_eff = b * v
+        s0 = cell.to_scan(tensors[n_state - 1])
+        scan = _sequential_scan if sequential else linear_scan
+        s = scan(a_eff.expand_as(b_eff), b_eff, s0, opts.reverse)  # (T, B, *S)
+        s_n = cell.from_scan(s[0] if opts.reverse else s[-1]).clone()
+        if cell.readout_is_state:
+            y, rcache = cell.from_scan(s), None
+        else:
+            y, rcache = cell.readout(s, u, coeff_cache, p)  # (T, B, R)
+        out = y if valid is None else y * valid
+        ctx.cell, ctx.opts, ctx.sequential, ctx.names = cell, opts, sequential, names
+        ctx.coeff_cache, ctx.rcache = coeff_cache, rcache
+        ctx.save_for_backward(s0, a_eff, s, *tensors[n_state:])
+        if cell.readout_is_state:
+            return out, s_n
+        return out, _last_valid(y, opts).clone(), s_n
+
+    @staticmethod
+    def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
+        _no_double_backward()
+        cell: ScanCell = ctx.cell
+        opts: LoopOptions = ctx.opts
+        s0, a_eff, s, *param_list = ctx.saved_tensors
+        p = dict(zip(ctx.names, param_list))
+        T, B = s.shape[:2]
+        extra = (1,) * len(cell.scan_shape())
+        ref = param_list[0] if param_list else s.real
+        valid = _valid_mask(opts.lengths, T, ref)
+        R = cell.output_size
+        g_y = (torch.zeros(T, B, R, dtype=ref.dtype, device=ref.device) if dout is None
+               else (dout if valid is None else dout * valid))  # (T, B, R)
+        grads: Params = {}
+        du_readout = None
+        if cell.readout_is_state:
+            g_s = cell.to_scan(g_y)
+            ds_n = dstate_n[0]
+        else:
+            dy_n, ds_n = dstate_n
+            if dy_n is not None:  # the final output is y at the last processed step
+                g_y = g_y.clone()
+                if opts.lengths is None or opts.reverse:
+                    g_y[0 if opts.reverse else -1] += dy_n
+                else:
+                    idx = (opts.lengths - 1).to(g_y.device)
+                    g_y[idx, torch.arange(B, device=g_y.device)] += dy_n
+            g_s, du_readout = cell.readout_backward(g_y, ctx.rcache, p, grads)  # (T, B, *S)
+        ds_n = torch.zeros_like(s0) if ds_n is None else cell.to_scan(ds_n)
+        a_c = a_eff.expand_as(s).conj()
+        one = a_c.new_ones((1, *a_c.shape[1:]))
+        s0u = s0.unsqueeze(0)
+        scan = _sequential_scan if ctx.sequential else linear_scan
+        if opts.reverse:  # s_t = a_t s_{t+1} + b_t:  G_t = g_t + conj(a_{t-1}) G_{t-1}
+            G = scan(torch.cat((one, a_c[:-1])), g_s, ds_n, False)
+            s_prev = torch.cat((s[1:], s0u))
+            ds0 = a_c[-1] * G[-1]
+        else:  # G_t = g_t + conj(a_{t+1}) G_{t+1}
+            G = scan(torch.cat((a_c[1:], one)), g_s, ds_n, True)
+            s_prev = torch.cat((s0u, s[:-1]))
+            ds0 = a_c[0] * G[0]
+        if opts.record is not None:
+            opts.record(torch.linalg.vector_norm(G.flatten(2), dim=2))  # ‖∂L/∂s_t‖: (T, B)
+        da, db = s_prev.conj_physical_().mul_(G), G  # G ⊙ conj(s_{t-1}), in the buffer of s_prev
+        if valid is not None:
+            v = valid.view(T, B, *extra)
+            da, db = da * v, db * v
+        du = cell.coefficients_backward(da, db, ctx.coeff_cache, p, grads)  # (T, B, G)
+        if du_readout is not None:
+            du = du + du_readout
+        dstates = (cell.from_scan(ds0),) if cell.readout_is_state else (None, cell.from_scan(ds0))
+        return (None, None, None, None, du, *dstates, *[grads.get(n) for n in ctx.names])
+
+
+def run_scan_cell(cell: ScanCell, u: Tensor, state0: State, p: Params, opts: LoopOptions,
+                  sequential: bool = False) -> tuple[Tensor, State]:
+    """Run one direction of one layer of a :class:`~rnnkit.cells.scancell.ScanCell` from its
+    input projection u (T, B, G) = ``cell.project(x, p)``: the parallel scan with its
+    hand-written backward (``sequential=True``: the same formulas with a step-by-step
+    loop). state0: ((B, R), (B, S)) or ((B, S),); p: the cell's parameters (those besides
+    ``weight_ih``/``bias_ih`` are used). Returns out (T, B, R) and the final state.
+    ``opts.observe`` (the diagnostics' per-step hook) runs :func:`run_steps` instead.
+    """
+    if not isinstance(cell, ScanCell) or not cell.parallel:
+        raise TypeError(f"run_scan_cell needs a ScanCell whose recurrence is linear, got {cell!r}")
+    if opts.rmask is not None or opts.zoneout is not None:
+        raise ValueError(f"{type(cell).__name__} takes neither recurrent dropout nor zoneout")
+    if opts.observe is not None:
+        return run_steps(cell, u, state0, p, opts)
+    names = tuple(n for n in p if n not in ("weight_ih", "bias_ih"))
+    out, *state_n = _ScanCellRecurrence.apply(cell, opts, sequential, names, u, *state0, *(p[n] for n in names))
+    return out, tuple(state_n)
+
+
+# -- the sequential loop over a precomputed input projection -------------------------------------
+
+class _StepLoop(torch.autograd.Function):
+    """The time loop of :mod:`rnnkit.engine` for cells without a recurrent weight matrix
+    (element-wise recurrences, matrix memories), from the input projection u: ``cell.step``
+    forward, ``cell.step_backward`` in reverse, lengths and direction as the engine has them."""
+
+    @staticmethod
+    def forward(ctx, cell: Cell, opts: LoopOptions, names: tuple, n_state: int, u: Tensor, *tensors):
+        state0 = tuple(tensors[:n_state])
+        p = dict(zip(names, tensors[n_state:]))
+        out, state_n, caches = engine._loop(cell, u, state0, p, opts, keep_caches=True)
+        ctx.cell, ctx.opts, ctx.names, ctx.caches = cell, opts, names, caches
+        ctx.u_shape = u.shape
+        ctx.save_for_backward(*tensors)
+        return (out, *(s.clone() for s in state_n))
+
+    @staticmethod
+    def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
+        _no_double_backward()
+        cell: Cell = ctx.cell
+        opts: LoopOptions = ctx.opts
+        tensors = ctx.saved_tensors
+        n_state = len(dstate_n)
+        state0, p = tensors[:n_state], dict(zip(ctx.names, tensors[n_state:]))
+        T, B = ctx.u_shape[:2]
+        dstate = tuple(torch.zeros_like(s) if d is None else d for d, s in zip(dstate_n, state0))
+        valid = engine._valid_masks(opts.lengths, T, state0[0])
+        du_all = state0[0].new_empty(ctx.u_shape)  # (T, B, G)
+        norms = state0[0].new_empty(T, B) if opts.record is not None else None
+        memory = getattr(cell, "memory_state", 0)
+        grads: Params = {}
+        for t in range(T) if opts.reverse else range(T - 1, -1, -1):
+            ds = list(dstate)
+            if dout is not None:
+                ds[0] = ds[0] + (dout[t] if valid is None else dout[t] * valid[t])
+            if valid is not None:  # past its length a sequence passes its state through
+                v = valid[t]
+                skip = [d * ~v for d in ds]
+                ds = [d * v for d in ds]
+            # the record: ‖∂L/∂s_t‖ of the memory state, from step t+1 and from the output at t
+            kw = {"memory_grad": []} if norms is not None else {}
+            du, dprev, _ = cell.step_backward(tuple(ds), ctx.caches[t], p, grads, None, **kw)
+            if norms is not None:
+                total = kw["memory_grad"][0] if valid is None else kw["memory_grad"][0] + skip[memory]
+                norms[t] = torch.linalg.vector_norm(total, dim=1)
+            du_all[t] = du
+            if valid is not None:
+                dprev = [d + s for d, s in zip(dprev, skip)]
+            dstate = tuple(dprev)
+        if norms is not None:
+            opts.record(norms)
+        return (None, None, None, None, du_all, *dstate, *[grads.get(n) for n in ctx.names])
+
+
+def run_steps(cell: Cell, u: Tensor, state0: State, p: Params, opts: LoopOptions) -> tuple[Tensor, State]:
+    """Run one direction of one layer step by step from the input projection u (T, B, G),
+    with the cell's hand-written ``step_backward``: the sequential counterpart of
+    :func:`run_scan_cell`, and the engine of cells whose recurrence is not linear (the SRU
+    with its c_{t-1} terms in the gates) or not element-wise (mLSTM's matrix memory)."""
+    if opts.rmask is not None or opts.zoneout is not None:
+        raise ValueError(f"{type(cell).__name__} takes neither recurrent dropout nor zoneout")
+    names = tuple(n for n in p if n not in ("weight_ih", "bias_ih"))
+    out, *state_n = _StepLoop.apply(cell, opts, names, len(state0), u, *state0, *(p[n] for n in names))
+    return out, tuple(state_n)

@@ -32,16 +32,16 @@ from .layers import LAYER_TYPES, Recurrent
 _RECURRENT_OPTIONS = ("learn_initial_state", "recurrent_dropout", "zoneout", "backend")
 
 
-def _check_options(name: str, options: dict) -> None:
+def _check_options(name: str, options: dict, allowed: tuple[str, ...] = _RECURRENT_OPTIONS) -> None:
     """Unknown keywords are an error naming them (the CLI passes user options through)."""
     for key in ("init", "forget_bias"):
         if key in options:
             raise TypeError(f"{name} does not take {key}=: it initialises its weights as its paper does "
                             "(see the class docstring)")
-    unknown = sorted(set(options) - set(_RECURRENT_OPTIONS))
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"{name} got unexpected keyword argument(s) {unknown}; besides its own arguments it "
-                        f"takes {list(_RECURRENT_OPTIONS)}")
+                        f"takes {list(allowed)}")
 
 
 class _StepMixin:

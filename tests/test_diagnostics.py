@@ -335,12 +335,34 @@ def test_report_is_self_contained_and_embeds_the_activations():
     assert page.count('class="pick"') == 4 * dg.ReportConfig().top_k
 
 
-def test_report_escapes_text_that_could_close_the_script():
-    text = "x = '</script><b>'\n" * 3
+@pytest.mark.parametrize("hostile", ["x = '</script><b>'", "<!--<script>", "<img src=x onerror=alert(1)>&amp;",
+                                     "a\u2028b\u2029c", "nul \x00 here", "lone \ud800, halves \ud83d\ude00"])
+def test_report_json_holds_no_markup_and_one_character_per_analysed_one(hostile):
+    """The embedded JSON has no "<", ">", "&", U+2028 or U+2029 (escaped as \\u003c, ...), so the
+    HTML parser cannot read any of it as markup (tested in Chromium in test_diagnostics_browser);
+    surrogates become U+FFFD, one for one, so the page's characters are the analysed ones."""
+    text = (hostile + "\n") * 3
     model = TinyCharLM(text, hidden=4, layers=1)
     page = dg.build_report(model, [], text, config=dg.ReportConfig(grad_window=10, grad_batch=2))
-    assert "</script><b>" not in page
-    assert _payload(page)["text"] == text
+    body = re.search(r'<script type="application/json" id="act-data">(.*?)</script>', page, re.S).group(1)
+    assert not set(body) & set("<>&\u2028\u2029")
+    shown = _payload(page)["text"]
+    assert shown == re.sub("[\ud800-\udfff]", "\ufffd", text) and len(shown) == len(text)
+
+
+def test_report_cli_reads_the_text_as_strict_utf8(tmp_path, monkeypatch, capsys):
+    """The decoding path of the source text: bytes that would decode to a surrogate (CESU-8
+    or WTF-8, e.g. ED A0 80) are not UTF-8 and are refused by name; NUL and U+2028 are text."""
+    run = _run_dir(tmp_path)
+    text = "a\x00b\u2028c </script>\n"
+    monkeypatch.setattr(rnnkit, "load", lambda d: TinyCharLM(SAMPLE_TEXT + text, hidden=6), raising=False)
+    (tmp_path / "bad.txt").write_bytes(b"def f():\n    return '\xed\xa0\x80'\n")
+    assert main(["report", str(run), "--text", str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.txt is not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "ok.txt").write_text(text, encoding="utf-8")
+    assert main(["report", str(run), "--text", str(tmp_path / "ok.txt")]) == 0
+    assert _payload((run / "report.html").read_text(encoding="utf-8"))["text"] == text
 
 
 def test_report_with_attention_only_and_with_nothing():

@@ -134,7 +134,7 @@ def test_jordan_output_size_shapes():
 
 
 # -- activations --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "hard_sigmoid", "identity"])
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "hard_sigmoid", "hard_sigmoid_keras2", "identity"])
 def test_activation_backward_matches_autograd(name):
     act = get_activation(name)
     a = torch.randn(50, dtype=torch.float64, requires_grad=True)
@@ -142,6 +142,26 @@ def test_activation_backward_matches_autograd(name):
     dy = torch.randn(50, dtype=torch.float64)
     (expected,) = torch.autograd.grad(y, a, dy)
     torch.testing.assert_close(act.backward(dy, y.detach()), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hard_sigmoid_is_torchs_hardsigmoid_and_keras2_has_its_own_name(dtype):
+    """hard_sigmoid = relu6(a + 3) / 6 (torch.nn.functional.hardsigmoid, Keras 3), forward bit
+    for bit, into a buffer too, and its derivative; hard_sigmoid_keras2 = clip(0.2 a + 0.5, 0, 1)."""
+    a = (torch.rand(4001, dtype=dtype) - 0.5) * 10  # both kinks inside, no point exactly on them
+    act = get_activation("hard_sigmoid")
+    want = torch.nn.functional.hardsigmoid(a)
+    torch.testing.assert_close(act.forward(a), want, rtol=0, atol=0)
+    torch.testing.assert_close(act.forward(a, out=torch.empty_like(a)), want, rtol=0, atol=0)
+    dy = torch.randn_like(a)
+    a_ = a.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(torch.nn.functional.hardsigmoid(a_), a_, dy)
+    # torch's hardsigmoid_backward multiplies by 1/6 rounded to float32 even in float64
+    torch.testing.assert_close(act.backward(dy, want), expected, rtol=1e-7 if dtype == torch.float64 else 0, atol=0)
+    assert 0 < int((expected == 0).sum()) < a.numel()  # both the flat and the sloped parts were hit
+    keras2 = get_activation("hard_sigmoid_keras2")
+    torch.testing.assert_close(keras2.forward(a), (0.2 * a + 0.5).clamp(0, 1))
+    assert not torch.allclose(keras2.forward(a), want)
 
 
 def test_unknown_names_are_rejected():
@@ -165,7 +185,7 @@ def test_bad_input_raises_clear_errors(cell):
         layer(torch.randn(5, 2, 3, 1))
     with pytest.raises(ValueError, match="has 7 features, expected input_size=3"):
         layer(torch.randn(5, 2, 7))
-    with pytest.raises(TypeError, match="dtype torch.float64 does not match"):
+    with pytest.raises(ValueError, match=r"input dtype \(torch.float64\) does not match weight dtype"):
         layer(good.double())
     with pytest.raises(ValueError, match=r"lengths must be in 1..5"):
         layer(good, lengths=[6, 2])
@@ -196,13 +216,13 @@ def test_state_dtype_mismatch_is_named():
 
 
 def test_constructor_arguments_are_checked():
-    with pytest.raises(ValueError, match="hidden_size must be positive"):
+    with pytest.raises(ValueError, match="hidden_size must be greater than zero, got 0"):
         rnnkit.LSTM(3, 0)
-    with pytest.raises(ValueError, match="num_layers must be at least 1"):
+    with pytest.raises(ValueError, match="num_layers must be greater than zero, got 0"):
         rnnkit.LSTM(3, 4, num_layers=0)
-    with pytest.raises(ValueError, match="dropout must be in"):
+    with pytest.raises(ValueError, match=r"dropout should be a number in range \[0, 1\].*got 1.5"):
         rnnkit.LSTM(3, 4, dropout=1.5)
-    with pytest.raises(ValueError, match="proj_size must be in 0..3"):
+    with pytest.raises(ValueError, match="proj_size has to be smaller than hidden_size"):
         rnnkit.LSTM(3, 4, proj_size=4)
     with pytest.raises(ValueError, match="zoneout takes one rate or 2 rates"):
         rnnkit.LSTM(3, 4, zoneout=(0.1, 0.1, 0.1))

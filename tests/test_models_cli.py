@@ -10,6 +10,8 @@ from rnnkit.cli import main
 from rnnkit.data.conll import read_conll, write_conll
 from rnnkit.data.slots import slot_filling_data
 
+from . import needs
+
 SMALL = ["--hidden-size", "12", "--max-steps", "30", "--eval-every", "10"]
 
 
@@ -121,7 +123,7 @@ def test_forecaster_demo_without_statsmodels_says_how_to_install(monkeypatch, ca
 
 
 def test_forecaster_sunspot_demo(capsys):
-    pytest.importorskip("statsmodels")
+    needs.module("statsmodels", "pip install statsmodels; the dev extra has it")
     rc, out, err = _run(capsys, "fit", "forecaster", "--demo", "--max-steps", "150", "--eval-every", "50")
     assert rc == 0, err
     # 309 years; origins from row 247 (80 %) to 307 (the last with a next year): 61 one-year forecasts

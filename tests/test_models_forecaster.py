@@ -11,6 +11,8 @@ from rnnkit.errors import DataError
 from rnnkit.models.forecaster import Forecaster, ForecasterConfig, sunspots_csv, train_forecaster
 from rnnkit.train.fit import FitConfig
 
+from . import needs
+
 
 def _sine(n=500, period=25, noise=0.1, seed=0):
     r = random.Random(seed)
@@ -87,7 +89,7 @@ def test_forecaster_bad_input():
 
 
 def test_sunspot_series_ships_with_statsmodels():
-    pytest.importorskip("statsmodels")
+    needs.module("statsmodels", "pip install statsmodels; the dev extra has it")
     from rnnkit.data.tabular import read_columns
 
     series = read_columns(sunspots_csv(), ["YEAR", "SUNACTIVITY"])

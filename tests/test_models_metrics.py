@@ -8,6 +8,8 @@ import pytest
 
 from rnnkit.models.metrics import classification_scores, mae, rmse, span_f1, spans
 
+from . import needs
+
 
 @pytest.mark.parametrize("tags, expected", [
     (["B-PER", "I-PER", "O", "B-LOC"], [("PER", 0, 2), ("LOC", 3, 4)]),
@@ -67,7 +69,7 @@ def _random_tags(r, n):
 
 
 def test_span_f1_agrees_with_seqeval():
-    seqeval = pytest.importorskip("seqeval.metrics")
+    seqeval = needs.module("seqeval.metrics", "pip install seqeval; the dev extra has it")
     r = random.Random(0)
     for _ in range(40):
         true = [_random_tags(r, r.randint(1, 9)) for _ in range(r.randint(1, 6))]

@@ -29,9 +29,16 @@ from rnnkit.models.charlm import CharLMConfig
 from rnnkit.native import _build
 from rnnkit.train.config import TrainConfig
 
+from . import needs
+
 REPO = Path(rnnkit.__file__).resolve().parents[1]
 REAL_CXX = shutil.which(os.environ.get("CXX") or "c++")
-pytestmark = pytest.mark.skipif(REAL_CXX is None and not os.environ.get("CI"), reason="no C++ compiler here")
+
+
+@pytest.fixture(autouse=True)
+def _a_compiler():
+    if REAL_CXX is None:
+        needs.missing("no C++ compiler here (CXX, or c++ on PATH)")
 
 TINY_SOURCE = """
 #include <pybind11/pybind11.h>
@@ -267,7 +274,7 @@ def test_a_read_only_cache_without_a_complete_build_says_so(built_tiny, tmp_path
     (build_dir / _build.INFO).unlink()  # as a build killed before it finished
     prefix = _read_only(tiny.cache)
     if not prefix and os.geteuid() == 0:
-        pytest.skip("cannot make a directory read-only for root here (no unshare)")
+        needs.missing("cannot make a directory read-only for root here (unshare -m is not permitted)")
     try:
         r = subprocess.run([*prefix, *tiny.command()], env=tiny.env(), capture_output=True, text=True, timeout=600)
     finally:

@@ -387,19 +387,28 @@ def _probe(tmp_path: Path, n_mb: int) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _check(report: dict, max_seconds: float) -> None:
+#: the bound on the peak RSS growth of the 1 GB probe: 3 × the largest growth measured. Streaming
+#: holds one chunk's temporaries (about 25 bytes per byte of a 1 MB chunk: its text, code points
+#: and numpy's int64 indices) and the pages of the mapped ids that training touched (a few KB).
+#: Measured +21 to +22 MB in six runs of this test (21.6, 21.7, 21.7 MB to one decimal; 2-core
+#: machine, Python 3.11, torch 2.13) and +21 to +24 MB in earlier runs. Holding the ids would add
+#: 1 GB (100 % of the corpus), the whole-text design before streaming 2.7 GB; a second chunk held
+#: at once, +25 MB, stays within the bound, which leaves room for allocator and library
+#: differences between machines.
+MAX_GROWTH = 3 * 24 * 2**20
+
+
+def _check(report: dict) -> None:
     growth = max(report["peak_at_first_step"], report["peak_at_end"]) - report["base"]
     print(f"{report['bytes'] / 2**20:.0f} MB corpus ({report['chars'] / 1e6:.0f} M chars): first step after "
-          f"{report['seconds_to_first_step']:.1f} s, peak RSS +{growth / 2**20:.0f} MB "
+          f"{report['seconds_to_first_step']:.1f} s, peak RSS +{growth / 2**20:.1f} MB "
           f"({growth / report['bytes']:.1%} of the corpus); {'; '.join(report['log'][:2])}")
     assert report["steps"] == 2
-    # Streaming holds a chunk's temporaries (about 25 MB for 1 MB chunks) and the pages of the
-    # mapped ids that training touched (a few KB here); the whole-text design before it held
-    # about 2.7 bytes per character (270 % of this corpus), and holding only the ids, 100 %.
-    assert growth < 0.25 * report["bytes"], growth
-    assert report["seconds_to_first_step"] < max_seconds
+    assert report["chars"] > 10**9
+    assert growth < MAX_GROWTH, f"peak RSS grew by {growth / 2**20:.1f} MB, the bound is {MAX_GROWTH / 2**20:.0f} MB"
 
 
 def test_a_1_gb_corpus_trains_in_bounded_memory(tmp_path):
-    """About 25 s on a 2-core machine (and 2 GB of disk: the text and its ids)."""
-    _check(_probe(tmp_path, 1024), max_seconds=300)  # measured: first step after 8-13 s, +21-24 MB
+    """About a minute on a 2-core machine (and 2 GB of disk: the text and its ids). The time to
+    the first step is printed (8 to 15 s measured), not asserted: it depends on the machine."""
+    _check(_probe(tmp_path, 1024))

@@ -231,5 +231,5 @@ def test_learns_reversal_well_above_chance_and_survives_save_load(tmp_path):
     assert [o for o, _, _ in translate(model, texts, sv, tv)] == [o for o, _, _ in
                                                                    translate(run.model, texts, sv, tv)]
     (tmp_path / "run" / "config.json").write_text("{broken")
-    with pytest.raises(CheckpointError, match="corrupt config"):
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
         load_run(tmp_path / "run")

@@ -3,7 +3,9 @@
 Measures forward + backward of one layer on random data for minGRU and minLSTM trained
 by the parallel scan (``backend="scan"``) and by the sequential loop with the same
 hand-written backward (``backend="bptt"``), next to rnnkit.IndRNN, rnnkit.LSTM,
-rnnkit.GRU and torch.nn.LSTM, all in the same run.
+rnnkit.GRU and torch.nn.LSTM, and the units of docs/new-units.md (sLSTM, mLSTM's
+chunkwise form and its loop, LRU, RG-LRU, S6 and QRNN by scan and by loop, SRU), all in
+the same run. The table has one part per group of models (:data:`GROUPS`).
 
     python benchmarks/scan_vs_loop.py                      # default grid, < 3 minutes on CPU
     python benchmarks/scan_vs_loop.py --docs docs/new-units.md   # also rewrite the table there
@@ -45,7 +47,9 @@ class BenchConfig:
     #: torch intra-op threads (None: torch's default)
     threads: int | None = None
     models: tuple[str, ...] = ("mingru-scan", "mingru-loop", "minlstm-scan", "minlstm-loop",
-                               "indrnn", "rnnkit.GRU", "rnnkit.LSTM", "torch.nn.LSTM")
+                               "indrnn", "rnnkit.GRU", "rnnkit.LSTM", "torch.nn.LSTM",
+                               "slstm", "mlstm-chunkwise", "mlstm-loop", "lru-scan", "lru-loop", "rglru-scan",
+                               "rglru-loop", "s6-scan", "s6-loop", "qrnn-scan", "qrnn-loop", "sru")
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -61,7 +65,31 @@ def _builders(cfg: BenchConfig) -> dict[str, Callable[[], nn.Module]]:
         "rnnkit.GRU": lambda: rnnkit.GRU(I, H),
         "rnnkit.LSTM": lambda: rnnkit.LSTM(I, H),
         "torch.nn.LSTM": lambda: nn.LSTM(I, H),
+        "slstm": lambda: rnnkit.SLSTM(I, H),
+        "mlstm-chunkwise": lambda: rnnkit.MLSTM(I, H, backend="chunkwise"),
+        "mlstm-loop": lambda: rnnkit.MLSTM(I, H, backend="bptt"),
+        "lru-scan": lambda: rnnkit.LRU(I, H, backend="scan"),
+        "lru-loop": lambda: rnnkit.LRU(I, H, backend="bptt"),
+        "rglru-scan": lambda: rnnkit.RGLRU(I, H, backend="scan"),
+        "rglru-loop": lambda: rnnkit.RGLRU(I, H, backend="bptt"),
+        "s6-scan": lambda: rnnkit.S6(I, H, backend="scan"),
+        "s6-loop": lambda: rnnkit.S6(I, H, backend="bptt"),
+        "qrnn-scan": lambda: rnnkit.QRNN(I, H, backend="scan"),
+        "qrnn-loop": lambda: rnnkit.QRNN(I, H, backend="bptt"),
+        "sru": lambda: rnnkit.SRU(I, H),
     }
+
+
+#: the parts of the table: a part lists the models of its group that were measured, plus the
+#: torch.nn.LSTM reference, and the loop/scan ratio of every unit measured both ways
+GROUPS: dict[str, tuple[str, ...]] = {
+    "minGRU, minLSTM and the classic cells": ("mingru-scan", "mingru-loop", "minlstm-scan", "minlstm-loop",
+                                              "indrnn", "rnnkit.GRU", "rnnkit.LSTM"),
+    "the units of docs/new-units.md": ("slstm", "mlstm-chunkwise", "mlstm-loop", "lru-scan", "lru-loop",
+                                       "rglru-scan", "rglru-loop", "s6-scan", "s6-loop", "qrnn-scan",
+                                       "qrnn-loop", "sru"),
+}
+REFERENCE = "torch.nn.LSTM"
 
 
 def _sync(device: torch.device) -> None:
@@ -116,25 +144,43 @@ def measure(cfg: BenchConfig | None = None, progress: Callable[[str], None] | No
     return rows
 
 
-def markdown(rows: list[dict], cfg: BenchConfig | None = None) -> str:
-    """A table with one line per sequence length and one column per model (ms per
-    forward + backward), plus the scan's speed-up over the loop."""
-    cfg = cfg or BenchConfig()
-    models = list(dict.fromkeys(r["model"] for r in rows))
+def _table(rows: list[dict], models: list[str]) -> list[str]:
+    """One line per sequence length, one column per model (ms per forward + backward), then
+    the loop/parallel ratio of every unit measured both ways."""
     lens = list(dict.fromkeys(r["seq_len"] for r in rows))
     ms = {(r["seq_len"], r["model"]): r["ms_per_step"] for r in rows}
-    speedups = [u for u in ("mingru", "minlstm") if f"{u}-scan" in models and f"{u}-loop" in models]
-    head = ["T", *models, *(f"{u} loop/scan" for u in speedups)]
+    pairs = [(m.rsplit("-", 1)[0], m) for m in models
+             if m.endswith(("-scan", "-chunkwise")) and f"{m.rsplit('-', 1)[0]}-loop" in models]
+    head = ["T", *models, *(f"{u} loop/{m.rsplit('-', 1)[1]}" for u, m in pairs)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for T in lens:
         cells = [str(T), *(f"{ms[T, m]:.1f}" for m in models)]
-        cells += [f"{ms[T, f'{u}-loop'] / ms[T, f'{u}-scan']:.2f}×" for u in speedups]
+        cells += [f"{ms[T, f'{u}-loop'] / ms[T, m]:.2f}×" for u, m in pairs]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(rows: list[dict], cfg: BenchConfig | None = None) -> str:
+    """The tables of the measured rows: one per group of :data:`GROUPS` that has any of its
+    models measured (each with the torch.nn.LSTM column when that was measured), and one for
+    models outside the groups."""
+    cfg = cfg or BenchConfig()
+    measured = list(dict.fromkeys(r["model"] for r in rows))
+    grouped = {m for members in GROUPS.values() for m in members}
+    parts = [(title, [m for m in measured if m in members]) for title, members in GROUPS.items()]
+    parts.append(("other models", [m for m in measured if m not in grouped and m != REFERENCE]))
+    ref = [REFERENCE] if REFERENCE in measured else []
+    parts = [(title, models + ref) for title, models in parts if models] or [("", ref)]
+    lines: list[str] = []
+    for title, models in parts:
+        if len(parts) > 1:
+            lines += [f"{title}:", ""]
+        lines += _table(rows, models) + [""]
     device = cfg.device if cfg.device != "cpu" else f"CPU ({platform.processor() or platform.machine()}, " \
         f"{torch.get_num_threads()} threads)"
     caption = (f"ms per training step (forward + backward of one layer), batch {cfg.batch_size}, "
                f"input {cfg.input_size}, hidden {cfg.hidden_size}, float32, {device}, torch {torch.__version__}.")
-    return caption + "\n\n" + "\n".join(lines) + "\n"
+    return caption + "\n\n" + "\n".join(lines).rstrip("\n") + "\n"
 
 
 def write_docs(path: Path, table: str) -> None:

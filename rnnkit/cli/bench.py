@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch.set_num_threads before measuring (default: torch's)")
     p.add_argument("--sample-chars", type=int, help="characters per model for the sampling throughput (0: skip)")
     p.add_argument("--no-scan", action="store_true", help="skip the training time versus sequence length "
-                   "(T = 128 … 4096) of minGRU/minLSTM's parallel scan against the sequential cells")
+                   "(T = 128 … 4096) of the parallel units (minGRU/minLSTM, mLSTM, LRU, RG-LRU, S6, QRNN) "
+                   "against their loops and the sequential cells")
     p.add_argument("--list", action="store_true", help="list the cells/variants and the default shapes, then exit")
     p.add_argument("--render", metavar="JSON",
                    help="measure nothing: write the Markdown table (--out) from the JSON of an earlier run")

@@ -28,7 +28,8 @@ from ..errors import DataError
 MODELS = ("tagger", "classifier", "forecaster", "generator")
 _TYPES: dict[str, Callable] = {"int": int, "float": float, "str": str}
 _HELP = {
-    "cell": "recurrent cell: rnn, irnn, lstm, gru, jordan",
+    "cell": "recurrent cell: any registered name (rnn, irnn, lstm, gru, jordan, indrnn, mingru, minlstm, "
+            "slstm, mlstm, lru, rglru, s6, qrnn, sru)",
     "pooling": "classifier pooling: last, mean, max, attention",
     "tokens": "text classifier/generator units: char or word",
     "condition_mode": "generator conditioning: init, concat, both",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from . import add_command
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = rundir.read_config(args.run_dir)
     model = rundir.load(args.run_dir, "latest")
     metrics = rundir.read_metrics(args.run_dir)
-    vals = [m["val_bpc"] for m in metrics if m.get("val_bpc") is not None]
+    vals = [v for m in metrics if (v := _number(m, "val_bpc")) is not None]
     last = metrics[-1] if metrics else {}
     print(f"run: {args.run_dir}")
     print(f"model: {cfg['model_type']} " + json.dumps(cfg["model"]))
@@ -34,7 +35,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"corpus ids: {ids.name}, {ids.stat().st_size:,} bytes (derived from the data)" if ids.is_file()
           else "corpus ids: - (--resume encodes the data again)")
     print(f"parameters: {model.num_parameters():,}")
-    print(f"steps: {last.get('step', 0)} ({last.get('time', 0.0):.0f}s)")
-    print(f"last train bpc: {last['train_bpc']:.4f}" if "train_bpc" in last else "last train bpc: -")
+    print(f"steps: {int(_number(last, 'step') or 0)} ({_number(last, 'time') or 0.0:.0f}s)")
+    train_bpc = _number(last, "train_bpc")
+    print(f"last train bpc: {train_bpc:.4f}" if train_bpc is not None else "last train bpc: -")
     print(f"best val bpc: {min(vals):.4f}" if vals else "best val bpc: -")
     return 0
+
+
+def _number(record: dict, key: str) -> float | None:
+    """``record[key]`` when it is a finite number (metrics.jsonl is read as it is found)."""
+    value = record.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

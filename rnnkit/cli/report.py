@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError
@@ -82,26 +81,27 @@ def _seq2seq_attention(run_dir: Path, info: dict, text: str | None, n: int = 4):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import read_json_object
     from ..diagnostics.report import AttentionExample, ReportConfig, read_metrics, write_report
+    from ..tasks.seq2seq_train import FORMAT as SEQ2SEQ_FORMAT
+    from ..tasks.seq2seq_train import read_run_info
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
-    cfg_path = run_dir / "config.json"
-    try:
-        info = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{run_dir} is not a run directory: no config.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not (run_dir / "config.json").exists():
+        raise CheckpointError(f"{run_dir} is not a run directory: no config.json")
     if args.chars < 3:
         raise ValueError(f"--chars must be at least 3, got {args.chars}")
+    # the same checks as every command that reads the run: one-line errors for a bad config
+    info = read_json_object(run_dir / "config.json", "run configuration")
     metrics_path = run_dir / "metrics.jsonl"
     metrics = read_metrics(metrics_path) if metrics_path.exists() else []
     attention = []
     text = _read_text(args.text) if args.text else None
-    if info.get("format") == "rnnkit-seq2seq-1":
+    if info.get("format") == SEQ2SEQ_FORMAT:
         model = None
+        info = read_run_info(run_dir).config
         attention = [AttentionExample(w, s, t) for w, s, t in _seq2seq_attention(run_dir, info, text)]
     else:
         model = _load_model(run_dir)

@@ -12,7 +12,7 @@ from . import add_command
 from ._common import NativeBuildProgress, add_field_options, duration, given
 
 _MODEL_OPTIONS = [
-    ("--cell", "cell", str, "recurrent layer type (any registered name, e.g. lstm, gru, rnn, irnn, jordan)"),
+    ("--cell", "cell", str, "recurrent layer type (any registered name, e.g. lstm, gru, irnn, mlstm, lru, s6)"),
     ("--hidden-size", "hidden_size", int, "hidden units per layer"),
     ("--num-layers", "num_layers", int, "stacked recurrent layers"),
     ("--embed-size", "embed_size", int, "character embedding size"),

@@ -94,8 +94,9 @@ def recurrent_jacobians(layer: Recurrent, x: Tensor, layer_index: int = 0, direc
     key = f"l{layer_index}" + ("_reverse" if direction else "")
     seq = torch.cat(list(states[key].values()), 2)  # (T, B, S)
     p = {n: w.detach() for n, w in layer._params(layer_index, direction).items()}
-    with torch.no_grad():
-        xw, _ = engine._input_projection(cell, inp.detach(), p)  # (T, B, G)
+    with torch.no_grad():  # the newer units' cells project the input themselves (e.g. the SRU's highway)
+        xw = (cell.project(inp.detach(), p) if hasattr(cell, "project")
+              else engine._input_projection(cell, inp.detach(), p)[0])  # (T, B, G)
     sizes = list(cell.state_sizes())
 
     def step_flat(s_prev: Tensor, xw_t: Tensor) -> Tensor:  # (S,), (G,) -> (S,)

@@ -9,6 +9,7 @@ import base64
 import html
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,11 @@ class ReportConfig:
     grad_batch: int = 8
     #: sequences the Jacobian spectral norms are averaged over (one SVD per step each)
     jacobian_sequences: int = 2
+    #: largest state (Σ state sizes of a layer) whose step Jacobian is computed: its cost
+    #: grows with the square of the state (an mLSTM's d×d memories, S6's H·N states)
+    jacobian_max_state: int = 1024
+    #: largest state entry shown unit by unit over the text
+    max_units_shown: int = 4096
     #: rows per built-in signal in the table of correlated units
     top_k: int = 5
 
@@ -114,7 +120,11 @@ def analyse(model: nn.Module | None, metrics: Sequence[Mapping] = (), text: str 
         if isinstance(rnn, Recurrent) and hasattr(model, "embed"):
             with torch.no_grad():
                 x = model.embed(windows[:, : cfg.jacobian_sequences])  # (T, b, E)
-            for layer in range(rnn.num_layers):
+            state = sum(rnn.cell.state_sizes())
+            if state > cfg.jacobian_max_state:
+                log.warning("step Jacobians left out: the state has %d numbers per layer (more than %d)", state,
+                            cfg.jacobian_max_state)
+            for layer in range(rnn.num_layers if state <= cfg.jacobian_max_state else 0):
                 for d in range(rnn.num_directions):
                     key = f"rnn.l{layer}" + ("_reverse" if d else "")
                     data.jacobian_norms[key] = jacobian_spectral_norms(rnn, x, layer, d).mean(1)
@@ -207,12 +217,16 @@ def _img(fig, alt: str) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def _activation_blocks(obs: Observation) -> list[dict]:
-    """Per (layer, state entry): values quantised per unit to bytes 0..254 (127 = 0) with the
-    unit's scale max|v|, base64 of the (N, S) row-major array."""
+def _activation_blocks(obs: Observation, max_units: int) -> list[dict]:
+    """Per (layer, state entry) of at most ``max_units`` units: values quantised per unit to
+    bytes 0..254 (127 = 0) with the unit's scale max|v|, base64 of the (N, S) row-major array."""
     blocks = []
     for key, states in obs.states.items():
         for sname, s in states.items():
+            if s.shape[-1] > max_units:
+                log.warning("%s %s left out of the units over the text: %d units (more than %d)", key, sname,
+                            s.shape[-1], max_units)
+                continue
             v = s[:, 0].double()  # (N, S)
             scale = v.abs().amax(0).clamp_min(1e-12)  # (S,)
             q = (v / scale * 127).round().clamp(-127, 127).to(torch.int16) + 127
@@ -227,9 +241,29 @@ def _activation_blocks(obs: Observation) -> list[dict]:
     return blocks
 
 
+#: characters that JSON leaves alone but an HTML parser or a JavaScript parser does not, and
+#: their JSON escapes: with no "<" in the script element, no "</script>" can end it early and
+#: no "<!--" can switch the parser to the escaped script-data state, where a "<script>" in the
+#: text would make it swallow the page's own script; U+2028/U+2029 end lines in older JavaScript
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _json_script(obj) -> str:
-    # "</" cannot end the script element early once escaped
-    return json.dumps(obj, separators=(",", ":")).replace("</", "<\\/")
+    """``obj`` as JSON to put inside ``<script type="application/json">``: the same JSON value,
+    with nothing the HTML parser could read as markup."""
+    text = json.dumps(obj, separators=(",", ":"))
+    for ch, escape in _SCRIPT_ESCAPES.items():
+        text = text.replace(ch, escape)
+    return text
+
+
+def _displayable(text: str) -> str:
+    """``text`` with each surrogate code point (a lone half of a UTF-16 pair, which a Python
+    string may hold but no UTF-8 file can) replaced by U+FFFD. Two such halves in a row would
+    become one character in the page's JavaScript and shift every colour after them; one
+    replacement character per code point keeps the page's characters those of the analysis."""
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapping | None = None) -> str:
@@ -265,19 +299,21 @@ def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapp
                                      "(Karpathy, Johnson &amp; Fei-Fei 2015). Points near the right edge are "
                                      "units that almost always let information through, e.g. forget gates that "
                                      "keep long-term memory.</p>"))
-        blocks = _activation_blocks(obs)
+        blocks = _activation_blocks(obs, cfg.max_units_shown)
         index = {(b["key"], b["state"]): k for k, b in enumerate(blocks)}
         start = {"block": 0, "unit": 0}
         rows = []
         for sig, found in data.correlations.items():
             for rank, c in enumerate(found):
-                k = index[(c.layer, c.state)]
+                k = index.get((c.layer, c.state))
+                if k is None:  # a state entry too large to show
+                    continue
                 if not rows:
                     start = {"block": k, "unit": c.unit}
                 rows.append(f'<tr class="pick" data-block="{k}" data-unit="{c.unit}"><td>{html.escape(sig)}</td>'
                             f'<td class="num">{rank + 1}</td><td>{html.escape(c.layer)} {html.escape(c.state)}'
                             f'</td><td class="num">{c.unit}</td><td class="num">{c.r:+.3f}</td></tr>')
-        payload = {"text": data.text, "blocks": blocks, "start": start}
+        payload = {"text": _displayable(data.text), "blocks": blocks, "start": start}
         body = ('<div id="controls"><label>layer / state <select id="layer"></select></label>'
                 '<label>unit <input type="range" id="unit" min="0" max="0" value="0" step="1"></label>'
                 '<input type="number" id="unit-num" min="0" value="0">'
@@ -330,13 +366,13 @@ def build_report(model: nn.Module | None, metrics: Sequence[Mapping] = (), text:
 
 def write_report(path: str | Path, model: nn.Module | None, metrics: Sequence[Mapping] = (),
                  text: str | None = None, **kwargs) -> Path:
-    """Write :func:`build_report` to ``path`` (atomically: a temporary file, then a rename)."""
+    """Write :func:`build_report` to ``path`` (atomically: a temporary file, fsync, rename)."""
+    from ..checkpoint import atomic_write
+
     page = build_report(model, metrics, text, **kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, _displayable(page).encode("utf-8"))  # a surrogate could come with a run's name
     return path
 
 

@@ -3,21 +3,20 @@
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
-from dataclasses import asdict, fields
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .. import checkpoint
+from ..data.vocabulary import Vocabulary
 from ..errors import CheckpointError
 from ..layers import make_layer
-
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
+from ._layer_util import cell_names
 
 
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
@@ -64,56 +63,91 @@ def valid_mask(lengths: Tensor, T: int) -> Tensor:
     return torch.arange(T, device=lengths.device).unsqueeze(1) < lengths.unsqueeze(0)
 
 
-def config_from_dict(cls, obj: dict):
-    """A config dataclass from JSON, rejecting unknown fields (a config of another
-    version or model) with a clear error."""
-    names = {f.name for f in fields(cls)}
-    unknown = set(obj) - names
-    if unknown:
-        raise CheckpointError(f"config has fields {sorted(unknown)} that {cls.__name__} does not know")
-    return cls(**obj)
+def check_config(config, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                 rates: tuple[str, ...] = ("dropout",)) -> None:
+    """The range checks of a model config's ``__post_init__``: a known ``cell``, integer
+    fields that must be ≥ 1 (``positive``) or ≥ 0, and probabilities in [0, 1) (``rates``)."""
+    names = cell_names()
+    if config.cell not in names:
+        raise ValueError(f"unknown cell {config.cell!r}; expected one of {names}")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)}")
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be non-negative, got {getattr(config, name)}")
+    for name in rates:
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(config, name)}")
 
 
 def save_model(directory: str | Path, kind: str, config, model: nn.Module, extra: dict) -> Path:
-    """Write ``config.json`` (kind, config, vocabularies/normalisation in ``extra``) and
-    ``model.safetensors`` into ``directory``, each via a temporary file and rename so a
-    failed save never leaves a half-written model."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": kind, "config": asdict(config), **extra}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp_w, tmp_c = directory / (WEIGHTS + ".tmp"), directory / (CONFIG + ".tmp")
-    save_file(tensors, str(tmp_w))
-    tmp_c.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp_w, directory / WEIGHTS)
-    os.replace(tmp_c, directory / CONFIG)
-    return directory
+    """Save ``model`` into ``directory``: ``model.safetensors`` and ``config.json`` (kind,
+    config, vocabularies/normalisation in ``extra``), switched from any previous save in one
+    atomic rename, so a crash at any moment leaves the previous model or this one, complete
+    (see :func:`rnnkit.checkpoint.save_model_files`)."""
+    return checkpoint.save_model_files(directory, {"kind": kind, "config": asdict(config), **extra}, model)
 
 
-def load_meta(directory: str | Path, kind: str) -> dict:
-    """Read and check ``config.json`` of a saved model of ``kind``."""
-    path = Path(directory) / CONFIG
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory}: no {CONFIG}; is this a directory written by `rnnkit fit --out`?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(meta, dict) or meta.get("kind") != kind:
-        found = meta.get("kind") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path}: holds a {found!r} model, expected {kind!r}")
-    return meta
+class SavedFields:
+    """The entries of a saved model's config object beyond its config (vocabularies, column
+    names, scaling), each read with its type checked: a one-line CheckpointError naming the
+    file and the key otherwise."""
+
+    def __init__(self, obj: dict, path: Path):
+        self.obj, self.path = obj, path
+
+    def _bad(self, key: str, expected: str) -> CheckpointError:
+        value = self.obj.get(key)
+        return CheckpointError(f"{self.path}: {key} must be {expected}, got {checkpoint.short(value)} "
+                               f"({checkpoint.json_type(value)})")
+
+    def string(self, key: str) -> str:
+        if not isinstance(self.obj.get(key), str):
+            raise self._bad(key, "a string")
+        return self.obj[key]
+
+    def strings(self, key: str) -> list[str]:
+        value = self.obj.get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._bad(key, "a list of strings")
+        return value
+
+    def numbers(self, key: str, positive: bool = False) -> list[float]:
+        """A list of finite numbers (all > 0 with ``positive``)."""
+        value = self.obj.get(key)
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             and math.isfinite(v) and (v > 0 or not positive) for v in value)
+        if not ok:
+            raise self._bad(key, "a list of " + ("positive " if positive else "") + "finite numbers")
+        return [float(v) for v in value]
+
+    def vocabulary(self, key: str, optional: bool = False) -> Vocabulary | None:
+        """A :class:`Vocabulary` saved by ``to_json`` (None for a missing or null entry when
+        ``optional``)."""
+        value = self.obj.get(key)
+        if value is None and optional:
+            return None
+        if not (isinstance(value, dict) and isinstance(value.get("specials"), bool)
+                and isinstance(value.get("symbols"), list) and all(isinstance(s, str) for s in value["symbols"])):
+            raise self._bad(key, 'a vocabulary {"symbols": [strings], "specials": true or false}')
+        try:
+            return Vocabulary.from_json(value)
+        except ValueError as e:
+            raise CheckpointError(f"{self.path}: {key}: {e}") from None
 
 
-def load_weights(directory: str | Path, model: nn.Module) -> None:
-    path = Path(directory) / WEIGHTS
-    try:
-        tensors = load_file(str(path))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except Exception as e:  # safetensors raises its own error type for corrupt files
-        raise CheckpointError(f"{path}: cannot read weights: {e}") from None
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match {CONFIG}: {e}") from None
+def load_model(directory: str | Path, kind: str, config_cls, build: Callable[[Any, SavedFields], nn.Module]):
+    """Load a model saved by :func:`save_model`: the config object is checked (its
+    ``config`` section against ``config_cls``, the rest as ``build`` reads it through
+    :class:`SavedFields`), the model ``build(config, fields)`` is checked against the weight
+    file's header on the meta device, and only then built and loaded. Returns it in eval mode."""
+    saved = checkpoint.read_saved_model(directory, lambda m: m.get("kind"), kind,
+                                        "a model directory written by `rnnkit fit --out` or .save()")
+    config = checkpoint.config_from_json(config_cls, saved.config.get("config"), saved.config_path, "config")
+    extra = SavedFields(saved.config, saved.config_path)
+    model = checkpoint.build_checked(lambda c: build(c, extra), config, saved.header, saved.config_path,
+                                     saved.weights_path, present=saved.config.get("config"))
+    tensors, _ = checkpoint.read_safetensors(saved.weights_path, "model weights")
+    checkpoint.load_checked(model, tensors, saved.weights_path)
+    return model.eval()

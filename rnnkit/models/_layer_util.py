@@ -12,6 +12,7 @@ import inspect
 import torch
 from torch import Tensor, nn
 
+from ..cells import Cell
 from ..layers import LAYER_TYPES, make_layer
 
 
@@ -42,8 +43,13 @@ def from_states(states: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
 
 
 def probe_layer(layer: nn.Module, input_size: int) -> tuple[int, tuple[int, ...]]:
-    """(output features, sizes of the state entries) of ``layer``, by one dummy step."""
+    """(output features, sizes of the state entries) of ``layer``, by one dummy step.
+
+    A layer on the meta device (a model built only to learn its tensor shapes) cannot run;
+    a :class:`~rnnkit.Recurrent` one answers from the sizes its cell states."""
     p = next(layer.parameters())
+    if p.device.type == "meta" and isinstance(getattr(layer, "cell", None), Cell):
+        return layer.cell.output_size * layer.num_directions, tuple(layer.cell.state_sizes())
     was_training = layer.training
     layer.eval()
     with torch.no_grad():

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.vocabulary import Vocabulary
+from ..errors import CheckpointError
 from ..train.fit import FitConfig, FitResult, Shuffled, fit
 from . import _common
 from .metrics import ClassScores, classification_scores
@@ -47,6 +48,7 @@ class ClassifierConfig:
     min_count: int = 1
 
     def __post_init__(self) -> None:
+        _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "min_count"))
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.tokens not in TOKENIZATIONS:
@@ -169,12 +171,15 @@ class Classifier(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> Classifier:
-        meta = _common.load_meta(directory, "classifier")
-        vocab = Vocabulary.from_json(meta["vocab"]) if meta.get("vocab") else None
-        model = cls(_common.config_from_dict(ClassifierConfig, meta["config"]), Vocabulary.from_json(meta["labels"]),
-                    vocab, tuple(meta["scale"]))
-        _common.load_weights(directory, model)
-        return model.eval()
+        """A classifier saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
+
+        def build(config: ClassifierConfig, saved: _common.SavedFields) -> Classifier:
+            scale = saved.numbers("scale")
+            if len(scale) != 2 or not scale[1] > 0:
+                raise CheckpointError(f"{saved.path}: scale must be [mean, standard deviation > 0], got {scale}")
+            return cls(config, saved.vocabulary("labels"), saved.vocabulary("vocab", optional=True), tuple(scale))
+
+        return _common.load_model(directory, "classifier", ClassifierConfig, build)
 
 
 def majority_baseline(train_labels: Sequence[str], test_labels: Sequence[str]) -> ClassScores:

@@ -42,6 +42,7 @@ class ForecasterConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        _common.check_config(self, positive=("hidden_size", "num_layers"))
         if self.window < 1 or self.horizon < 1:
             raise ValueError(f"window and horizon must be positive, got {self.window} and {self.horizon}")
 
@@ -183,11 +184,10 @@ class Forecaster(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> Forecaster:
-        meta = _common.load_meta(directory, "forecaster")
-        model = cls(_common.config_from_dict(ForecasterConfig, meta["config"]), meta["target"], meta["features"],
-                    meta["mean"], meta["std"])
-        _common.load_weights(directory, model)
-        return model.eval()
+        """A forecaster saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "forecaster", ForecasterConfig, lambda c, saved: cls(
+            c, saved.string("target"), saved.strings("features"), saved.numbers("mean"),
+            saved.numbers("std", positive=True)))
 
 
 def train_forecaster(

@@ -42,6 +42,7 @@ class GeneratorConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "condition_dim"))
         if self.condition_mode not in CONDITION_MODES:
             raise ValueError(f"condition_mode must be one of {CONDITION_MODES}, got {self.condition_mode!r}")
 
@@ -175,11 +176,9 @@ class Generator(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> Generator:
-        meta = _common.load_meta(directory, "generator")
-        model = cls(_common.config_from_dict(GeneratorConfig, meta["config"]), Vocabulary.from_json(meta["symbols"]),
-                    Vocabulary.from_json(meta["conditions"]))
-        _common.load_weights(directory, model)
-        return model.eval()
+        """A generator saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "generator", GeneratorConfig, lambda c, saved: cls(
+            c, saved.vocabulary("symbols"), saved.vocabulary("conditions")))
 
 
 def unigram_bits(train: Sequence[str], test: Sequence[str]) -> float:

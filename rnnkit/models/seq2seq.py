@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from ._layer_util import as_states, build_layer, from_states, probe_layer
+from ._layer_util import as_states, build_layer, cell_names, from_states, probe_layer
 from .attention import SCORES, Attention
 
 ATTENTION_KINDS = (*SCORES, "none")
@@ -77,6 +77,13 @@ class Seq2SeqConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.cell not in cell_names():
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {cell_names()}")
+        smallest = min(self.src_vocab_size, self.tgt_vocab_size)
+        for name in ("pad_id", "bos_id", "eos_id"):
+            if not 0 <= getattr(self, name) < smallest:
+                raise ValueError(f"{name} must be in [0, {smallest}) (a symbol of both vocabularies), got "
+                                 f"{getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -51,6 +51,11 @@ class TaggerConfig:
     #: words seen fewer times in the training data become <unk>
     min_count: int = 1
 
+    def __post_init__(self) -> None:
+        _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "char_embedding_dim",
+                                             "min_count"),
+                             non_negative=("char_channels",), rates=("dropout", "word_dropout"))
+
 
 @dataclass
 class TaggerBatch:
@@ -164,12 +169,9 @@ class Tagger(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> Tagger:
-        meta = _common.load_meta(directory, "tagger")
-        chars = Vocabulary.from_json(meta["chars"]) if meta.get("chars") else None
-        model = cls(_common.config_from_dict(TaggerConfig, meta["config"]), Vocabulary.from_json(meta["words"]),
-                    Vocabulary.from_json(meta["tags"]), chars)
-        _common.load_weights(directory, model)
-        return model.eval()
+        """A tagger saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "tagger", TaggerConfig, lambda c, saved: cls(
+            c, saved.vocabulary("words"), saved.vocabulary("tags"), saved.vocabulary("chars", optional=True)))
 
 
 def majority_baseline(train: Sequence[TaggedSentence], test: Sequence[TaggedSentence]) -> SpanScores:

@@ -113,8 +113,9 @@ std::vector<Tensor> gru_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor 
 
 // Jordan network (jordan.cpp): rnnkit/cells/jordan.py, the recurrence from the previous output.
 //   h = φ(x W_ihᵀ + b + (y ⊙ rmask) W_hhᵀ),   y' = ψ(h W_hoᵀ + b_ho)
-// φ and ψ are coded as Act (the engine's _ACT_CODES); each derivative is written through
-// the activation's output, as in rnnkit/cells/activations.py.
+// φ and ψ are coded as Act (the engine's _ACT_CODES; kHardSigmoid is PyTorch's hardsigmoid,
+// relu6(x + 3) / 6); each derivative is written through the activation's output, as in
+// rnnkit/cells/activations.py.
 enum Act : int64_t { kIdentity = 0, kSigmoid = 1, kTanh = 2, kRelu = 3, kHardSigmoid = 4 };
 //
 // jordan_forward

@@ -14,7 +14,7 @@ void activate(int64_t act, T* __restrict a, int64_t n) {
     case kTanh: for (int64_t j = 0; j < n; ++j) a[j] = tanh_f(a[j]); break;
     case kRelu: for (int64_t j = 0; j < n; ++j) a[j] = a[j] > T(0) ? a[j] : T(0); break;
     case kHardSigmoid:
-      for (int64_t j = 0; j < n; ++j) a[j] = std::min(T(1), std::max(T(0), T(0.2) * a[j] + T(0.5)));
+      for (int64_t j = 0; j < n; ++j) a[j] = std::min(T(6), std::max(T(0), a[j] + T(3))) / T(6);  // relu6(a + 3) / 6
       break;
     default: break;
   }
@@ -28,7 +28,7 @@ void activation_grad(int64_t act, const T* __restrict y, T* __restrict d, int64_
     case kTanh: for (int64_t j = 0; j < n; ++j) d[j] *= T(1) - y[j] * y[j]; break;
     case kRelu: for (int64_t j = 0; j < n; ++j) d[j] = y[j] > T(0) ? d[j] : T(0); break;
     case kHardSigmoid:
-      for (int64_t j = 0; j < n; ++j) d[j] = (y[j] > T(0) && y[j] < T(1)) ? T(0.2) * d[j] : T(0);
+      for (int64_t j = 0; j < n; ++j) d[j] = (y[j] > T(0) && y[j] < T(1)) ? d[j] * (T(1) / T(6)) : T(0);
       break;
     default: break;
   }

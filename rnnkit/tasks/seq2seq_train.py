@@ -3,17 +3,14 @@ demo tasks or on a user's TSV files (the engine of ``rnnkit seq2seq``)."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from .. import checkpoint
 from ..data.seq2seq_tasks import Pair, Vocab, generate, make_batch, read_tsv, sequence_metrics
 from ..errors import CheckpointError, DataError
 from ..models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, sequence_loss
@@ -147,51 +144,65 @@ def train_seq2seq(config: Seq2SeqTrainConfig, on_eval: Callable[[EvalPoint], Non
 
 
 # -- run directories: model.safetensors + config.json ------------------------------------------------
+FORMAT = "rnnkit-seq2seq-1"
+
+
 def save_run(run: Seq2SeqRun, directory: str | Path, train_config: Seq2SeqTrainConfig | None = None) -> Path:
-    """Write the weights (safetensors) and the config and vocabularies (JSON), each atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the weights (safetensors) and the config and vocabularies (JSON), switched from
+    any previous save in one atomic rename (see :func:`rnnkit.checkpoint.save_model_files`)."""
     meta = {
-        "format": "rnnkit-seq2seq-1",
+        "format": FORMAT,
         "model": run.model.config.to_dict(),
         "src_vocab": {"symbols": run.src_vocab.symbols, "level": run.src_vocab.level},
         "tgt_vocab": {"symbols": run.tgt_vocab.symbols, "level": run.tgt_vocab.level},
         "train": asdict(train_config) if train_config is not None else None,
         "final": run.loop.final.metrics if run.loop.history else None,
     }
-    tensors = {k: v.detach().contiguous() for k, v in run.model.state_dict().items()}
-    for name, write in (("model.safetensors", lambda p: save_file(tensors, p)),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))):
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, directory / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return directory
+    return checkpoint.save_model_files(directory, meta, run.model)
+
+
+def _vocab(meta: dict, key: str, path: Path) -> Vocab:
+    value = meta.get(key)
+    if not (isinstance(value, dict) and set(value) == {"symbols", "level"} and isinstance(value["symbols"], list)
+            and all(isinstance(s, str) for s in value["symbols"]) and isinstance(value["level"], str)):
+        raise CheckpointError(f"{path}: {key} must be an object {{\"symbols\": [strings], \"level\": string}}, "
+                              f"got {checkpoint.short(value)}")
+    try:
+        return Vocab(**value)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: {key}: {e}") from None
+
+
+def read_run_info(directory: str | Path) -> checkpoint.SavedModel:
+    """The checked config object (and weight header) of a run directory written by
+    :func:`save_run`; its ``train`` entry, when present, is an object whose ``task`` is a
+    string or null."""
+    saved = checkpoint.read_saved_model(directory, lambda m: m.get("format"), FORMAT,
+                                        "a seq2seq run directory (written by `rnnkit seq2seq train`)")
+    train = saved.config.get("train")
+    if train is not None and not (isinstance(train, dict) and isinstance(train.get("task"), (str, type(None)))):
+        raise CheckpointError(f"{saved.config_path}: train must be an object whose task is a string or null, got "
+                              f"{checkpoint.short(train)}")
+    return saved
 
 
 def load_run(directory: str | Path) -> tuple[Seq2Seq, Vocab, Vocab]:
-    """Load a model saved by :func:`save_run`: (model in eval mode, source vocab, target vocab)."""
-    directory = Path(directory)
-    cfg_path, weights = directory / "config.json", directory / "model.safetensors"
-    if not cfg_path.is_file() or not weights.is_file():
-        raise CheckpointError(f"{directory}: not a seq2seq run directory (needs config.json and model.safetensors)")
-    try:
-        meta = json.loads(cfg_path.read_text())
-        if meta.get("format") != "rnnkit-seq2seq-1":
-            raise CheckpointError(f"{cfg_path}: not an rnnkit seq2seq config (format {meta.get('format')!r})")
-        model = Seq2Seq(Seq2SeqConfig(**meta["model"]))
-        src_vocab = Vocab(**meta["src_vocab"])
-        tgt_vocab = Vocab(**meta["tgt_vocab"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{cfg_path}: corrupt config ({e})") from None
-    try:
-        state = load_file(str(weights))
-        model.load_state_dict(state)
-    except Exception as e:  # safetensors raises its own types for corrupt files
-        raise CheckpointError(f"{weights}: cannot load weights ({e})") from None
+    """Load a model saved by :func:`save_run`: (model in eval mode, source vocab, target vocab).
+
+    The config is checked field by field and against the weight file's header before the
+    model is built (see :mod:`rnnkit.checkpoint`); anything wrong is a one-line CheckpointError."""
+    saved = read_run_info(directory)
+    path = saved.config_path
+    config = checkpoint.config_from_json(Seq2SeqConfig, saved.config.get("model"), path, "model")
+    src_vocab, tgt_vocab = _vocab(saved.config, "src_vocab", path), _vocab(saved.config, "tgt_vocab", path)
+    for key, vocab, size in (("src_vocab", src_vocab, config.src_vocab_size),
+                             ("tgt_vocab", tgt_vocab, config.tgt_vocab_size)):
+        if len(vocab.symbols) != size:
+            raise CheckpointError(f"{path}: {key} has {len(vocab.symbols)} symbols, the model's "
+                                  f"{key}_size is {size}")
+    model = checkpoint.build_checked(Seq2Seq, config, saved.header, path, saved.weights_path,
+                                     present=saved.config.get("model"))
+    tensors, _ = checkpoint.read_safetensors(saved.weights_path, "model weights")
+    checkpoint.load_checked(model, tensors, saved.weights_path)
     model.eval()
     return model, src_vocab, tgt_vocab

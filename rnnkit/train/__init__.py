@@ -156,10 +156,8 @@ def _train(data, out, model, config, glob, min_count, resume, callback, device, 
             _check_same(config, stored_train, RESUMABLE_FIELDS, "training")
         model, config = stored_model, config or stored_train
         data_cfg = cfg.get("data", {})
-        try:
-            vocab = Vocabulary.load(run / rundir.VOCAB)
-        except DataError as e:
-            raise CheckpointError(str(e)) from None
+        vocab = rundir.read_vocabulary(run)
+        rundir.check_resume(run, model, vocab, config.precision, cfg["model"])  # before the model is built
 
         def encode_again() -> None:
             """The id file is derived data: when it is missing or does not match, encode the

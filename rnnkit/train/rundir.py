@@ -15,24 +15,34 @@ nothing is ever unpickled: tensors are safetensors, the rest JSON or raw integer
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import struct
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
 from safetensors.torch import save
 from torch import nn
 
+from ..checkpoint import (  # noqa: F401  (the run directory's file helpers, used through this module)
+    atomic_file,
+    atomic_write,
+    build_checked,
+    check_against_weights,
+    config_from_json,
+    fsync_dir,
+    json_type,
+    load_checked,
+    read_header,
+    read_safetensors,
+    remove_stale_temp_files,
+    short,
+)
+from ..checkpoint import read_json_object as read_json
 from ..data.text import Vocabulary
 from ..errors import CheckpointError, DataError
 from ..models.charlm import CharLM, CharLMConfig
+from .config import TrainConfig
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -45,58 +55,8 @@ METRICS = "metrics.jsonl"
 IDS = "corpus.ids"
 CHECKPOINTS = {"latest": LATEST, "best": BEST}
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 #: model types a run directory may hold: name → (model class, config class)
 MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {"charlm": (CharLM, CharLMConfig)}
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
-    with atomic_file(path) as f:
-        f.write(data)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A binary file to write ``path`` through, piece by piece: a temporary file in the same
-    directory, fsynced and renamed over ``path`` when the block ends, removed if it raises."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a checkpoint gets the usual mode
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def remove_stale_temp_files(run_dir: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in ``run_dir`` (the complete files
-    they were to replace are still there). Returns what was removed."""
-    stale = [p for p in Path(run_dir).glob(".*.tmp") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_json(path: Path, obj) -> None:
@@ -108,59 +68,20 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     atomic_write(path, save(tensors, metadata=metadata))
 
 
-def read_json(path: Path, what: str) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing ({what})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({what}): {e}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object ({what})")
-    return obj
-
-
 def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     return read_safetensors(path, what)[0]
 
 
-#: what parsing an untrusted safetensors file may raise (all become CheckpointError)
-_PARSE_ERRORS = (SafetensorError, OSError, ValueError, RuntimeError, TypeError, KeyError, OverflowError,
-                 UnicodeDecodeError, struct.error)
-
-
-def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and the metadata of a safetensors file, read once from disk.
-    Anything wrong with the file is a one-line CheckpointError naming it."""
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing ({what})")
-    try:
-        raw = path.read_bytes()
-        if len(raw) < 8:
-            raise ValueError(f"{len(raw)} bytes, shorter than the 8-byte header length")
-        (n,) = struct.unpack("<Q", raw[:8])
-        if n > len(raw) - 8:
-            raise ValueError(f"the header claims {n} bytes, the file has {len(raw) - 8} after the length")
-        header = json.loads(raw[8:8 + n].decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
-        metadata = header.get("__metadata__") or {}
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            raise ValueError("the metadata is not a string → string map")
-        tensors = load_bytes(raw)
-    except _PARSE_ERRORS as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} is corrupt or truncated ({what}): {reason}") from None
-    return tensors, metadata
-
-
 def read_config(run_dir: str | os.PathLike) -> dict:
-    """The run's config.json, checked for a known format version and model type, and for
-    the ``model``/``train``/``data`` sections being JSON objects."""
+    """The run's config.json, checked: a known format version and model type, and ``model``,
+    ``train`` and ``data`` sections whose fields have the types and ranges of
+    :class:`~rnnkit.CharLMConfig` and :class:`~rnnkit.TrainConfig` (one-line CheckpointError
+    naming the file and the field otherwise)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"run directory {run} does not exist")
-    cfg = read_json(run / CONFIG, "run configuration")
+    path = run / CONFIG
+    cfg = read_json(path, "run configuration")
     if "model_type" not in cfg and "format_version" not in cfg:
         other = None
         if isinstance(cfg.get("kind"), str):
@@ -175,22 +96,67 @@ def read_config(run_dir: str | os.PathLike) -> dict:
         if isinstance(version, int) and not isinstance(version, bool):
             age = "newer" if version > FORMAT_VERSION else "older"
             hint = "; upgrade rnnkit to read it" if version > FORMAT_VERSION else ""
-            raise CheckpointError(f"{run / CONFIG} has format_version {version}, {age} than the version "
+            raise CheckpointError(f"{path} has format_version {version}, {age} than the version "
                                   f"{FORMAT_VERSION} this rnnkit reads{hint}")
-        raise CheckpointError(f"{run / CONFIG} has format_version {version!r}, expected the integer "
-                              f"{FORMAT_VERSION}")
+        raise CheckpointError(f"{path} has format_version {version!r}, expected the integer {FORMAT_VERSION}")
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
-        raise CheckpointError(f"{run / CONFIG} holds a model of type (model_type) {model_type!r}; this "
+        raise CheckpointError(f"{path} holds a model of type (model_type) {model_type!r}; this "
                               f"command reads {sorted(MODEL_TYPES)}")
     for section in ("model", "train"):
         if section not in cfg:
-            raise CheckpointError(f"{run / CONFIG} has no '{section}' section")
-    for section in ("model", "train", "data"):
-        if not isinstance(cfg.get(section, {}), dict):
-            raise CheckpointError(f"{run / CONFIG}: '{section}' must be a JSON object, got "
-                                  f"{type(cfg[section]).__name__}")
+            raise CheckpointError(f"{path} has no '{section}' section")
+    config_from_json(MODEL_TYPES[model_type][1], cfg["model"], path, "model")
+    config_from_json(TrainConfig, cfg["train"], path, "train")
+    _check_data_section(cfg.get("data", {}), path)
     return cfg
+
+
+#: the keys of the ``data`` section the commands read: key → (expected, check)
+_DATA_KEYS = {
+    "chars": ("a non-negative integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "files": ("a non-negative integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "skipped": ("a non-negative integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "min_count": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    "paths": ("a list of strings", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v)),
+    "glob": ("a string or null", lambda v: v is None or isinstance(v, str)),
+}
+
+
+def _check_data_section(data, path: Path) -> None:
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: 'data' must be a JSON object, got {json_type(data)}")
+    for key, (expected, check) in _DATA_KEYS.items():
+        if key in data and not check(data[key]):
+            raise CheckpointError(f"{path}: data.{key} must be {expected}, got {short(data[key])}")
+
+
+def read_vocabulary(run_dir: str | os.PathLike) -> Vocabulary:
+    """The run's vocab.json (CheckpointError naming it when it is missing or invalid)."""
+    try:
+        return Vocabulary.load(Path(run_dir) / VOCAB)
+    except DataError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def _dtype(cfg: dict) -> torch.dtype | None:
+    return torch.float64 if cfg["train"].get("precision") == "fp64" else None
+
+
+def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabulary, precision: str,
+                 present: dict | None = None) -> None:
+    """Check, before the model is built, that ``model`` (with ``vocab``) has the tensors of the
+    weights ``--resume`` will read: those of the resume file (or, in the older layout without
+    weights there, of model.safetensors). ``present``: the model section of config.json."""
+    run = Path(run_dir)
+    header, _ = read_header(run / STATE_TENSORS, "trainer state")
+    weights = {k[len("model."):]: v for k, v in header.items() if k.startswith("model.")}
+    path = run / STATE_TENSORS
+    if not weights:
+        path = run / LATEST
+        weights, _ = read_header(path, "model weights")
+    check_against_weights(lambda c: CharLM(c, vocab), model, weights, run / CONFIG, path,
+                          dtype=torch.float64 if precision == "fp64" else None, present=present)
 
 
 def load_state_into(model: nn.Module, path: Path) -> dict[str, str]:
@@ -201,30 +167,6 @@ def load_state_into(model: nn.Module, path: Path) -> dict[str, str]:
     return metadata
 
 
-def load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``model.load_state_dict(tensors)`` after checking names, shapes and dtypes (errors
-    name ``path``, where the tensors came from)."""
-    expected = model.state_dict()
-    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise CheckpointError(f"{path} does not match the config: missing {missing[:3]}, unexpected {extra[:3]}")
-    for name, t in tensors.items():
-        want = expected[name]
-        if t.shape != want.shape or t.dtype != want.dtype:
-            raise CheckpointError(f"{path}: tensor {name} is {t.dtype} {tuple(t.shape)}, the config needs "
-                                  f"{want.dtype} {tuple(want.shape)}")
-    model.load_state_dict(tensors)
-
-
-def build_model(cfg: dict, vocab: Vocabulary, where: Path) -> nn.Module:
-    model_cls, config_cls = MODEL_TYPES[cfg["model_type"]]
-    try:
-        config = config_cls.from_dict(cfg.get("model", {}))
-        return model_cls(config, vocab)
-    except (TypeError, ValueError, AttributeError, KeyError) as e:
-        raise CheckpointError(f"{where / CONFIG} has an invalid model config: {e}") from None
-
-
 def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu") -> CharLM:
     """Load the model of a run directory written by :func:`rnnkit.train`.
 
@@ -233,38 +175,41 @@ def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | tor
         checkpoint: ``"best"`` (best validation bpc; falls back to latest when the run had no
             validation set) or ``"latest"``.
     Raises CheckpointError (one line) for a missing directory or file, a corrupt or
-    truncated file, tensors that do not match the config, or an unknown format/model type.
+    truncated file, a config whose fields have the wrong types or ranges or do not match the
+    weights (checked on the meta device before the model is built), or an unknown
+    format/model type.
     """
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {checkpoint!r}")
     run = Path(run_dir)
     cfg = read_config(run)
-    try:
-        vocab = Vocabulary.load(run / VOCAB)
-    except DataError as e:
-        raise CheckpointError(str(e)) from None
-    model = build_model(cfg, vocab, run)
-    if cfg["train"].get("precision") == "fp64":
-        model = model.double()
+    vocab = read_vocabulary(run)
     path = run / CHECKPOINTS[checkpoint]
     if checkpoint == "best" and not path.exists() and (run / LATEST).exists():
         path = run / LATEST
+    header, _ = read_header(path, "model weights")
+    model_cls, config_cls = MODEL_TYPES[cfg["model_type"]]
+    model = build_checked(lambda c: model_cls(c, vocab), config_cls.from_dict(cfg["model"]), header, run / CONFIG,
+                          path, dtype=_dtype(cfg), present=cfg["model"])
     load_state_into(model, path)
     model.eval()
     return model.to(device)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The records of metrics.jsonl (a torn last line, from a crash, is ignored)."""
+    """The records of metrics.jsonl: its lines that hold JSON objects (a torn last line, from
+    a crash, is ignored, and so is any other line that is not an object)."""
     path = Path(run_dir) / METRICS
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

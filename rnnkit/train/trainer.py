@@ -284,7 +284,8 @@ class Trainer:
     def _truncate_metrics(self) -> None:
         """Drop metrics logged after the current step: the resumed run logs those steps again."""
         d = self.run_dir
-        kept = [r for r in rundir.read_metrics(d) if r.get("step", 0) <= self.step]
+        kept = [r for r in rundir.read_metrics(d)
+                if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= self.step]
         rundir.atomic_write(d / rundir.METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     def _autocast(self):
