@@ -351,7 +351,7 @@ def _keep_for_backward(ctx, keep: bool, xw: Tensor, *saved: Tensor) -> None:
 
 
 class _NativeLSTM(torch.autograd.Function):
-    """:class:`_BPTT` for the LSTM with the time loop in C++ (``rnnkit/native/loops.cpp``)."""
+    """:class:`_BPTT` for the LSTM with the time loop in C++ (``rnnkit/native/lstm.cpp``)."""
 
     @staticmethod
     def forward(ctx, cell: Cell, opts: LoopOptions, ext, names: tuple, x: Tensor, h0: Tensor, c0: Tensor, *tensors):
@@ -427,7 +427,7 @@ class _NativeLSTM(torch.autograd.Function):
 
 
 class _NativeGRU(torch.autograd.Function):
-    """:class:`_BPTT` for the GRU with the time loop in C++ (``rnnkit/native/loops.cpp``)."""
+    """:class:`_BPTT` for the GRU with the time loop in C++ (``rnnkit/native/gru.cpp``)."""
 
     @staticmethod
     def forward(ctx, cell: Cell, opts: LoopOptions, ext, names: tuple, x: Tensor, h0: Tensor, *tensors):
@@ -475,12 +475,12 @@ class _NativeGRU(torch.autograd.Function):
         return (None, None, None, None, dx, dh0 if ctx.needs_input_grad[5] else None, *dparams)
 
 
-# as in loops.cpp; hard_sigmoid_keras2 has no native code and runs the Python loop
+# Act in rnnkit/native/common.h; hard_sigmoid_keras2 has no native code and runs the Python loop
 _ACT_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "hard_sigmoid": 4}
 
 
 class _NativeJordan(torch.autograd.Function):
-    """:class:`_BPTT` for the Jordan network with the time loop in C++."""
+    """:class:`_BPTT` for the Jordan network with the time loop in C++ (``rnnkit/native/jordan.cpp``)."""
 
     @staticmethod
     def forward(ctx, cell: Cell, opts: LoopOptions, ext, names: tuple, x: Tensor, y0: Tensor, *tensors):
@@ -528,31 +528,57 @@ class _NativeJordan(torch.autograd.Function):
         return (None, None, None, None, dx, dy0 if ctx.needs_input_grad[5] else None, *dparams)
 
 
-def _native_function(cell: Cell, x: Tensor, opts: LoopOptions):
-    """The native loop for this call as (autograd Function, loaded extension), or None: float32
-    or float64 on the CPU, no diagnostics hooks (``record``/``observe`` instrument the Python
-    loop), and an LSTM with sigmoid/tanh (any of peepholes, layer norm, projection), a GRU
-    without layer norm, or a Jordan network; recurrent dropout, zoneout and lengths in all."""
+def _native_loop(cell: Cell, device: torch.device, dtype: torch.dtype):
+    """The native loop's autograd Function for ``cell`` on tensors of this device and dtype,
+    or None: float32 or float64 on the CPU, and an LSTM with sigmoid/tanh (any of
+    peepholes, layer norm, projection), a GRU without layer norm, or a Jordan network."""
     from .cells.gru import GRUCell
     from .cells.jordan import JordanCell
     from .cells.lstm import LSTMCell
 
-    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or opts.record is not None
-            or opts.observe is not None):
+    if device.type != "cpu" or dtype not in (torch.float32, torch.float64) or not cell.has_backward:
         return None
     kind = type(cell)
     if kind is LSTMCell and cell.sig.name == "sigmoid" and cell.act.name == "tanh":
-        function = _NativeLSTM
-    elif kind is GRUCell and not cell.layer_norm:
-        function = _NativeGRU
-    elif kind is JordanCell and cell.phi.name in _ACT_CODES and cell.psi.name in _ACT_CODES:
-        function = _NativeJordan
-    else:
+        return _NativeLSTM
+    if kind is GRUCell and not cell.layer_norm:
+        return _NativeGRU
+    if kind is JordanCell and cell.phi.name in _ACT_CODES and cell.psi.name in _ACT_CODES:
+        return _NativeJordan
+    return None
+
+
+def _native_function(cell: Cell, x: Tensor, opts: LoopOptions):
+    """The native loop for this call as (autograd Function, loaded extension), or None:
+    :func:`_native_loop` says which cells, dtypes and devices; the diagnostics hooks
+    (``record``/``observe``) instrument the Python loop; recurrent dropout, zoneout and
+    lengths run natively in all."""
+    if opts.record is not None or opts.observe is not None:
+        return None
+    function = _native_loop(cell, x.device, x.dtype)
+    if function is None:
         return None
     from . import native
 
     ext = native.load()
     return None if ext is None else (function, ext)
+
+
+def uses_native_loops(model: torch.nn.Module, dtype: torch.dtype | None = None) -> bool:
+    """Whether training or running ``model`` will call the native loops: some recurrent
+    layer in it (a module with a ``cell``) has a cell with a native loop for its parameters'
+    device and dtype (``dtype`` instead, e.g. an autocast dtype), and ``RNNKIT_NATIVE`` is
+    not 0. Used to build the loops before a training clock starts."""
+    from . import native
+
+    if native.mode() == "0":
+        return False
+    for module in model.modules():
+        cell = getattr(module, "cell", None)
+        weight = next(module.parameters(recurse=False), None)
+        if isinstance(cell, Cell) and weight is not None and _native_loop(cell, weight.device, dtype or weight.dtype):
+            return True
+    return False
 
 
 def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> tuple[Tensor, State]:

@@ -5,6 +5,7 @@ what falls back to the Python loop)."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -12,7 +13,15 @@ import torch
 import rnnkit
 from rnnkit import engine, native
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="the native extension could not be built here")
+from . import needs
+
+
+@pytest.fixture(autouse=True)
+def _native_loops_built():
+    """Skips where the extension cannot be built (no compiler), with the reason; fails under CI."""
+    if not native.available():
+        needs.missing(f"the native extension could not be built here: {native.status().reason}")
+
 
 T, B, I, H = 7, 4, 5, 6
 
@@ -25,11 +34,22 @@ def _grads(layer, x, state, lengths, seed):
     return [out, h, c, *torch.autograd.grad(loss, [x, *state, *layer.parameters()])]
 
 
-def _both_paths(monkeypatch, layer, x, state, lengths):
+def _native_function_of(layer):
+    return {rnnkit.LSTM: engine._NativeLSTM, rnnkit.GRU: engine._NativeGRU,
+            rnnkit.Jordan: engine._NativeJordan}[type(layer)]
+
+
+def _both_paths(monkeypatch, grads, layer, *args):
+    """``grads(layer, *args, seed)`` on the native loop and on the Python loop, asserting that
+    the native loop ran once per layer and direction (a silent fallback would compare the
+    Python loop with itself) and the Python loop did not call it."""
+    calls = _count_native_calls(monkeypatch, _native_function_of(layer))
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    got = _grads(layer, x, state, lengths, 5)
+    got = grads(layer, *args, 5)
+    assert len(calls) == layer.num_layers * (2 if layer.bidirectional else 1)
     monkeypatch.setenv("RNNKIT_NATIVE", "0")
-    want = _grads(layer, x, state, lengths, 5)
+    want = grads(layer, *args, 5)
+    assert len(calls) == layer.num_layers * (2 if layer.bidirectional else 1)
     return got, want
 
 
@@ -53,7 +73,7 @@ def test_native_equals_the_python_loop(monkeypatch, dtype, options, use_lengths,
     state = tuple(torch.randn(n, B, size, dtype=dtype, requires_grad=True)
                   for size in (options.get("proj_size") or H, H))
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
-    got, want = _both_paths(monkeypatch, layer, x, state, lengths)
+    got, want = _both_paths(monkeypatch, _grads, layer, x, state, lengths)
     if dtype == torch.float64:
         tol = {"rtol": 1e-12, "atol": 1e-12}
     else:  # float32 layer norm: C++ and PyTorch sum the variance in different orders
@@ -73,12 +93,13 @@ def test_native_gradcheck(monkeypatch, options, reverse):
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(n, 2, options.get("proj_size") or 4, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True)
-    assert _gradcheck(layer, x, h0, c0)
+    assert _gradcheck(monkeypatch, layer, x, h0, c0)
 
 
 @pytest.mark.parametrize("proj_size", [0, 4])
 def test_same_outputs_and_gradients_as_torch_nn_lstm(monkeypatch, proj_size):
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    calls = _count_native_calls(monkeypatch)
     ref = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=proj_size)
     ours = rnnkit.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=proj_size)
     ours.load_state_dict(ref.state_dict())
@@ -91,6 +112,7 @@ def test_same_outputs_and_gradients_as_torch_nn_lstm(monkeypatch, proj_size):
     g_o = torch.autograd.grad(out_o.pow(2).sum(), [x, *ours.parameters()])
     for a, b in zip(g_o, g_r):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert len(calls) == 4  # 2 layers × 2 directions
 
 
 def _count_native_calls(monkeypatch, function=None):
@@ -107,9 +129,12 @@ def _count_native_calls(monkeypatch, function=None):
     return calls
 
 
-def _gradcheck(layer, x, *state):
-    """float64 gradcheck of ``layer`` over x, its initial state and its parameters, with
-    lengths [5, 3] and the dropout/zoneout masks fixed by reseeding before every call."""
+def _gradcheck(monkeypatch, layer, x, *state):
+    """float64 gradcheck of ``layer``'s native loop over x, its initial state and its
+    parameters, with lengths [5, 3] and the dropout/zoneout masks fixed by reseeding before
+    every call; asserts that the native loop is what ran."""
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    calls = _count_native_calls(monkeypatch, _native_function_of(layer))
     names = [k for k, _ in layer.named_parameters()]
     lengths = torch.tensor([5, 3])
     n = len(state)
@@ -120,7 +145,9 @@ def _gradcheck(layer, x, *state):
             out, final = layer(x, rest[:n] if n > 1 else rest[0], lengths=lengths)
         return (out, *(final if isinstance(final, tuple) else (final,)))
 
-    return torch.autograd.gradcheck(f, (x, *state, *layer.parameters()))
+    ok = torch.autograd.gradcheck(f, (x, *state, *layer.parameters()))
+    assert len(calls) >= layer.num_layers * (2 if layer.bidirectional else 1)
+    return ok
 
 
 @pytest.mark.parametrize("options,native_expected", [
@@ -181,10 +208,7 @@ def test_native_gru_equals_the_python_loop(monkeypatch, dtype, options, use_leng
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
     h0 = torch.randn(n, B, H, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
-    monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    got = _one_state_grads(layer, x, h0, lengths, 5)
-    monkeypatch.setenv("RNNKIT_NATIVE", "0")
-    want = _one_state_grads(layer, x, h0, lengths, 5)
+    got, want = _both_paths(monkeypatch, _one_state_grads, layer, x, h0, lengths)
     tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
@@ -197,7 +221,7 @@ def test_native_gru_gradcheck(monkeypatch, reset_after):
                        recurrent_dropout=0.3).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
-    assert _gradcheck(layer, x, h0)
+    assert _gradcheck(monkeypatch, layer, x, h0)
 
 
 def test_native_gru_matches_torch_nn_gru(monkeypatch):
@@ -225,14 +249,23 @@ def test_layer_norm_gru_keeps_the_python_loop(monkeypatch):
     assert calls
 
 
-def test_a_failed_build_falls_back_to_the_python_loop_or_fails_when_required(monkeypatch, caplog):
-    """Without a compiler: ``auto`` warns once and runs the Python loop, ``1`` is an error."""
+@pytest.mark.parametrize("failure,expected", [
+    ("compiler error", "the C\\+\\+ compiler \\(.+\\) failed: .*c\\+\\+: command not found"),
+    ("no compiler", "no C\\+\\+ compiler found \\(/nonexistent/c\\+\\+ is not on PATH\\)"),
+])
+def test_a_failed_build_falls_back_to_the_python_loop_or_fails_when_required(monkeypatch, caplog, tmp_path,
+                                                                            failure, expected):
+    """A build that fails (the compiler fails, or there is none and the cache holds no build):
+    ``auto`` warns once, naming the cause, and runs the Python loop; ``1`` is an error."""
     import torch.utils.cpp_extension as cpp
 
-    def no_compiler(*args, **kwargs):
+    def compiler_error(*args, **kwargs):
         raise RuntimeError("Error building extension: c++: command not found")
 
-    monkeypatch.setattr(cpp, "load", no_compiler)
+    monkeypatch.setattr(cpp, "load", compiler_error)
+    if failure == "no compiler":
+        monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setenv("RNNKIT_NATIVE_CACHE", str(tmp_path / "cache"))  # empty: nothing built yet
     monkeypatch.setattr(native, "_module", None)
     monkeypatch.setattr(native, "_failed", None)
     monkeypatch.setenv("RNNKIT_NATIVE", "auto")
@@ -243,10 +276,10 @@ def test_a_failed_build_falls_back_to_the_python_loop_or_fails_when_required(mon
         out, _ = layer(x)
         layer(x)
     assert not calls and out.shape == (T, B, H)
-    warnings = [r.getMessage() for r in caplog.records if "could not be built" in r.getMessage()]
-    assert len(warnings) == 1 and "c++: command not found" in warnings[0]
+    warnings = [r.getMessage() for r in caplog.records if "are not available" in r.getMessage()]
+    assert len(warnings) == 1 and re.search(expected, warnings[0]), warnings
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    with pytest.raises(RuntimeError, match="RNNKIT_NATIVE=1 but the native loops could not be built"):
+    with pytest.raises(RuntimeError, match="RNNKIT_NATIVE=1 but the native loops could not be built: " + expected):
         layer(x)
 
 
@@ -268,12 +301,7 @@ def test_native_jordan_equals_the_python_loop(monkeypatch, dtype, options, use_l
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
     y0 = torch.randn(n, B, O, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
-    monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    calls = _count_native_calls(monkeypatch, engine._NativeJordan)
-    got = _one_state_grads(layer, x, y0, lengths, 5)
-    assert calls
-    monkeypatch.setenv("RNNKIT_NATIVE", "0")
-    want = _one_state_grads(layer, x, y0, lengths, 5)
+    got, want = _both_paths(monkeypatch, _one_state_grads, layer, x, y0, lengths)
     tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
@@ -285,4 +313,4 @@ def test_native_jordan_gradcheck(monkeypatch):
                           recurrent_dropout=0.3).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     y0 = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)
-    assert _gradcheck(layer, x, y0)
+    assert _gradcheck(monkeypatch, layer, x, y0)

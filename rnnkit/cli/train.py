@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from . import add_command
-from ._common import add_field_options, duration, given
+from ._common import NativeBuildProgress, add_field_options, duration, given
 
 _MODEL_OPTIONS = [
     ("--cell", "cell", str, "recurrent layer type (any registered name, e.g. lstm, gru, irnn, mlstm, lru, s6)"),
@@ -72,18 +72,23 @@ def register(subparsers) -> None:
 
 
 class _Progress:
-    """The tqdm bar over the budget (steps or time), with a sample printed now and then."""
+    """The tqdm bar over the budget (steps or time), with a sample printed now and then;
+    before it, a line while the native loops compile (before the clock starts)."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.bar: tqdm | None = None
         self.val: float | None = None
+        self.native = NativeBuildProgress(sys.stderr)
 
     def __call__(self, event: dict) -> None:
         if self.quiet:
             return
         kind = event["kind"]
-        if kind == "start":
+        if kind == "native":
+            self.native(event)
+        elif kind == "start":
+            self.native.close()
             self.bar = tqdm(total=1000, unit="‰", dynamic_ncols=True, file=sys.stderr,
                             bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
             self.bar.update(int(event["progress"] * 1000))
@@ -100,6 +105,7 @@ class _Progress:
             tqdm.write(f"--- sample at step {event['step']} ---\n{text}\n---", file=sys.stderr)
 
     def close(self) -> None:
+        self.native.close()
         if self.bar is not None:
             self.bar.close()
 

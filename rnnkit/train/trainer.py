@@ -134,13 +134,16 @@ class TrainResult:
 
 class Trainer:
     """Train ``model`` on ``task`` into ``run_dir`` (which already holds config.json and
-    vocab.json). ``callback(event)`` receives dicts with ``kind`` ∈ {"start", "step", "eval",
-    "sample", "checkpoint"}; it is how the CLI shows progress (library code does not print)."""
+    vocab.json). ``callback(event)`` receives dicts with ``kind`` ∈ {"native", "start", "step",
+    "eval", "sample", "checkpoint"}; it is how the CLI shows progress (library code does not
+    print). "native" events come before "start", while the native loops are compiled or
+    another process's build is waited for (:func:`rnnkit.native.load`)."""
 
     def __init__(self, model: nn.Module, task: LanguageModelTask, cfg: TrainConfig, run_dir: Path,
                  callback: rundir.Callback | None = None):
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, Path(run_dir)
         self.callback = callback or (lambda event: None)
+        self._progress = callback  # None: the native build, if any, logs instead
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
         self.epoch = 0
@@ -378,6 +381,7 @@ class Trainer:
 
         train_bpc = None
         evaluated_at = -1
+        self._load_native_loops()
         self.callback({"kind": "start", "step": self.step, "elapsed": self.elapsed,
                        "progress": cfg.progress(self.step, self.elapsed)})
         t_last = time.monotonic()
@@ -475,6 +479,16 @@ class Trainer:
             self._evaluate_and_save()
         return TrainResult(self.run_dir, self.step, self.elapsed, train_bpc, self.last_val, self.best_val,
                            interrupted=self._stop)
+
+    def _load_native_loops(self) -> None:
+        """Build or load the native loops now, before the clock starts, when the model will
+        run them: a first run's compile (up to a minute) must not eat the budget. The
+        build reports through the callback ("native" events, see :func:`rnnkit.native.load`)."""
+        from .. import native
+        from ..engine import uses_native_loops
+
+        if uses_native_loops(self.model, torch.bfloat16 if self.cfg.precision == "bf16" else None):
+            native.load(progress=self._progress)
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device

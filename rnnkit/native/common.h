@@ -1,0 +1,255 @@
+// rnnkit's native time loops: what the LSTM, GRU and Jordan loops share, and every entry
+// point with its arguments and their shapes (one .cpp per cell family implements its own;
+// module.cpp binds them for Python; rnnkit/native/__init__.py lists the sources and builds
+// them).
+//
+// Each loop runs the forward and the hand-written BPTT of its Python cell
+// (rnnkit/cells/lstm.py, gru.py, jordan.py) with the engine's per-step options of
+// rnnkit/engine.py (variational recurrent dropout, zoneout, lengths). The arithmetic is the
+// Python cell's, line by line; what changes is the cost per step: one GEMM call plus one
+// fused pass over the gates, instead of a dozen tensor operations dispatched from Python.
+//
+// Layout: every tensor is contiguous, float32 or float64 (all of one call alike), on the
+// CPU. T steps, B sequences, H hidden units, P the LSTM's output size (proj_size, else H),
+// O the Jordan network's output size. Gates are ordered as in torch.nn: i, f, g, o (LSTM)
+// and r, z, n (GRU). Optional arguments are None from Python.
+//
+// Options common to every loop:
+//   rmask  (B, S)     the variational recurrent dropout mask: the GEMM reads state ⊙ rmask
+//                     (S: the recurrent state's size, P / H / O)
+//   valid  (T, B)     1 where step t of sequence b is inside its length, else 0: past its
+//                     length a sequence's output is 0 and its state passes through
+//   zh, zc (T, B, S)  zoneout masks: the state keeps z ⊙ old + (1 - z) ⊙ new
+//   reverse           run the steps from T-1 down to 0 (the backward direction)
+//   keep              return what the backward needs (false under no_grad)
+//
+// Only ATen's per-operator headers are included here (not torch/extension.h): the family
+// files then compile in a few seconds each, in parallel, and only module.cpp pays for the
+// Python binding headers.
+
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace rnnkit_native {
+
+using at::Tensor;
+
+// ---------------------------------------------------------------------------------------
+// Entry points
+
+// LSTM (lstm.cpp): rnnkit/cells/lstm.py with sigmoid/tanh, peepholes, projection, layer norm.
+//
+// lstm_forward
+//   xw    (T, B, 4H)  x W_ihᵀ + b (with layer norm LN(x W_ihᵀ; γ_x) + b); overwritten with
+//                     the activated gates i, f, g, o, which the backward reads
+//   h0 (B, P), c0 (B, H)
+//   w_hh  (4H, P)     w_hr (P, H) or None: the projection
+//   peep  (3, H)      the peephole weights w_ci, w_cf, w_co, or None
+//   rmask (B, P), valid (T, B), zh (T, B, P), zc (T, B, H): as above, or None
+//   ln    [] or [γ_h (4H), γ_c (H), β_c (H)]: layer norm of the recurrent projection and of c'
+// returns out (T, B, P), h_T (B, P), c_T (B, H) and, when keep, the backward's `saved`:
+//   hr (T, B, P) = h_{t-1} ⊙ rmask, c_in = c_{t-1} ((T, B, H) with zoneout or lengths,
+//   else (1, B, H) = c_0), c_new (T, B, H) = c_t before zoneout/lengths, tc = tanh(c_t)
+//   ((T, B, H); with layer norm (1, B, H) scratch), then with layer norm â_h (T, B, 4H),
+//   1/σ_h (T, B), â_c (T, B, H), 1/σ_c (T, B), then with projection h_full (T, B, H) =
+//   o ⊙ tanh(...) before W_hr.
+std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
+                                 c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                 c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc,
+                                 std::vector<Tensor> ln, bool reverse, bool keep);
+// lstm_backward
+//   dout  (T, B, P) or None, dhT (B, P), dcT (B, H): the gradients reaching the outputs
+//   saved [gates (T, B, 4H), c_in, c_new, tc] and with layer norm [â_h, 1/σ_h, â_c, 1/σ_c],
+//         as lstm_forward returned them
+//   w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse: as in the forward
+// returns dgates (T, B, 4H) = d(xw) (= d(h W_hhᵀ) without layer norm), dh_0 (B, P),
+//   dc_0 (B, H), then with layer norm drec (T, B, 4H) = d(h W_hhᵀ) and dcln (T, B, H) =
+//   d LN(c_t), then with projection dh (T, B, P), the gradient reaching the projected h
+//   (dW_hr = Σ dhᵀ h_full). The engine forms the weight gradients with one GEMM each.
+std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, std::vector<Tensor> saved,
+                                  Tensor w_hh, c10::optional<Tensor> w_hr, c10::optional<Tensor> peep,
+                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                  c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln,
+                                  bool reverse);
+
+// GRU (gru.cpp): rnnkit/cells/gru.py without layer norm, both forms.
+//
+// gru_forward
+//   xw    (T, B, 3H)  x W_ihᵀ + b_ih (reset_before: + b_hh); overwritten with r, z, n
+//   h0 (B, H), w_hh (3H, H)
+//   b_hh  (3H) or None: the recurrent bias (reset_after only; reset_before has it in xw)
+//   rmask (B, H), valid (T, B), zh (T, B, H): as above, or None
+//   reset_after       true: n = tanh(x_n + r ⊙ (h W_hnᵀ + b_hn)) (cuDNN); false: the 2014 form
+// returns out (T, B, H), h_T (B, H) and, when keep, hin (T, B, H) = h_{t-1}, hr (T, B, H)
+//   = h_{t-1} ⊙ rmask (hin itself without a mask), aux (T, B, H) = reset_after
+//   h W_hnᵀ + b_hn, reset_before r ⊙ hr.
+std::vector<Tensor> gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh,
+                                c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                bool reset_after, bool reverse, bool keep);
+// gru_backward
+//   dout (T, B, H) or None, dhT (B, H); gates (T, B, 3H), hin, hr, aux (T, B, H) as the
+//   forward returned them; w_hh, rmask, valid, zh, reset_after, reverse as in the forward
+// returns dxw (T, B, 3H) = d(xw), drec (T, B, 3H) = d of the recurrent pre-activations
+//   (reset_after h W_hhᵀ + b_hh; reset_before the r,z GEMM output and (r ⊙ hr) W_hnᵀ, equal
+//   to dxw) and dh_0 (B, H).
+std::vector<Tensor> gru_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor gates, Tensor hin_all, Tensor hr_all,
+                                 Tensor aux_all, Tensor w_hh, c10::optional<Tensor> rmask,
+                                 c10::optional<Tensor> valid, c10::optional<Tensor> zh, bool reset_after,
+                                 bool reverse);
+
+// Jordan network (jordan.cpp): rnnkit/cells/jordan.py, the recurrence from the previous output.
+//   h = φ(x W_ihᵀ + b + (y ⊙ rmask) W_hhᵀ),   y' = ψ(h W_hoᵀ + b_ho)
+// φ and ψ are coded as Act (the engine's _ACT_CODES; kHardSigmoid is PyTorch's hardsigmoid,
+// relu6(x + 3) / 6); each derivative is written through the activation's output, as in
+// rnnkit/cells/activations.py.
+enum Act : int64_t { kIdentity = 0, kSigmoid = 1, kTanh = 2, kRelu = 3, kHardSigmoid = 4 };
+//
+// jordan_forward
+//   xw    (T, B, H)   x W_ihᵀ + b; overwritten with h
+//   y0 (B, O), w_hh (H, O), w_ho (O, H), b_ho (O) or None
+//   rmask (B, O), valid (T, B), zh (T, B, O): as above, or None
+//   phi, psi          Act codes of φ and ψ
+// returns out (T, B, O), y_T (B, O) and, when keep, yr (T, B, O) = y_{t-1} ⊙ rmask and
+//   y_new (T, B, O) = ψ(...) before zoneout and lengths.
+std::vector<Tensor> jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
+                                   c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                   c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse, bool keep);
+// jordan_backward
+//   dout (T, B, O) or None, dyT (B, O); h_all (T, B, H) (the forward's xw), yn_all (T, B, O)
+//   (its y_new); w_hh, w_ho, rmask, valid, zh, phi, psi, reverse as in the forward
+// returns da (T, B, H) = d(xw) (= of the recurrent pre-activation), dz (T, B, O) = of the
+//   output pre-activation, and dy_0 (B, O).
+std::vector<Tensor> jordan_backward(c10::optional<Tensor> dout, Tensor dyT, Tensor h_all, Tensor yn_all, Tensor w_hh,
+                                    Tensor w_ho, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                    c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse);
+
+// ---------------------------------------------------------------------------------------
+// Shared by the loops
+
+// exp for float without libm calls, so that the gate loops vectorize: 2^n · p(r) with
+// x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial (relative error ~1e-7, as expf).
+// n is rounded with the 1.5·2^23 trick (pure arithmetic: no call, no branch).
+// RNNKIT_INLINE: the gate loops vectorize only with these inlined, and GCC's heuristics do
+// not always inline a function with external linkage into every instantiation on their own.
+#define RNNKIT_INLINE inline __attribute__((always_inline))
+RNNKIT_INLINE float exp_f(float x) {
+  x = x < -87.3f ? -87.3f : x;
+  x = x > 88.3f ? 88.3f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+RNNKIT_INLINE double exp_f(double x) { return std::exp(x); }
+
+template <typename T> RNNKIT_INLINE T sigmoid(T x) { return T(1) / (T(1) + exp_f(-x)); }
+
+template <typename T> RNNKIT_INLINE T tanh_f(T x) {
+  const T e = exp_f(T(-2) * std::fabs(x));  // in (0, 1]: no overflow, no cancellation in 1 + e
+  return std::copysign((T(1) - e) / (T(1) + e), x);
+}
+RNNKIT_INLINE double tanh_f(double x) { return std::tanh(x); }
+
+template <typename T> const T* ptr_or_null(const c10::optional<Tensor>& t) {
+  return t.has_value() && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+inline int64_t grain(int64_t per_row) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, per_row)); }
+
+// C (M, N) += A (M, K) · W (K, N), all row-major and contiguous: one step's recurrent
+// GEMM (BLAS through ATen, on tensors that wrap the buffers).
+template <typename T>
+inline void step_gemm(T* C, const T* A, const Tensor& W, int64_t M, int64_t K, int64_t N,
+                      const at::TensorOptions& opts) {
+  Tensor c = at::from_blob(C, {M, N}, opts);
+  at::addmm_out(c, c, at::from_blob(const_cast<T*>(A), {M, K}, opts), W);
+}
+
+// The engine's per-step handling of lengths and zoneout (rnnkit/engine.py), for one row of
+// n state units, shared by every loop below.
+//
+// Forward: `out` holds the step's new state; past the row's length (v = 0) the output is
+// zero and the state stays, with zoneout the state keeps z ⊙ old; `state` gets the result.
+template <typename T>
+inline void state_row_forward(T* __restrict out, T* __restrict state, const T* __restrict z, T v, int64_t n) {
+  if (v == T(0)) {
+    std::fill(out, out + n, T(0));
+    return;
+  }
+  if (z) {
+    for (int64_t j = 0; j < n; ++j) out[j] += z[j] * (state[j] - out[j]);  // lerp(new, old, z)
+  }
+  std::memcpy(state, out, sizeof(T) * n);
+}
+
+// Backward: `part` holds what reached the state from step t+1 without the recurrent GEMM,
+// `gemm` (may be null) the recurrent GEMM's part before the dropout mask `rm` (may be
+// null), `dout` (may be null) the output's gradient. Writes into `d` what reaches the
+// cell's step and into `part` what goes straight to the previous state: all of it past the
+// row's length (then d = 0 and this returns false), z ⊙ it with zoneout, else nothing.
+template <typename T>
+inline bool state_row_backward(T* __restrict d, T* __restrict part, const T* __restrict gemm,
+                               const T* __restrict rm, const T* __restrict dout, const T* __restrict z, T v,
+                               int64_t n) {
+  if (gemm && rm) {
+    for (int64_t j = 0; j < n; ++j) d[j] = part[j] + gemm[j] * rm[j];
+  } else if (gemm) {
+    for (int64_t j = 0; j < n; ++j) d[j] = part[j] + gemm[j];
+  } else {
+    std::memcpy(d, part, sizeof(T) * n);
+  }
+  if (dout && v != T(0)) {
+    for (int64_t j = 0; j < n; ++j) d[j] += dout[j];
+  }
+  if (v == T(0)) {  // past its length the state passed through unchanged
+    std::memcpy(part, d, sizeof(T) * n);
+    std::fill(d, d + n, T(0));
+    return false;
+  }
+  if (z) {
+    for (int64_t j = 0; j < n; ++j) {
+      part[j] = d[j] * z[j];
+      d[j] -= part[j];
+    }
+  } else {
+    std::fill(part, part + n, T(0));
+  }
+  return true;
+}
+
+// The entry points' argument checks.
+inline void check(const Tensor& t, const char* name, const Tensor& like) {
+  TORCH_CHECK(t.is_contiguous(), "rnnkit native loop: ", name, " must be contiguous");
+  TORCH_CHECK(t.device().is_cpu(), "rnnkit native loop: ", name, " must be on the CPU");
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "rnnkit native loop: ", name, " has dtype ",
+              t.scalar_type(), ", expected ", like.scalar_type());
+}
+
+inline void check_opt(const c10::optional<Tensor>& t, const char* name, const Tensor& like) {
+  if (t.has_value() && t->defined()) check(*t, name, like);
+}
+
+}  // namespace rnnkit_native

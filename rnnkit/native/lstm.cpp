@@ -1,0 +1,448 @@
+// rnnkit's native LSTM time loop (rnnkit/cells/lstm.py: sigmoid/tanh, peepholes, projection,
+// layer norm): the forward and the hand-written BPTT. Entry points and shapes: common.h.
+
+#include "common.h"
+
+namespace rnnkit_native {
+namespace {
+
+// One row (one sequence) of the forward step: the gates g (4H, pre-activations in,
+// activations out), the previous cell c, peepholes pp (3H) → c_new, tanh(c_new), h_new.
+// Branch-free so that it vectorizes; PEEP is a template argument for the same reason.
+template <typename T, bool PEEP>
+inline void forward_row(T* __restrict g, const T* __restrict c, const T* __restrict pp, T* __restrict cn_out,
+                        T* __restrict tc_out, T* __restrict h_out, int64_t H) {
+  // (the gate math is written out here and in forward_row_ln rather than shared through a
+  // helper: GCC vectorizes these loops only with the stores to g in the loop body itself)
+  for (int64_t j = 0; j < H; ++j) {
+    const T c_prev = c[j];
+    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
+    if (PEEP) {
+      ai += pp[j] * c_prev;
+      af += pp[H + j] * c_prev;
+    }
+    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
+    const T cn = f * c_prev + i * gg;
+    if (PEEP) ao += pp[2 * H + j] * cn;
+    const T o = sigmoid(ao);
+    const T tcv = tanh_f(cn);
+    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = o;
+    cn_out[j] = cn;
+    tc_out[j] = tcv;
+    h_out[j] = o * tcv;
+  }
+}
+
+// One row of the backward step: dh, dc reach the new state (after the engine's zoneout and
+// lengths handling); writes dgates (4H) and adds dc_{t-1} into dc_prev.
+template <typename T, bool PEEP>
+inline void backward_row(const T* __restrict g, const T* __restrict c_prev, const T* __restrict tc,
+                         const T* __restrict dh, const T* __restrict dc, const T* __restrict pp,
+                         T* __restrict dg, T* __restrict dc_prev, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
+    const T tcv = tc[j];
+    const T do_a = dh[j] * tcv * o * (T(1) - o);
+    T dct = dh[j] * o * (T(1) - tcv * tcv) + dc[j];
+    if (PEEP) dct += pp[2 * H + j] * do_a;
+    const T di_a = dct * gg * i * (T(1) - i);
+    const T df_a = dct * c_prev[j] * f * (T(1) - f);
+    const T dg_a = dct * i * (T(1) - gg * gg);
+    T dcp = dct * f;
+    if (PEEP) dcp += pp[j] * di_a + pp[H + j] * df_a;
+    dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a; dg[3 * H + j] = do_a;
+    dc_prev[j] += dcp;
+  }
+}
+
+// Layer norm (Ba et al. 2016; rnnkit/cells/base.py) of one row a (n): â = (a - μ)/σ into
+// xhat, returns 1/σ; σ² is the biased variance plus LN_EPS, as torch.native_layer_norm.
+template <typename T>
+inline T normalize_row(const T* __restrict a, T* __restrict xhat, int64_t n) {
+  T mean = T(0);
+#pragma omp simd reduction(+ : mean)
+  for (int64_t j = 0; j < n; ++j) mean += a[j];
+  mean /= T(n);
+  T var = T(0);
+#pragma omp simd reduction(+ : var)
+  for (int64_t j = 0; j < n; ++j) var += (a[j] - mean) * (a[j] - mean);
+  const T rstd = T(1) / std::sqrt(var / T(n) + T(1e-5));
+  for (int64_t j = 0; j < n; ++j) xhat[j] = (a[j] - mean) * rstd;
+  return rstd;
+}
+
+// The backward of layer norm with gain γ for one row: da = (ĝ - mean(ĝ) - â mean(ĝ â)) / σ
+// with ĝ = γ ⊙ dy.
+template <typename T>
+inline void normalize_row_backward(const T* __restrict dy, const T* __restrict gamma, const T* __restrict xhat,
+                                   T rstd, T* __restrict da, int64_t n) {
+  T s1 = T(0), s2 = T(0);
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t j = 0; j < n; ++j) {
+    const T gh = gamma[j] * dy[j];
+    s1 += gh;
+    s2 += gh * xhat[j];
+  }
+  s1 /= T(n);
+  s2 /= T(n);
+  for (int64_t j = 0; j < n; ++j) da[j] = (gamma[j] * dy[j] - s1 - xhat[j] * s2) * rstd;
+}
+
+// The layer-norm LSTM's forward step for one row (rnnkit/cells/lstm.py with layer_norm):
+// g (4H) holds LN(x W_ihᵀ; γ_x) + b on entry and gets γ_h ⊙ LN(rec) added, rec being the
+// row's recurrent GEMM output; then the gates, c' and h' = o ⊙ tanh(γ_c ⊙ LN(c') + β_c).
+template <typename T, bool PEEP>
+inline void forward_row_ln(T* __restrict g, const T* __restrict rec, const T* __restrict c,
+                           const T* __restrict pp, const T* __restrict gam_h, const T* __restrict gam_c,
+                           const T* __restrict beta_c, T* __restrict xh, T* __restrict rstd_h, T* __restrict xc,
+                           T* __restrict rstd_c, T* __restrict cn_out, T* __restrict tc_out, T* __restrict h_out,
+                           int64_t H) {
+  *rstd_h = normalize_row(rec, xh, 4 * H);
+  for (int64_t j = 0; j < 4 * H; ++j) g[j] += gam_h[j] * xh[j];
+  for (int64_t j = 0; j < H; ++j) {
+    const T c_prev = c[j];
+    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
+    if (PEEP) {
+      ai += pp[j] * c_prev;
+      af += pp[H + j] * c_prev;
+    }
+    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
+    const T cn = f * c_prev + i * gg;
+    if (PEEP) ao += pp[2 * H + j] * cn;
+    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = sigmoid(ao);
+    cn_out[j] = cn;
+  }
+  *rstd_c = normalize_row(cn_out, xc, H);
+  for (int64_t j = 0; j < H; ++j) {
+    const T tcv = tanh_f(gam_c[j] * xc[j] + beta_c[j]);
+    tc_out[j] = tcv;
+    h_out[j] = g[3 * H + j] * tcv;
+  }
+}
+
+// Its backward for one row (tanh(LN(c')) recomputed from â_c, γ_c, β_c rather than kept):
+// writes dgates (4H, the gradient of the gate pre-activations,
+// = of the normalized input projection), drec (4H, of the raw recurrent GEMM output),
+// dcln (H, of LN(c')'s output: the engine sums γ_c's and β_c's gradients from it) and adds
+// dc_{t-1} into dc_prev. dcn_tmp is scratch (H).
+template <typename T, bool PEEP>
+inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, const T* __restrict beta_c,
+                            const T* __restrict xh, T rstd_h, const T* __restrict xc, T rstd_c,
+                            const T* __restrict dh, const T* __restrict dc, const T* __restrict pp,
+                            const T* __restrict gam_h, const T* __restrict gam_c, T* __restrict dg,
+                            T* __restrict drec, T* __restrict dcln, T* __restrict dcn_tmp, T* __restrict dc_prev,
+                            int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T o = g[3 * H + j];
+    const T tcv = tanh_f(gam_c[j] * xc[j] + beta_c[j]);  // tanh(LN(c')), recomputed
+    dcln[j] = dh[j] * o * (T(1) - tcv * tcv);
+    dcn_tmp[j] = dh[j] * tcv * o * (T(1) - o);  // do_a, until d c' overwrites it below
+  }
+  for (int64_t j = 0; j < H; ++j) dg[3 * H + j] = dcn_tmp[j];
+  normalize_row_backward(dcln, gam_c, xc, rstd_c, dcn_tmp, H);  // d c'
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = g[j], f = g[H + j], gg = g[2 * H + j];
+    const T do_a = dg[3 * H + j];
+    T dct = dcn_tmp[j] + dc[j];
+    if (PEEP) dct += pp[2 * H + j] * do_a;
+    const T di_a = dct * gg * i * (T(1) - i);
+    const T df_a = dct * c_prev[j] * f * (T(1) - f);
+    const T dg_a = dct * i * (T(1) - gg * gg);
+    T dcp = dct * f;
+    if (PEEP) dcp += pp[j] * di_a + pp[H + j] * df_a;
+    dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a;
+    dc_prev[j] += dcp;
+  }
+  normalize_row_backward(dg, gam_h, xh, rstd_h, drec, 4 * H);
+}
+
+// Forward. xw (T, B, 4H) holds x W_ihᵀ + b and is overwritten with the activated gates
+// (i, f, g, o) that the backward reads. The output h has P = proj_size units (P = H without
+// projection: h = o ⊙ tanh(c'); with it h = W_hr (o ⊙ tanh(c')) and W_hh is (4H, P)).
+// Returns out (T, B, P), h_T, c_T and, when keep, hr (T, B, P) = the GEMM's input
+// h_{t-1} ⊙ mask, c_in (T, B, H) = c_{t-1}, c_new (T, B, H) = c_t before zoneout/lengths,
+// tc (T, B, H) = tanh of c_t (of LN(c_t)), then with layer norm â and 1/σ of the recurrent
+// projection and of c_t, then with projection h_full (T, B, H) = o ⊙ tanh(...).
+template <typename T>
+std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
+                                 c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                 c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                 c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse,
+                                 bool keep) {
+  const int64_t Tn = xw.size(0), B = xw.size(1), H = c0.size(1), P = h0.size(1);
+  auto opts = xw.options();
+  const bool LN = !ln.empty();
+  const bool PROJ = w_hr.has_value() && w_hr->defined();
+  Tensor out = at::empty({Tn, B, P}, opts);
+  Tensor h = h0.clone(), c = c0.clone();
+  Tensor hr_all, cin_all, cnew_all, tc_all, hf_all;
+  // c_{t-1} is kept per step only where zoneout or lengths make it differ from the previous
+  // step's c_new; otherwise cin holds c_0 alone. With layer norm tanh(LN(c_t)) is recomputed
+  // in the backward from â_c, so tc is one step of scratch.
+  const bool keep_cin = zc.has_value() || valid.has_value();
+  if (keep) {
+    hr_all = at::empty({Tn, B, P}, opts);
+    cin_all = keep_cin ? at::empty({Tn, B, H}, opts) : c0.unsqueeze(0).clone();
+    cnew_all = at::empty({Tn, B, H}, opts);
+    tc_all = at::empty({LN ? 1 : Tn, B, H}, opts);
+  }
+  if (PROJ) hf_all = at::empty({keep ? Tn : 1, B, H}, opts);
+  Tensor scratch = keep ? Tensor() : at::empty({2, B, H}, opts);  // c_new, tanh(c_new)
+  // layer norm: the raw recurrent GEMM output, and â, 1/σ of it and of c' (per step if kept)
+  Tensor rec, xh_all, rh_all, xc_all, rc_all;
+  if (LN) {
+    rec = at::empty({B, 4 * H}, opts);
+    const int64_t steps = keep ? Tn : 1;
+    xh_all = at::empty({steps, B, 4 * H}, opts);
+    rh_all = at::empty({steps, B}, opts);
+    xc_all = at::empty({steps, B, H}, opts);
+    rc_all = at::empty({steps, B}, opts);
+  }
+  const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
+  const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
+  const T* beta_c = LN ? ln[2].data_ptr<T>() : nullptr;
+  Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, P}, opts) : Tensor();
+  Tensor w_t = w_hh.t().contiguous();                         // (P, 4H): a plain row-major GEMM operand
+  Tensor w_hr_t = PROJ ? w_hr->t().contiguous() : Tensor();   // (H, P)
+  const T* pp = ptr_or_null<T>(peep);
+  const T* rm = ptr_or_null<T>(rmask);
+  const T* vd = ptr_or_null<T>(valid);
+  const T* zhp = ptr_or_null<T>(zh);
+  const T* zcp = ptr_or_null<T>(zc);
+  T* hp = h.data_ptr<T>();
+  T* cp = c.data_ptr<T>();
+  T* xwp = xw.data_ptr<T>();
+  for (int64_t s = 0; s < Tn; ++s) {
+    const int64_t t = reverse ? Tn - 1 - s : s;
+    const int64_t off = t * B * H, offp = t * B * P;
+    T* hr = hp;
+    if (keep) {
+      hr = hr_all.data_ptr<T>() + offp;
+      if (rm) {
+        for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
+      } else {
+        std::memcpy(hr, hp, sizeof(T) * B * P);
+      }
+      if (keep_cin) std::memcpy(cin_all.data_ptr<T>() + off, cp, sizeof(T) * B * H);
+    } else if (rm) {
+      hr = hr_tmp.data_ptr<T>();
+      for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
+    }
+    T* g = xwp + t * B * 4 * H;
+    if (LN) {  // rec = hr W_hhᵀ, normalized per row below
+      rec.zero_();
+      step_gemm<T>(rec.data_ptr<T>(), hr, w_t, B, P, 4 * H, opts);
+    } else {
+      step_gemm<T>(g, hr, w_t, B, P, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
+    }
+    const int64_t ls = keep ? t : 0;  // the per-step slot of this step's kept values
+    T* xh_t = LN ? xh_all.data_ptr<T>() + ls * B * 4 * H : nullptr;
+    T* rh_t = LN ? rh_all.data_ptr<T>() + ls * B : nullptr;
+    T* xc_t = LN ? xc_all.data_ptr<T>() + ls * B * H : nullptr;
+    T* rc_t = LN ? rc_all.data_ptr<T>() + ls * B : nullptr;
+    const T* recp = LN ? rec.data_ptr<T>() : nullptr;
+    T* o_t = out.data_ptr<T>() + offp;
+    T* hn_t = PROJ ? hf_all.data_ptr<T>() + ls * B * H : o_t;  // o ⊙ tanh(...), (B, H)
+    T* cn_t = keep ? cnew_all.data_ptr<T>() + off : scratch.data_ptr<T>();
+    T* tc_t = keep ? tc_all.data_ptr<T>() + (LN ? 0 : off) : scratch.data_ptr<T>() + B * H;
+    const T* zh_t = zhp ? zhp + offp : nullptr;
+    const T* zc_t = zcp ? zcp + off : nullptr;
+    at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = b * H;
+        if (LN && pp) {
+          forward_row_ln<T, true>(g + b * 4 * H, recp + b * 4 * H, cp + r, pp, gam_h, gam_c, beta_c,
+                                  xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, hn_t + r, H);
+        } else if (LN) {
+          forward_row_ln<T, false>(g + b * 4 * H, recp + b * 4 * H, cp + r, pp, gam_h, gam_c, beta_c,
+                                   xh_t + b * 4 * H, rh_t + b, xc_t + r, rc_t + b, cn_t + r, tc_t + r, hn_t + r, H);
+        } else if (pp) {
+          forward_row<T, true>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, hn_t + r, H);
+        } else {
+          forward_row<T, false>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, hn_t + r, H);
+        }
+        if (vd && vd[t * B + b] == T(0)) continue;  // past its length: the state stays
+        if (zc_t) {  // zoneout: lerp(new, old, z)
+          for (int64_t j = 0; j < H; ++j) cp[r + j] = cn_t[r + j] + zc_t[r + j] * (cp[r + j] - cn_t[r + j]);
+        } else {
+          std::memcpy(cp + r, cn_t + r, sizeof(T) * H);
+        }
+      }
+    });
+    if (PROJ) {  // h = (o ⊙ tanh(...)) W_hrᵀ
+      std::fill(o_t, o_t + B * P, T(0));
+      step_gemm<T>(o_t, hn_t, w_hr_t, B, H, P, opts);
+    }
+    for (int64_t b = 0; b < B; ++b) {  // the new h: lengths, zoneout
+      const int64_t r = b * P;
+      state_row_forward(o_t + r, hp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), P);
+    }
+  }
+  if (!keep) return {out, h, c};
+  std::vector<Tensor> res = {out, h, c, hr_all, cin_all, cnew_all, tc_all};
+  if (LN) res.insert(res.end(), {xh_all, rh_all, xc_all, rc_all});
+  if (PROJ) res.push_back(hf_all);
+  return res;
+}
+
+// Backward. Returns dgates (T, B, 4H) = d(x W_ihᵀ + b) (= d(h W_hhᵀ) without layer norm)
+// for every step, dh_0 and dc_0, then with layer norm drec (T, B, 4H) = d(h W_hhᵀ) and dcln
+// (T, B, H) = d LN(c_t), then with projection dh (T, B, P) = the gradient reaching the
+// projected h (dW_hr = Σ dhᵀ h_full). The engine forms dW_hh, dW_ih, dx and the bias,
+// peephole and layer-norm gradients from these with one reduction or GEMM each.
+template <typename T>
+std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT,
+                                  const std::vector<Tensor>& saved, Tensor w_hh, c10::optional<Tensor> w_hr,
+                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                  c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse) {
+  const Tensor& gates = saved[0];
+  const Tensor& cin_all = saved[1];
+  const Tensor& cnew_all = saved[2];
+  const Tensor& tc_all = saved[3];
+  const int64_t Tn = gates.size(0), B = gates.size(1), H = dcT.size(1), P = dhT.size(1);
+  auto opts = gates.options();
+  const bool LN = !ln.empty();
+  const bool PROJ = w_hr.has_value() && w_hr->defined();
+  Tensor dgates = at::empty({Tn, B, 4 * H}, opts);
+  // layer norm: the gradient of the raw recurrent GEMM output and of LN(c')'s output
+  Tensor drec_all = LN ? at::empty({Tn, B, 4 * H}, opts) : Tensor();
+  Tensor dcln_all = LN ? at::empty({Tn, B, H}, opts) : Tensor();
+  Tensor dcn_tmp = LN ? at::empty({B, H}, opts) : Tensor();
+  const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
+  const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
+  const T* beta_c = LN ? ln[2].data_ptr<T>() : nullptr;
+  Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
+  Tensor dh_gemm = at::zeros({B, P}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
+  Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
+  // dh reaching the step (B, P), per step with projection (for dW_hr), and dc (B, H)
+  Tensor dh_all = at::empty({PROJ ? Tn : 1, B, P}, opts);
+  Tensor dcw_t = at::empty({B, H}, opts);
+  Tensor dhf = PROJ ? at::empty({B, H}, opts) : Tensor();  // W_hrᵀ dh: reaching o ⊙ tanh(...)
+  const T* dop = ptr_or_null<T>(dout);
+  const T* pp = ptr_or_null<T>(peep);
+  const T* rm = ptr_or_null<T>(rmask);
+  const T* vd = ptr_or_null<T>(valid);
+  const T* zhp = ptr_or_null<T>(zh);
+  const T* zcp = ptr_or_null<T>(zc);
+  T* dhp = dh_part.data_ptr<T>();
+  T* dhg = dh_gemm.data_ptr<T>();
+  T* dcp = dc.data_ptr<T>();
+  T* dcw = dcw_t.data_ptr<T>();
+  T* dgp = dgates.data_ptr<T>();
+  for (int64_t s = 0; s < Tn; ++s) {
+    const int64_t t = reverse ? s : Tn - 1 - s;
+    const int64_t off = t * B * H, offp = t * B * P;
+    const T* g = gates.data_ptr<T>() + t * B * 4 * H;
+    T* dg = dgp + t * B * 4 * H;
+    // c_{t-1}: kept, or c_0 at the first step, or the c_new of the step before
+    const int64_t first = reverse ? Tn - 1 : 0;
+    const T* ci = cin_all.size(0) == Tn ? cin_all.data_ptr<T>() + off
+                  : t == first          ? cin_all.data_ptr<T>()
+                                        : cnew_all.data_ptr<T>() + (reverse ? t + 1 : t - 1) * B * H;
+    const T* tc_t = LN ? nullptr : tc_all.data_ptr<T>() + off;
+    const T* do_t = dop ? dop + offp : nullptr;
+    const T* zh_t = zhp ? zhp + offp : nullptr;
+    const T* zc_t = zcp ? zcp + off : nullptr;
+    T* drec_t = LN ? drec_all.data_ptr<T>() + t * B * 4 * H : nullptr;
+    T* dcln_t = LN ? dcln_all.data_ptr<T>() + off : nullptr;
+    const T* xh_t = LN ? saved[4].data_ptr<T>() + t * B * 4 * H : nullptr;
+    const T* rh_t = LN ? saved[5].data_ptr<T>() + t * B : nullptr;
+    const T* xc_t = LN ? saved[6].data_ptr<T>() + off : nullptr;
+    const T* rc_t = LN ? saved[7].data_ptr<T>() + t * B : nullptr;
+    T* dcn_s = LN ? dcn_tmp.data_ptr<T>() : nullptr;
+    T* dhw = dh_all.data_ptr<T>() + (PROJ ? offp : 0);
+    // 1. the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙ mask), the
+    //    output, zoneout (z ⊙ d(new) goes straight to the previous state) and lengths
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * P, rc = b * H;
+      const T v = vd ? vd[t * B + b] : T(1);
+      if (!state_row_backward(dhw + r, dhp + r, dhg + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
+                              zh_t ? zh_t + r : nullptr, v, P)) {
+        continue;  // past its length: dcp keeps dc as it is
+      }
+      state_row_backward(dcw + rc, dcp + rc, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                         static_cast<const T*>(nullptr), zc_t ? zc_t + rc : nullptr, T(1), H);
+    }
+    // 2. through the projection: d(o ⊙ tanh(...)) = dh W_hr
+    const T* dhc = dhw;
+    if (PROJ) {
+      dhf.zero_();
+      step_gemm<T>(dhf.data_ptr<T>(), dhw, *w_hr, B, P, H, opts);
+      dhc = dhf.data_ptr<T>();
+    }
+    // 3. the cell
+    at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = b * H;
+        if (vd && vd[t * B + b] == T(0)) {
+          std::fill(dg + b * 4 * H, dg + (b + 1) * 4 * H, T(0));
+          if (LN) {
+            std::fill(drec_t + b * 4 * H, drec_t + (b + 1) * 4 * H, T(0));
+            std::fill(dcln_t + r, dcln_t + r + H, T(0));
+          }
+          continue;
+        }
+        const T* dh = dhc + r;
+        const T* dcn = dcw + r;
+        if (LN && pp) {
+          backward_row_ln<T, true>(g + b * 4 * H, ci + r, beta_c, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
+                                   dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
+                                   dcn_s + r, dcp + r, H);
+        } else if (LN) {
+          backward_row_ln<T, false>(g + b * 4 * H, ci + r, beta_c, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
+                                    dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
+                                    dcn_s + r, dcp + r, H);
+        } else if (pp) {
+          backward_row<T, true>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
+        } else {
+          backward_row<T, false>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
+        }
+      }
+    });
+    dh_gemm.zero_();
+    step_gemm<T>(dhg, LN ? drec_t : dg, w_hh, B, 4 * H, P, opts);  // dh_{t-1} from the recurrent GEMM
+  }
+  Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
+  std::vector<Tensor> res = {dgates, dh0, dc};
+  if (LN) res.insert(res.end(), {drec_all, dcln_all});
+  if (PROJ) res.push_back(dh_all);
+  return res;
+}
+
+}  // namespace
+
+std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
+                                 c10::optional<Tensor> peep,
+                                 c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                                 c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln,
+                                 bool reverse, bool keep) {
+  for (auto* p : {&xw, &h0, &c0, &w_hh}) check(*p, "argument", xw);
+  check_opt(w_hr, "weight_hr", xw); check_opt(peep, "peephole", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
+  check_opt(zh, "zoneout h", xw); check_opt(zc, "zoneout c", xw);
+  for (auto& t : ln) check(t, "layer norm parameter", xw);
+  TORCH_CHECK(ln.empty() || ln.size() == 3, "rnnkit native LSTM: layer norm takes (gamma_h, gamma_c, beta_c)");
+  at::NoGradGuard no_grad;
+  if (xw.scalar_type() == at::kFloat)
+    return forward_impl<float>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse, keep);
+  TORCH_CHECK(xw.scalar_type() == at::kDouble, "rnnkit native LSTM: float32 or float64 only");
+  return forward_impl<double>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse, keep);
+}
+
+std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, std::vector<Tensor> saved,
+                                  Tensor w_hh, c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                                  c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse) {
+  TORCH_CHECK(saved.size() == (ln.empty() ? 4u : 8u), "rnnkit native LSTM: wrong number of saved tensors");
+  for (auto& t : saved) check(t, "saved tensor", saved[0]);
+  for (auto* p : {&dhT, &dcT, &w_hh}) check(*p, "argument", saved[0]);
+  check_opt(dout, "dout", saved[0]); check_opt(w_hr, "weight_hr", saved[0]); check_opt(peep, "peephole", saved[0]); check_opt(rmask, "rmask", saved[0]);
+  check_opt(valid, "valid", saved[0]); check_opt(zh, "zoneout h", saved[0]); check_opt(zc, "zoneout c", saved[0]);
+  for (auto& t : ln) check(t, "layer norm parameter", saved[0]);
+  at::NoGradGuard no_grad;
+  if (saved[0].scalar_type() == at::kFloat)
+    return backward_impl<float>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
+  return backward_impl<double>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
+}
+
+}  // namespace rnnkit_native

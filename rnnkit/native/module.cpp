@@ -1,0 +1,17 @@
+// The Python module of rnnkit's native loops: binds the entry points that common.h declares
+// (with their shapes) and lstm.cpp, gru.cpp, jordan.cpp implement. The only file that
+// includes the Python binding headers (the slowest part of the build to compile).
+
+#include <torch/csrc/utils/pybind.h>
+
+#include "common.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  using namespace rnnkit_native;
+  m.def("lstm_forward", &lstm_forward, "LSTM time loop, forward");
+  m.def("lstm_backward", &lstm_backward, "LSTM time loop, backward");
+  m.def("gru_forward", &gru_forward, "GRU time loop, forward");
+  m.def("gru_backward", &gru_backward, "GRU time loop, backward");
+  m.def("jordan_forward", &jordan_forward, "Jordan network time loop, forward");
+  m.def("jordan_backward", &jordan_backward, "Jordan network time loop, backward");
+}
