@@ -379,6 +379,9 @@ def run_scan_cell(cell: ScanCell, u: Tensor, state0: State, p: Params, opts: Loo
         raise ValueError(f"{type(cell).__name__} takes neither recurrent dropout nor zoneout")
     if opts.observe is not None:
         return run_steps(cell, u, state0, p, opts)
+    if is_exporting():  # torch.export traces the steps (unrolled for this T); the scan writes with out=
+        out, state_n, _ = engine._loop(_ScanSteps(cell), u, state0, p, opts, keep_caches=False)
+        return out, state_n
     names = tuple(n for n in p if n not in ("weight_ih", "bias_ih"))
     out, *state_n = _ScanCellRecurrence.apply(cell, opts, sequential, names, u, *state0, *(p[n] for n in names))
     return out, tuple(state_n)
