@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from .cells.base import NO_WORKSPACE, Cell, Params, State, Workspace
+from .cells.base import NO_WORKSPACE, Cell, Params, State, Workspace, differentiable_backward
 
 
 @dataclass
@@ -204,28 +204,21 @@ def _saved_inputs(ctx, n_state: int) -> tuple[Tensor, State, Params]:
 def _reference_backward(ctx, grad_outputs: Sequence[Tensor | None], first: int) -> tuple[Tensor | None, ...]:
     """The backward of a Function here under ``create_graph=True`` (see the module docstring):
     :func:`run_reference` again from the saved inputs, with the same cell and options (the same
-    dropout and zoneout masks), differentiated by autograd with ``create_graph=True``.
+    dropout and zoneout masks), differentiated by autograd (:func:`differentiable_backward`).
 
     ``grad_outputs``: the gradients reaching (out, *final state); ``first``: the position of x in
     the Function's ``apply`` arguments (x, the initial state, then the parameters follow).
     Returns the gradients of x, the initial state and the parameters (None where not needed)."""
     n_state = len(grad_outputs) - 1
     x, state0, p = _saved_inputs(ctx, n_state)
+    opts = replace(ctx.opts, observe=None)
+
+    def forward(x: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        out, state_n = run_reference(ctx.cell, x, tensors[:n_state], dict(zip(p, tensors[n_state:])), opts)
+        return (out, *state_n)
+
     inputs = [x, *state0, *p.values()]
-    needs = ctx.needs_input_grad[first:first + len(inputs)]
-    with torch.enable_grad():
-        # each input as a node of its own, so that a gradient never flows into one input
-        # through another input's history (e.g. an h0 computed from x)
-        own = [t.view_as(t) if need else t for t, need in zip(inputs, needs)]
-        k = 1 + n_state
-        out, state_n = run_reference(ctx.cell, own[0], tuple(own[1:k]), dict(zip(p, own[k:])),
-                                     replace(ctx.opts, observe=None))
-        pairs = [(o, g) for o, g in zip((out, *state_n), grad_outputs) if g is not None and o.requires_grad]
-        wanted = [t for t, need in zip(own, needs) if need]
-        grads = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True,
-                                    allow_unused=True) if pairs else [None] * len(wanted)
-    found = iter(grads)
-    return tuple(next(found) if need else None for need in needs)
+    return differentiable_backward(forward, inputs, ctx.needs_input_grad[first:first + len(inputs)], grad_outputs)
 
 
 class _BPTT(torch.autograd.Function):

@@ -25,8 +25,10 @@ computed by the same scan run backwards in time, and then
 
     da_t = G_t ⊙ h_{t-1}    db_t = G_t    ∂L/∂h_0 = a_0 ⊙ G_0.
 
-Under ``create_graph=True`` (double backward) this backward hands over to the sequential
-reference under autograd, as the engine's Functions do (``engine._reference_backward``).
+Under ``create_graph=True`` (double backward) every backward here hands over to the
+sequential reference under autograd, as the engine's Functions do
+(:func:`~rnnkit.cells.base.differentiable_backward`): the same steps, one at a time, from the
+saved inputs with the same options.
 
 Lengths, zoneout (Krueger et al. 2017) and variational recurrent dropout keep the
 recurrence linear and become changes of the coefficients, with the semantics of the
@@ -39,11 +41,14 @@ sequential engine (:mod:`rnnkit.engine`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
 from . import engine
-from .cells.base import Cell, Params, State
+from .cells.base import Cell, Params, State, differentiable_backward
 from .cells.minrnn import LinearRecurrenceCell
 from .cells.scancell import ScanCell
 from .engine import LoopOptions, _reference_backward, is_exporting, run_reference
@@ -224,13 +229,45 @@ def _last_valid(y: Tensor, opts: LoopOptions) -> Tensor:
     return y[idx, torch.arange(y.shape[1], device=y.device)]
 
 
-def _no_double_backward() -> None:
-    """The hand-written backward passes below are not themselves differentiable (they read
-    tensors saved without history): a second derivative through them would be silently
-    wrong, so asking for one is an error that names the way that has it."""
-    if torch.is_grad_enabled():
-        raise RuntimeError("double backward (create_graph=True) through a hand-written backward is not "
-                           "supported; build the layer with backend='autograd'")
+class _ScanSteps:
+    """A :class:`~rnnkit.cells.scancell.ScanCell`'s scan as the cell of :func:`engine._loop`:
+    :meth:`ScanCell.step <rnnkit.cells.scancell.ScanCell.step>` (s' = a ⊙ s + b and the readout)
+    on the u the scan reads. For most cells that is ``cell.step``; a QRNN's own step also runs
+    its convolution, which the scan's input has been through already."""
+
+    uses_workspace = False
+
+    def __init__(self, cell: ScanCell):
+        self.cell = cell
+
+    def step(self, u: Tensor, state: State, p: Params, rmask: Tensor | None) -> tuple[State, tuple]:
+        return ScanCell.step(self.cell, u, state, p, rmask)
+
+
+def _steps_reference(ctx, step_cell, grad_outputs: tuple[Tensor | None, ...],
+                     backward: Callable[..., tuple]) -> tuple[Tensor | None, ...]:
+    """The backward of the Functions below under ``create_graph=True``: the steps of ``step_cell``
+    one at a time under autograd (:func:`engine._loop`), from the saved input projection u,
+    initial state and parameters (``ctx.saved_tensors`` starts with them, in the order of the
+    Function's ``apply`` arguments from position 4), with the same lengths and direction,
+    differentiated by :func:`differentiable_backward`. The gradient record, if asked for, comes
+    from the Function's hand-written ``backward`` (the norms an ordinary backward records; the
+    memory state the record reads is not a state entry of every step loop).
+    Returns the gradients of u, the initial state and the parameters."""
+    n_state = len(grad_outputs) - 1
+    u, *tensors = ctx.saved_tensors[:1 + n_state + len(ctx.names)]
+    opts: LoopOptions = ctx.opts
+    if opts.record is not None:
+        with torch.no_grad():
+            backward(ctx, *grad_outputs)
+        opts = replace(opts, record=None)
+
+    def forward(u: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+        p = dict(zip(ctx.names, tensors[n_state:]))
+        out, state_n, _ = engine._loop(step_cell, u, tuple(tensors[:n_state]), p, opts, keep_caches=False)
+        return (out, *state_n)
+
+    return differentiable_backward(forward, [u, *tensors], ctx.needs_input_grad[4:], grad_outputs)
 
 
 class _ScanCellRecurrence(torch.autograd.Function):
@@ -263,17 +300,21 @@ class _ScanCellRecurrence(torch.autograd.Function):
         out = y if valid is None else y * valid
         ctx.cell, ctx.opts, ctx.sequential, ctx.names = cell, opts, sequential, names
         ctx.coeff_cache, ctx.rcache = coeff_cache, rcache
-        ctx.save_for_backward(s0, a_eff, s, *tensors[n_state:])
+        ctx.save_for_backward(u, *tensors, s0, a_eff, s)
         if cell.readout_is_state:
             return out, s_n
         return out, _last_valid(y, opts).clone(), s_n
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
-        _no_double_backward()
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the sequential reference
+            return (None, None, None, None, *_steps_reference(ctx, _ScanSteps(ctx.cell), (dout, *dstate_n),
+                                                              _ScanCellRecurrence.backward))
         cell: ScanCell = ctx.cell
         opts: LoopOptions = ctx.opts
-        s0, a_eff, s, *param_list = ctx.saved_tensors
+        n_state = len(dstate_n)
+        _, *tensors, s0, a_eff, s = ctx.saved_tensors
+        param_list = tensors[n_state:]
         p = dict(zip(ctx.names, param_list))
         T, B = s.shape[:2]
         extra = (1,) * len(cell.scan_shape())
@@ -338,6 +379,9 @@ def run_scan_cell(cell: ScanCell, u: Tensor, state0: State, p: Params, opts: Loo
         raise ValueError(f"{type(cell).__name__} takes neither recurrent dropout nor zoneout")
     if opts.observe is not None:
         return run_steps(cell, u, state0, p, opts)
+    if is_exporting():  # torch.export traces the steps (unrolled for this T); the scan writes with out=
+        out, state_n, _ = engine._loop(_ScanSteps(cell), u, state0, p, opts, keep_caches=False)
+        return out, state_n
     names = tuple(n for n in p if n not in ("weight_ih", "bias_ih"))
     out, *state_n = _ScanCellRecurrence.apply(cell, opts, sequential, names, u, *state0, *(p[n] for n in names))
     return out, tuple(state_n)
@@ -357,15 +401,16 @@ class _StepLoop(torch.autograd.Function):
         out, state_n, caches = engine._loop(cell, u, state0, p, opts, keep_caches=True)
         ctx.cell, ctx.opts, ctx.names, ctx.caches = cell, opts, names, caches
         ctx.u_shape = u.shape
-        ctx.save_for_backward(*tensors)
+        ctx.save_for_backward(u, *tensors)
         return (out, *(s.clone() for s in state_n))
 
     @staticmethod
     def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
-        _no_double_backward()
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the same steps under autograd
+            return (None, None, None, None, *_steps_reference(ctx, ctx.cell, (dout, *dstate_n), _StepLoop.backward))
         cell: Cell = ctx.cell
         opts: LoopOptions = ctx.opts
-        tensors = ctx.saved_tensors
+        tensors = ctx.saved_tensors[1:]
         n_state = len(dstate_n)
         state0, p = tensors[:n_state], dict(zip(ctx.names, tensors[n_state:]))
         T, B = ctx.u_shape[:2]

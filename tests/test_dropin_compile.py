@@ -75,6 +75,29 @@ def test_torch_compile_aot_eager_same_outputs_and_gradients(monkeypatch, name, p
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+# two units of issue #16 on their hand-written backends (mLSTM's chunkwise form, the LRU's
+# parallel scan over a complex state) and on "autograd": (builder, output width)
+MODERN = {
+    "mlstm": (lambda backend: rnnkit.MLSTM(4, 4, num_heads=2, chunk_size=4, backend=backend), 4),
+    "lru": (lambda backend: rnnkit.LRU(4, 5, state_size=3, bidirectional=True, backend=backend), 10),
+}
+MODERN_BACKENDS = {"mlstm": "chunkwise", "lru": "scan"}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["hand-written", "autograd"])
+@pytest.mark.parametrize("name", list(MODERN))
+def test_torch_compile_aot_eager_modern_units(name, fast):
+    build, width = MODERN[name]
+    torch.manual_seed(0)
+    model = Model(build(MODERN_BACKENDS[name] if fast else "autograd"), width)
+    x = torch.randn(6, 2, 3, requires_grad=True)
+    want = _outputs_and_grads(model, x)
+    torch._dynamo.reset()
+    got = _outputs_and_grads(torch.compile(model, backend="aot_eager"), x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 # -- functional_call and MAML ---------------------------------------------------------------------
 def _maml_grads(model, x_support, y_support, x_query, y_query, inner_lr=0.1):
     """One MAML outer step (Finn et al. 2017): an inner SGD step on the support set through
@@ -107,6 +130,25 @@ def test_maml_with_functional_call_equals_torch_nn(monkeypatch, name, path):
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     # the second-order term is there: first-order MAML (inner gradients detached) differs
+    assert not torch.allclose(got[1], _first_order_maml(layer, *data)[1])
+
+
+@pytest.mark.parametrize("name", list(MODERN))
+def test_maml_with_functional_call_on_modern_units_equals_the_autograd_backend(name):
+    """The second-order MAML gradient through the hand-written backend (which hands the inner
+    create_graph backward to its reference) equals the one of the unit's steps under autograd."""
+    build, _ = MODERN[name]
+    torch.manual_seed(0)
+    layer = build(MODERN_BACKENDS[name]).double()
+    ref = build("autograd").double()
+    ref.load_state_dict(layer.state_dict())
+    D, H = layer.num_directions, layer.hidden_size
+    data = [torch.randn(5, 2, 4, dtype=torch.float64), torch.randn(2, D * H, dtype=torch.float64),
+            torch.randn(6, 2, 4, dtype=torch.float64), torch.randn(2, D * H, dtype=torch.float64)]
+    want = _maml_grads(ref, *data)
+    got = _maml_grads(layer, *data)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     assert not torch.allclose(got[1], _first_order_maml(layer, *data)[1])
 
 

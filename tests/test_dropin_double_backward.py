@@ -11,6 +11,7 @@ from torch.func import functional_call
 
 import rnnkit
 from rnnkit import engine, scan
+from rnnkit.cells import mlstm
 
 from .cases import ALL_CELLS, graph_nodes, make, use_path
 
@@ -30,13 +31,14 @@ def _function(layer, names, n_state, lengths, seed=3):
     return f
 
 
-def _inputs(layer, with_state=True):
-    x = torch.randn(T, B, layer.input_size, dtype=torch.float64, requires_grad=True)
+def _inputs(layer, with_state=True, steps=T):
+    x = torch.randn(steps, B, layer.input_size, dtype=torch.float64, requires_grad=True)
     LD = layer.num_layers * layer.num_directions
-    states = tuple(torch.randn(LD, B, s, dtype=torch.float64, requires_grad=True)
-                   for s in layer.cell.state_sizes()) if with_state else ()
+    states = [torch.randn(LD, B, s, dtype=torch.float64) for s in layer.cell.state_sizes()] if with_state else []
+    if isinstance(layer, rnnkit.SLSTM):
+        states[2] = states[2].abs() + 0.5  # the normaliser n of the sLSTM is positive
     params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
-    return x, states, params
+    return x, tuple(s.requires_grad_() for s in states), params
 
 
 OPTIONS = {
@@ -78,6 +80,60 @@ def test_gradgradcheck_newer_units(monkeypatch, unit, backend):
     assert torch.autograd.gradgradcheck(f, (x, *states, *params), atol=1e-5, fast_mode=True)
 
 
+# the units of issue #16, each on every backend: (builder, backends); the hand-written
+# backwards hand over to the reference under create_graph
+MODERN = {
+    "slstm": (lambda **kw: rnnkit.SLSTM(I, H, num_heads=2, recurrent_dropout=0.2, **kw), ["bptt", "autograd"]),
+    "mlstm": (lambda **kw: rnnkit.MLSTM(I, H, num_heads=2, chunk_size=3, **kw), ["chunkwise", "bptt", "autograd"]),
+    "lru": (lambda **kw: rnnkit.LRU(I, H, state_size=3, **kw), ["scan", "bptt", "autograd"]),
+    "rglru": (lambda **kw: rnnkit.RGLRU(I, H, **kw), ["scan", "bptt", "autograd"]),
+    "s6": (lambda **kw: rnnkit.S6(I, H, state_size=3, **kw), ["scan", "bptt", "autograd"]),
+    "qrnn": (lambda **kw: rnnkit.QRNN(I, H, **kw), ["scan", "bptt", "autograd"]),
+    "sru": (lambda **kw: rnnkit.SRU(I, H, **kw), ["bptt", "autograd"]),
+    "sru-linear": (lambda **kw: rnnkit.SRU(I, H, gate_recurrence=False, **kw), ["scan", "bptt", "autograd"]),
+}
+MODERN_CASES = [(u, b) for u, (_, backends) in MODERN.items() for b in backends]
+
+
+def _modern(unit, backend):
+    """The unit, bidirectional, with random weights of the scale where every term matters
+    (the gates' initial biases would saturate some), and float64."""
+    build, _ = MODERN[unit]
+    layer = build(bidirectional=True, backend=backend, dtype=torch.float64)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if not name.startswith(("nu_log", "theta_log", "A_log", "a_logit", "gamma_log")):
+                p.normal_(0.0, 0.5)
+    return layer
+
+
+@pytest.mark.parametrize("unit,backend", MODERN_CASES)
+def test_gradgradcheck_modern_units(unit, backend):
+    """T = 4 with lengths (4, 2), both directions, a given initial state; mLSTM's chunks of 3
+    steps: a whole and a padded one; the QRNN's convolution carry in its state."""
+    layer = _modern(unit, backend)
+    x, states, params = _inputs(layer, steps=4)
+    f = _function(layer, [n for n, _ in layer.named_parameters()], len(states), torch.tensor([4, 2]))
+    assert torch.autograd.gradgradcheck(f, (x, *states, *params), atol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("unit,backend", [(u, b) for u, b in MODERN_CASES if b != "autograd"])
+def test_second_order_gradients_equal_the_autograd_backend(unit, backend):
+    """Gradient penalty and Hessian-vector product through the hand-written backends equal
+    those of the unit's steps under autograd (its oracle), with lengths and an initial state."""
+    layer, ref = _modern(unit, backend), _modern(unit, "autograd")
+    ref.load_state_dict(layer.state_dict())
+    x, states, _ = _inputs(layer, steps=5)
+    state = states[0] if len(states) == 1 else states
+    v = [torch.randn_like(t) for t in [*layer.parameters(), x]]
+    lengths = torch.tensor([5, 3])
+    want = _second_order(ref, x, state, v, lengths)
+    got = _second_order(layer, x, state, v, lengths)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
 # -- the same second-order gradients as torch.nn --------------------------------------------------
 TORCH_LAYERS = {
     "lstm": (torch.nn.LSTM, rnnkit.LSTM, {}),
@@ -88,10 +144,11 @@ TORCH_LAYERS = {
 }
 
 
-def _second_order(layer, x, state, v):
+def _second_order(layer, x, state, v, lengths=None):
     """(gradient penalty ∂/∂θ Σ‖∂L/∂(θ, x)‖², Hessian-vector product H v) for L = Σ out² + Σ h_n."""
     params = list(layer.parameters())
-    out, final = layer(x, state)
+    torch.manual_seed(0)  # the same recurrent dropout masks
+    out, final = layer(x, state) if lengths is None else layer(x, state, lengths=lengths)
     finals = final if isinstance(final, tuple) else (final,)
     loss = out.pow(2).sum() + sum(h.sum() for h in finals)
     grads = torch.autograd.grad(loss, [*params, x], create_graph=True)
@@ -123,15 +180,17 @@ def test_second_order_gradients_equal_torch_nn(monkeypatch, name, bidirectional,
 
 # -- the hand-written backward hands over only under create_graph --------------------------------
 def _count_reference_backwards(monkeypatch) -> list:
+    """Count the hand-overs to the differentiable reference (every Function's create_graph
+    branch goes through differentiable_backward)."""
     calls = []
-    real = engine._reference_backward
+    real = engine.differentiable_backward
 
     def counting(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(engine, "_reference_backward", counting)
-    monkeypatch.setattr(scan, "_reference_backward", counting)
+    for module in (engine, scan, mlstm):
+        monkeypatch.setattr(module, "differentiable_backward", counting)
     return calls
 
 
@@ -142,6 +201,13 @@ CASES = {
     "python-lstm": ("python", lambda: rnnkit.LSTM(I, H, layer_norm=True, proj_size=2), "_BPTTBackward"),
     "python-indrnn": ("python", lambda: rnnkit.IndRNN(I, H), "_BPTTBackward"),
     "scan-minlstm": ("python", lambda: rnnkit.MinLSTM(I, H, zoneout=0.1), "_LinearRecurrenceBackward"),
+    "python-slstm": ("python", lambda: rnnkit.SLSTM(I, H, num_layers=2), "_BPTTBackward"),
+    "chunkwise-mlstm": ("python", lambda: rnnkit.MLSTM(I, H, chunk_size=4, bidirectional=True),
+                        "MLSTMChunkwiseBackward"),
+    "scan-lru": ("python", lambda: rnnkit.LRU(I, H, bidirectional=True), "_ScanCellRecurrenceBackward"),
+    "scan-qrnn": ("python", lambda: rnnkit.QRNN(I, H, window=3), "_ScanCellRecurrenceBackward"),
+    "steps-mlstm": ("python", lambda: rnnkit.MLSTM(I, H, backend="bptt"), "_StepLoopBackward"),
+    "steps-sru": ("python", lambda: rnnkit.SRU(I, H, num_layers=2), "_StepLoopBackward"),
 }
 
 
@@ -171,11 +237,20 @@ def test_fast_backward_unless_create_graph(monkeypatch, case):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_double_backward_with_the_gradient_record(monkeypatch):
+RECORDED = {
+    "gru": lambda: rnnkit.GRU(I, H, num_layers=2),
+    "lru-scan": lambda: rnnkit.LRU(I, H, num_layers=2),
+    "qrnn-scan": lambda: rnnkit.QRNN(I, H, num_layers=2, window=3),
+    "sru-steps": lambda: rnnkit.SRU(I, H, num_layers=2),
+}
+
+
+@pytest.mark.parametrize("name", list(RECORDED))
+def test_double_backward_with_the_gradient_record(monkeypatch, name):
     """The gradient record of the diagnostics keeps working when the backward builds a graph,
-    and records the same norms."""
+    and records the same norms (of the memory state, for the units of issue #16)."""
     use_path(monkeypatch, "python")
-    layer = rnnkit.GRU(I, H, num_layers=2).double()
+    layer = RECORDED[name]().double()
     x = torch.randn(6, B, I, dtype=torch.float64, requires_grad=True)
     norms = []
     for create_graph in (False, True):
@@ -185,7 +260,8 @@ def test_double_backward_with_the_gradient_record(monkeypatch):
         norms.append(dict(rec.norms))
         if create_graph:
             g.sum().backward()  # and the second backward goes through
-    assert set(norms[0]) == set(norms[1]) == {"gru.l0", "gru.l1"}
+    kind = type(layer).__name__.lower()
+    assert set(norms[0]) == set(norms[1]) == {f"{kind}.l0", f"{kind}.l1"}
     for key in norms[0]:
         torch.testing.assert_close(norms[1][key], norms[0][key])
         assert not norms[1][key].requires_grad

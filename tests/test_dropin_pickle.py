@@ -16,6 +16,13 @@ import torch
 
 import rnnkit
 from rnnkit.cells.activations import get_activation
+from rnnkit.cells.lru import LRUCell
+from rnnkit.cells.mlstm import MLSTMCell
+from rnnkit.cells.qrnn import QRNNCell
+from rnnkit.cells.rglru import RGLRUCell
+from rnnkit.cells.s6 import S6Cell
+from rnnkit.cells.slstm import SLSTMCell
+from rnnkit.cells.sru import SRUCell
 from rnnkit.data.slots import slot_filling_data
 from rnnkit.data.text import Vocabulary
 from rnnkit.models import CharLM, CharLMConfig, Classifier, Forecaster, Generator, Seq2Seq, Seq2SeqConfig, Tagger
@@ -50,8 +57,21 @@ ROUND_TRIPS = {
 }
 LAYER_ROUND_TRIPS = {**ROUND_TRIPS, "weights_only": _weights_only_load}
 
+
+
+def _unit(cls, **options):
+    """A builder for a newer unit: of the options of _build it takes the ones it has (no
+    zoneout; recurrent dropout in the sLSTM only)."""
+    def build(kw):
+        kw = {k: v for k, v in kw.items() if k not in ("recurrent_dropout", "zoneout") or k in cls.OPTIONS}
+        return cls(3, 4, **options, **kw)
+
+    return build
+
+
 # every layer spec: (builder, engine paths); the classic cells of tests/cases.py with every
-# option, every registered name with its defaults, and the irnn alias
+# option, every registered name with its defaults (the newer units with every backend), and
+# the irnn alias
 LAYERS = {f"cases:{name}": (lambda kw, name=name: make(name, 3, 4, **kw), ["native", "python", "autograd"])
           for name in ALL_CELLS}
 LAYERS.update({
@@ -59,7 +79,16 @@ LAYERS.update({
     "irnn": (lambda kw: rnnkit.make_layer("irnn", 3, 4, **kw), ["python", "autograd"]),
     "mingru": (lambda kw: rnnkit.MinGRU(3, 4, candidate_activation="g", **kw), ["scan", "bptt", "autograd"]),
     "minlstm": (lambda kw: rnnkit.MinLSTM(3, 4, normalize=False, **kw), ["scan", "bptt", "autograd"]),
+    "slstm": (_unit(rnnkit.SLSTM, num_heads=2), ["bptt", "autograd"]),
+    "mlstm": (_unit(rnnkit.MLSTM, num_heads=2, chunk_size=2), ["chunkwise", "bptt", "autograd"]),
+    "lru": (_unit(rnnkit.LRU, state_size=3), ["scan", "bptt", "autograd"]),
+    "rglru": (_unit(rnnkit.RGLRU), ["scan", "bptt", "autograd"]),
+    "s6": (_unit(rnnkit.S6, state_size=3), ["scan", "bptt", "autograd"]),
+    "qrnn": (_unit(rnnkit.QRNN, window=3), ["scan", "bptt", "autograd"]),
+    "sru": (_unit(rnnkit.SRU), ["bptt", "autograd"]),
+    "sru-linear": (_unit(rnnkit.SRU, gate_recurrence=False), ["scan", "bptt", "autograd"]),
 })
+READOUT_UNITS = (rnnkit.MLSTM, rnnkit.LRU, rnnkit.S6, rnnkit.QRNN, rnnkit.SRU)
 NATIVE_NODES = {"_NativeLSTMBackward", "_NativeGRUBackward", "_NativeJordanBackward"}
 #: the specs with a native loop (not: Elman, LSTM with other activations, layer-norm GRU)
 NATIVE_SPECS = {f"cases:{name}" for name in ["jordan", "lstm", "lstm-peephole", "lstm-proj", "lstm-layernorm", "gru",
@@ -74,7 +103,7 @@ def test_every_registered_layer_is_covered():
 
 def _build(spec: str, path: str, monkeypatch):
     builder, _ = LAYERS[spec]
-    if path in ("scan", "bptt"):
+    if path in ("scan", "bptt", "chunkwise"):
         kw = {"backend": path}
         monkeypatch.setenv("RNNKIT_NATIVE", "0")
     else:
@@ -90,7 +119,9 @@ def _run(layer, x):
     out, state = layer(x, lengths=torch.tensor([5, 2, 4]))
     states = state if isinstance(state, tuple) else (state,)
     loss = out.pow(2).sum() + sum(s.sum() for s in states)
-    grads = torch.autograd.grad(loss, [x, *layer.parameters()])
+    # a learned initial output (y of the scan cells, h of the mLSTM) is not in the recurrence:
+    # the parallel forms do not read it
+    grads = torch.autograd.grad(loss, [x, *layer.parameters()], allow_unused=isinstance(layer, READOUT_UNITS))
     return [out, *states, *grads], graph_nodes(out)
 
 
@@ -173,6 +204,7 @@ def test_safe_globals_lists_every_layer_cell_and_get_activation():
     allowed = rnnkit.safe_globals()
     assert {*rnnkit.LAYER_TYPES.values(), rnnkit.Recurrent, get_activation} <= set(allowed)
     assert {rnnkit.LSTMCell, rnnkit.GRUCell, rnnkit.ElmanCell, rnnkit.JordanCell} <= set(allowed)
+    assert {SLSTMCell, MLSTMCell, LRUCell, RGLRUCell, S6Cell, QRNNCell, SRUCell} <= set(allowed)
     assert all(isinstance(c, type) and c.__module__.startswith("rnnkit") for c in allowed if c is not get_activation)
 
 

@@ -74,6 +74,13 @@ NOT_CONVERTIBLE = [
     (lambda: rnnkit.IndRNN(3, 4), "IndRNN has no torch.nn equivalent"),
     (lambda: rnnkit.MinGRU(3, 4), "MinGRU has no torch.nn equivalent"),
     (lambda: rnnkit.MinLSTM(3, 4), "MinLSTM has no torch.nn equivalent"),
+    (lambda: rnnkit.SLSTM(3, 4), "SLSTM has no torch.nn equivalent"),
+    (lambda: rnnkit.MLSTM(3, 4), "MLSTM has no torch.nn equivalent"),
+    (lambda: rnnkit.LRU(3, 4), "LRU has no torch.nn equivalent"),
+    (lambda: rnnkit.RGLRU(3, 4), "RGLRU has no torch.nn equivalent"),
+    (lambda: rnnkit.S6(3, 4), "S6 has no torch.nn equivalent"),
+    (lambda: rnnkit.QRNN(3, 4), "QRNN has no torch.nn equivalent"),
+    (lambda: rnnkit.SRU(3, 4), "SRU has no torch.nn equivalent"),
     (lambda: rnnkit.Recurrent(rnnkit.LSTMCell(4), 3), "Recurrent has no torch.nn equivalent"),
 ]
 
@@ -163,6 +170,14 @@ DIRECT = {
     "jordan": lambda: rnnkit.Jordan(3, 4, 2, output_activation="hard_sigmoid"),
     "indrnn": lambda: rnnkit.IndRNN(3, 4, recurrent_max_abs=1.0),
     "mingru": lambda: rnnkit.MinGRU(3, 4, num_layers=2),
+    "slstm": lambda: rnnkit.SLSTM(3, 4),
+    "mlstm": lambda: rnnkit.MLSTM(3, 4, chunk_size=2),
+    "lru": lambda: rnnkit.LRU(3, 4, bidirectional=True),
+    "rglru": lambda: rnnkit.RGLRU(3, 4),
+    "s6": lambda: rnnkit.S6(3, 4),
+    "qrnn": lambda: rnnkit.QRNN(3, 4, window=3),
+    "sru": lambda: rnnkit.SRU(3, 4),
+    "sru-linear": lambda: rnnkit.SRU(3, 4, gate_recurrence=False),
 }
 
 

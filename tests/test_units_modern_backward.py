@@ -238,16 +238,3 @@ def test_rglru_gradient_stays_finite_where_a_t_reaches_one():
     out.sum().backward()
     for p in (x, *layer.parameters()):
         assert torch.isfinite(p.grad).all()
-
-
-@pytest.mark.parametrize("unit,backend", [("mlstm", "chunkwise"), ("lru", "scan"), ("sru", "bptt")])
-def test_double_backward_is_an_error_naming_the_autograd_backend(unit, backend):
-    """The hand-written backward passes read tensors saved without history; a second
-    derivative through them would be wrong, so it is refused — and backend='autograd' has it."""
-    x = torch.randn(3, 1, I, dtype=F64, requires_grad=True)
-    out, _ = make(unit, backend=backend, dtype=F64)(x)
-    with pytest.raises(RuntimeError, match="backend='autograd'"):
-        torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
-    if unit != "mlstm":  # (slow there)
-        layer = make(unit, backend="autograd", dtype=F64)
-        assert torch.autograd.gradgradcheck(lambda x: layer(x)[0], (x,), atol=1e-6)

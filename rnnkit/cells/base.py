@@ -32,7 +32,7 @@ runs out of place: ``torch.sigmoid(a, out=None)`` allocates as usual.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -206,6 +206,33 @@ def accumulate(grads: Params, name: str, value: Tensor) -> None:
         grads[name].add_(value)
     else:
         grads[name] = value.clone()
+
+
+def differentiable_backward(forward: Callable[..., Sequence[Tensor]], inputs: Sequence[Tensor],
+                            needs: Sequence[bool], grad_outputs: Sequence[Tensor | None]) -> tuple[Tensor | None, ...]:
+    """The backward of a hand-written ``torch.autograd.Function`` when autograd asks for a
+    differentiable one (``create_graph=True``: gradient penalties, MAML, Hessian-vector
+    products). A hand-written backward reads tensors saved without history, so a second
+    derivative through it would be wrong; instead ``forward``, the same function of the
+    Function's tensor ``inputs`` written with differentiable operations (the saved inputs,
+    which keep their history), runs again under autograd and is differentiated with
+    ``create_graph=True``: the gradients returned are differentiable to any order.
+
+    forward(*inputs) -> the Function's outputs; needs: which inputs want a gradient
+    (``ctx.needs_input_grad`` at their positions); grad_outputs: the gradients reaching the
+    outputs, None for an output not used. Returns one gradient per input (None where not
+    needed, or where no output depends on it)."""
+    with torch.enable_grad():
+        # each input as a node of its own, so that a gradient never flows into one input
+        # through another input's history (e.g. an h0 computed from x)
+        own = [t.view_as(t) if need else t for t, need in zip(inputs, needs)]
+        outputs = forward(*own)
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if g is not None and o.requires_grad]
+        wanted = [t for t, need in zip(own, needs) if need]
+        grads = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True,
+                                    allow_unused=True) if pairs else [None] * len(wanted)
+    found = iter(grads)
+    return tuple(next(found) if need else None for need in needs)
 
 
 # -- layer normalization (Ba, Kiros & Hinton 2016) ---------------------------------------------

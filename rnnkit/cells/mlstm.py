@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Cell, Params, State
+from .base import Cell, Params, State, differentiable_backward
 from .slstm import FORGET_GATES
 
 
@@ -321,53 +321,69 @@ def _from_heads(t: Tensor, B: int, reverse: bool) -> Tensor:
     return t.unflatten(0, (B, -1)).movedim(2, 0)
 
 
+def _chunkwise_layer(cell: MLSTMCell, lengths: Tensor | None, reverse: bool, chunk: int | None, u: Tensor,
+                     C0: Tensor, n0: Tensor, m0: Tensor):
+    """The forward of :class:`MLSTMChunkwise`: (out, h_n, C_n, n_n, m_n) and what its backward
+    reads. Differentiable operations only, so that it is also the reference its backward hands
+    over to under ``create_graph=True``."""
+    T, B, _ = u.shape
+    NH, d = cell.num_heads, cell.head_size
+    q, k, v, i_t, f_t, o_t = cell.split(u)
+    log_f = cell.log_forget(f_t)  # (T, B, NH)
+    valid = None
+    if lengths is not None:
+        valid = torch.arange(T, device=u.device).unsqueeze(1) < lengths.to(u.device).unsqueeze(0)  # (T, B)
+        i_t = i_t.masked_fill(~valid.unsqueeze(-1), -math.inf)  # a step past the length adds nothing
+        log_f = log_f.masked_fill(~valid.unsqueeze(-1), 0.0)  # and forgets nothing
+    L = T if chunk is None else min(chunk, T)
+    pad = -T % L
+    seq = [_to_heads(t, reverse) for t in (q, k, v, i_t, log_f)]  # (N, T, ...)
+    if pad:
+        fills = (0.0, 0.0, 0.0, -math.inf, 0.0)
+        seq = [torch.cat((t, t.new_full((t.shape[0], pad, *t.shape[2:]), f)), 1) for t, f in zip(seq, fills)]
+    h_tilde, (C_n, n_n, m_n), cache = mlstm_chunkwise(
+        *seq, C0.reshape(B * NH, d, d), n0.reshape(B * NH, d), m0.reshape(B * NH), L)
+    h_tilde = _from_heads(h_tilde[:, :T], B, reverse).flatten(-2)  # (T, B, H)
+    o = torch.sigmoid(o_t)
+    y = o * h_tilde
+    out = y if valid is None else y * valid.unsqueeze(-1)
+    if lengths is None or reverse:
+        h_n = y[0] if reverse else y[-1]
+    else:
+        h_n = y[(lengths - 1).to(u.device), torch.arange(B, device=u.device)]
+    outputs = (out, h_n.clone(), C_n.reshape(B, -1), n_n.reshape(B, -1), m_n.reshape(B, NH))
+    return outputs, (pad, cache, valid, f_t, o, h_tilde)
+
+
 class MLSTMChunkwise(torch.autograd.Function):
     """One direction of one mLSTM layer by the chunkwise form, from the input projection u
     (T, B, G) and the state (h0, C0, n0, m0), with the hand-written backward of
     :func:`mlstm_chunkwise_backward`. ``lengths`` (B,) or None; ``reverse``: process from
     the last step (each sequence from its own last step); ``chunk``: L, None for one chunk.
-    Returns the output (T, B, H) (0 past a sequence's length) and the final state."""
+    Returns the output (T, B, H) (0 past a sequence's length) and the final state.
+
+    Under ``create_graph=True`` (double backward) the backward is the chunkwise forward again
+    under autograd, differentiated by :func:`~rnnkit.cells.base.differentiable_backward`."""
 
     @staticmethod
     def forward(ctx, cell: MLSTMCell, lengths: Tensor | None, reverse: bool, chunk: int | None, u: Tensor,
                 h0: Tensor, C0: Tensor, n0: Tensor, m0: Tensor):
-        T, B, _ = u.shape
-        NH, d = cell.num_heads, cell.head_size
-        q, k, v, i_t, f_t, o_t = cell.split(u)
-        log_f = cell.log_forget(f_t)  # (T, B, NH)
-        valid = None
-        if lengths is not None:
-            valid = torch.arange(T, device=u.device).unsqueeze(1) < lengths.to(u.device).unsqueeze(0)  # (T, B)
-            i_t = i_t.masked_fill(~valid.unsqueeze(-1), -math.inf)  # a step past the length adds nothing
-            log_f = log_f.masked_fill(~valid.unsqueeze(-1), 0.0)  # and forgets nothing
-        L = T if chunk is None else min(chunk, T)
-        pad = -T % L
-        seq = [_to_heads(t, reverse) for t in (q, k, v, i_t, log_f)]  # (N, T, ...)
-        if pad:
-            fills = (0.0, 0.0, 0.0, -math.inf, 0.0)
-            seq = [torch.cat((t, t.new_full((t.shape[0], pad, *t.shape[2:]), f)), 1) for t, f in zip(seq, fills)]
-        h_tilde, (C_n, n_n, m_n), cache = mlstm_chunkwise(
-            *seq, C0.reshape(B * NH, d, d), n0.reshape(B * NH, d), m0.reshape(B * NH), L)
-        h_tilde = _from_heads(h_tilde[:, :T], B, reverse).flatten(-2)  # (T, B, H)
-        o = torch.sigmoid(o_t)
-        y = o * h_tilde
-        out = y if valid is None else y * valid.unsqueeze(-1)
-        if lengths is None or reverse:
-            h_n = y[0] if reverse else y[-1]
-        else:
-            h_n = y[(lengths - 1).to(u.device), torch.arange(B, device=u.device)]
-        ctx.cell, ctx.lengths, ctx.reverse, ctx.pad = cell, lengths, reverse, pad
+        outputs, (pad, cache, valid, f_t, o, h_tilde) = _chunkwise_layer(cell, lengths, reverse, chunk, u, C0, n0, m0)
+        ctx.cell, ctx.lengths, ctx.reverse, ctx.chunk, ctx.pad = cell, lengths, reverse, chunk, pad
         ctx.cache, ctx.valid = cache, valid
-        ctx.save_for_backward(f_t, o, h_tilde)
-        return out, h_n.clone(), C_n.reshape(B, -1), n_n.reshape(B, -1), m_n.reshape(B, NH)
+        ctx.save_for_backward(u, h0, C0, n0, m0, f_t, o, h_tilde)
+        return outputs
 
     @staticmethod
     def backward(ctx, dout, dh_n, dC_n, dn_n, dm_n):
-        if torch.is_grad_enabled():  # the saved tensors have no history: a second derivative would be wrong
-            raise RuntimeError("double backward (create_graph=True) through mLSTM's chunkwise backward is not "
-                               "supported; build the layer with backend='autograd'")
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the forward under autograd
+            def forward(u, h0, C0, n0, m0):
+                return _chunkwise_layer(ctx.cell, ctx.lengths, ctx.reverse, ctx.chunk, u, C0, n0, m0)[0]
+
+            return (None, None, None, None, *differentiable_backward(
+                forward, ctx.saved_tensors[:5], ctx.needs_input_grad[4:], (dout, dh_n, dC_n, dn_n, dm_n)))
         cell: MLSTMCell = ctx.cell
-        f_t, o, h_tilde = ctx.saved_tensors
+        f_t, o, h_tilde = ctx.saved_tensors[5:]
         T, B, H = h_tilde.shape
         NH, d = cell.num_heads, cell.head_size
         valid = ctx.valid
