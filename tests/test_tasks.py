@@ -373,3 +373,19 @@ def test_paper_table_runs_only_what_the_cache_lacks_and_renders_it(tmp_path, mon
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(ValueError, match="not a results file of the tasks table"):
         cache.load()
+
+
+def test_the_default_runs_are_seed_0_of_the_rows_at_the_task_defaults():
+    import rnnkit.tasks.table as table
+
+    rows = (table.PaperRow("adding", 100, TASKS["adding"].defaults.max_steps), table.PaperRow("adding", 200, 4000))
+    config = table.PaperTableConfig(seeds=(0, 1), cells=["lstm", "rnn"], rows=rows)
+    runs = table.paper_runs(config)
+    assert runs[0] == TaskRunConfig(task="adding", cell="lstm").resolved()  # what `rnnkit task adding` runs
+    results = {table.run_key(r): {"solved": r.cell == "lstm", "steps": 800 if r.cell == "lstm" else 3000,
+                                  "seconds": 20.7, "verdict": f"verdict of {r.cell} T={r.seq_len} seed {r.seed}",
+                                  "metrics": {}} for r in runs}
+    assert table.format_default_runs(config, results) == (
+        "$ rnnkit task adding --cell CELL\n"
+        "lstm     verdict of lstm T=100 seed 0 after 800 steps in 20.7s\n"
+        "rnn      verdict of rnn T=100 seed 0 after 3000 steps in 20.7s")

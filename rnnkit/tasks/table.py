@@ -130,12 +130,12 @@ class PaperRow:
 #: the papers' settings of each task (docs/tasks.md states where each figure comes from)
 PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow("adding", 100, 3000, {
-        "lstm": "solved: MSE near 0 after about 4,000 steps of 20 (Arjovsky et al. 2016, Fig. 2)",
+        "lstm": "solved: MSE near 0 after about 4,000 steps (Arjovsky et al. 2016, Fig. 2)",
         "rnn": "at the baseline for 30,000 steps (Arjovsky et al. 2016, Fig. 2)",
         "irnn": "comparable to the LSTM (Le et al. 2015, §4.1, at T = 150-400)",
     }),
     PaperRow("adding", 200, 4000, {
-        "lstm": "solved: MSE near 0 after about 20,000 steps of 20 (Arjovsky et al. 2016, Fig. 2)",
+        "lstm": "solved: MSE near 0 after about 20,000 steps (Arjovsky et al. 2016, Fig. 2)",
         "rnn": "at the baseline for 35,000 steps (Arjovsky et al. 2016, Fig. 2)",
     }),
     PaperRow("temporal-order", 100, 3000, {
@@ -148,7 +148,7 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
         "irnn": "far above the baseline: CE about 1.7 after 10⁶ sequences (Arjovsky et al. 2016, Fig. 1)",
     }),
     PaperRow("reber", None, 3000, {
-        "lstm": "solved after 8,440 strings, 30 of 30 trials (Hochreiter & Schmidhuber 1997, Table 1)",
+        "lstm": "solved after 8,440 strings, in all trials (Hochreiter & Schmidhuber 1997, Table 1)",
         "rnn": "Elman net: 0% of trials solved (Hochreiter & Schmidhuber 1997, Table 1)",
     }),
 )
@@ -319,3 +319,22 @@ def paper_table_seconds(config: PaperTableConfig, results: dict[str, dict]) -> f
     """The training time of the table's runs, summed (each run on one thread)."""
     keys = {run_key(r) for r in paper_runs(config)}
     return sum(rec["seconds"] or 0.0 for k, rec in results.items() if k in keys)
+
+
+def format_default_runs(config: PaperTableConfig, results: dict[str, dict]) -> str:
+    """The last line ``rnnkit task NAME --cell C`` prints, per task and cell, for the rows of
+    ``config`` that are a task's default run (its default lag and step budget): their seed-0
+    runs are exactly that command."""
+    cells = list(config.cells) if config.cells else cell_names()
+    lines = []
+    for row in config.rows:
+        d = make_task(row.task, row.seq_len).defaults
+        if row.seq_len != d.seq_len or row.max_steps != d.max_steps or 0 not in config.seeds:
+            continue
+        lines += ["", f"$ rnnkit task {row.task} --cell CELL"] if lines else [f"$ rnnkit task {row.task} --cell CELL"]
+        for cell in cells:
+            rec = results.get(run_key(TaskRunConfig(task=row.task, cell=cell, seed=0).resolved()))
+            if rec is not None:
+                tail = f" after {rec['steps']} steps in {rec['seconds']:.1f}s" if rec["steps"] is not None else ""
+                lines.append(f"{cell:8s} {rec['verdict']}{tail}")
+    return "\n".join(lines)
