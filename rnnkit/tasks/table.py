@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import statistics
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,7 +120,7 @@ def progress_line(r: TaskRunResult) -> str:
 @dataclass(frozen=True)
 class PaperRow:
     """One row group of the papers' table: a task at a lag, its step budget per run, and what
-    the paper reports for the cells it ran (cell name → text; "*" for the whole task)."""
+    the paper reports for the cells it ran (cell name → text)."""
 
     task: str
     seq_len: int | None
@@ -127,7 +128,7 @@ class PaperRow:
     paper: dict[str, str] = field(default_factory=dict)
 
 
-#: the papers' settings of each task (docs/tasks.md states where each figure comes from)
+#: the papers' lags, a step budget per run, and the papers' figures (docs/tasks.md says how they were read)
 PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow("adding", 100, 3000, {
         "lstm": "solved: MSE near 0 after about 4,000 steps (Arjovsky et al. 2016, Fig. 2)",
@@ -253,10 +254,12 @@ def run_paper_table(config: PaperTableConfig, cache: ResultCache,
     for run in todo:
         if run_key(run) in cache.load():  # another process finished it meanwhile
             continue
+        start = time.perf_counter()
         try:
             record = run_record(run_task(run))
         except TrainingError as e:  # a diverged run is a result of the table, not its end
             record = run_record(TaskRunResult(run, make_task(run.task, run.seq_len), None, None, f"diverged: {e}"))
+            record["seconds"] = round(time.perf_counter() - start, 2)
         cache.put(run, record)
         if on_result is not None:
             on_result(run, record)
