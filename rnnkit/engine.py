@@ -142,14 +142,19 @@ def _loop(
 
     With a workspace the cell writes the kept tensors into per-sequence buffers; the
     engine adopts the output buffer so that state[0] lands in it without a copy when
-    neither lengths nor zoneout change the state after the cell's step."""
+    neither lengths nor zoneout change the state after the cell's step and no caches are
+    kept."""
     T, B = xw.shape[:2]
     valid = _valid_masks(opts.lengths, T, xw)
     caches: list[tuple] = [None] * T  # type: ignore[list-item]
     zo = opts.zoneout
     kw = {"ws": ws} if cell.uses_workspace else {}
     out = torch.empty(T, B, cell.output_size, dtype=xw.dtype, device=xw.device) if ws.active else None
-    if out is not None and valid is None and zo is None:
+    # Not when the caches are kept for the backward: a cache that views the returned output
+    # (the Elman cell keeps h') would make a reference cycle through autograd's graph
+    # (output -> grad_fn -> ctx -> cache -> output) that Python's collector cannot see, and
+    # every training step would leak its activations.
+    if out is not None and valid is None and zo is None and not keep_caches:
         ws.adopt("out", out)
     outs: list[Tensor] = [None] * T if out is None else list(out.unbind(0))  # type: ignore[list-item]
     for t in range(T - 1, -1, -1) if opts.reverse else range(T):
@@ -234,7 +239,8 @@ class _BPTT(torch.autograd.Function):
         ctx.cell, ctx.opts, ctx.names, ctx.n_state = cell, opts, names, n_state
         ctx.caches, ctx.prep_ctx = caches, prep_ctx
         buffers = ws.release()
-        buffers.pop("out", None)  # the layer output belongs to the caller
+        if buffers.get("out") is out:
+            del buffers["out"]  # the layer output belongs to the caller
         xw_buffer = xw if xw._base is None else xw._base
         del xw
         ctx.buffers = [xw_buffer, *buffers.values()]

@@ -238,3 +238,154 @@ def test_table_with_a_step_budget_is_the_same_on_any_machine(capsys):
         run_table(TableConfig(steps_per_run=0))
     assert main(["task", "--table", "--max-time", "5s", "--max-steps", "3"]) == 2
     assert "--table takes one budget: --max-time or --max-steps" in capsys.readouterr().err
+
+
+# -- defaults, paper settings, budgets ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_paper_settings_select_the_papers_values_and_explicit_options_override(name):
+    cls = TASKS[name]
+    paper, ours = cls.paper_settings, cls.defaults
+    r = TaskRunConfig(task=name, cell="lstm", paper_settings=True).resolved()
+    assert (r.hidden_size, r.batch_size, r.lr, r.optimizer, r.max_steps, r.eval_every, r.test_size) == (
+        paper.hidden_for("lstm"), paper.batch_size, paper.lr, paper.optimizer, paper.max_steps, paper.eval_every,
+        paper.test_size)
+    assert r.layer_options == paper.options_for("lstm") and r.max_time is None
+    assert (r.hidden_size, r.batch_size, r.lr) != (ours.hidden_size, ours.batch_size, ours.lr)
+    given = TaskRunConfig(task=name, cell="lstm", paper_settings=True, hidden_size=7, lr=0.25, batch_size=3,
+                          optimizer="adam", clip_norm=2.0, layer_options={}).resolved()
+    assert (given.hidden_size, given.lr, given.batch_size, given.optimizer, given.clip_norm) == (7, 0.25, 3, "adam",
+                                                                                                2.0)
+    assert given.layer_options == {} and given.max_steps == paper.max_steps
+    assert given.resolved() == given  # resolving twice changes nothing
+
+
+def test_the_papers_per_cell_sizes_and_options():
+    # Arjovsky et al. 2016, §4.1: 40 LSTM units, 80 for the RNNs; the authors' code clips values to ±1
+    lstm = TaskRunConfig(task="copy", cell="lstm", paper_settings=True).resolved()
+    rnn = TaskRunConfig(task="copy", cell="rnn", paper_settings=True).resolved()
+    assert (lstm.hidden_size, rnn.hidden_size, lstm.batch_size, lstm.optimizer) == (40, 80, 20, "rmsprop")
+    assert (lstm.clip_norm, lstm.clip_value) == (0.0, 1.0)
+    assert (lstm.layer_options, rnn.layer_options) == ({"forget_bias": 1.0}, {})
+    # Hochreiter & Schmidhuber 1997, Experiment 6a: 4 memory cells, online SGD at learning rate 0.5
+    to = TaskRunConfig(task="temporal-order", cell="lstm", paper_settings=True).resolved()
+    assert (to.hidden_size, to.batch_size, to.optimizer, to.lr, to.clip_norm) == (4, 1, "sgd", 0.5, 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_the_default_budget_is_the_tasks_step_budget(name):
+    steps = TASKS[name].defaults.max_steps
+    assert 1000 <= steps <= 5000
+    r = TaskRunConfig(task=name).resolved()
+    assert (r.max_steps, r.max_time) == (steps, None)
+    timed = TaskRunConfig(task=name, max_time=30.0).resolved()  # a wall-clock budget alone: no step budget
+    assert (timed.max_steps, timed.max_time) == (None, 30.0) and timed.resolved() == timed
+    both = TaskRunConfig(task=name, max_time=30.0, max_steps=7).resolved()
+    assert (both.max_steps, both.max_time) == (7, 30.0)
+
+
+def test_the_lstm_of_temporal_order_starts_with_its_forget_gate_open():
+    r = run_task(TaskRunConfig(task="temporal-order", cell="lstm", seq_len=10, max_steps=1, test_size=4,
+                               batch_size=2, hidden_size=5))
+    H = 5
+    assert r.config.layer_options == {"forget_bias": 3.0}
+    forget = r.model.rnn.bias_ih_l0[H : 2 * H] + r.model.rnn.bias_hh_l0[H : 2 * H]
+    assert torch.allclose(forget, torch.full((H,), 3.0), atol=0.05)  # one Adam step of lr 1e-2 from 3
+    gru = run_task(TaskRunConfig(task="temporal-order", cell="gru", seq_len=10, max_steps=1, test_size=4))
+    assert gru.config.layer_options == {}
+
+
+def test_loop_optimizers_and_element_wise_clipping():
+    from rnnkit.tasks.loop import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    rms = make_optimizer(params, LoopConfig(optimizer="rmsprop", lr=0.1, max_steps=1))
+    assert isinstance(rms, torch.optim.RMSprop) and rms.defaults["alpha"] == 0.9
+    sgd = make_optimizer(params, LoopConfig(optimizer="sgd", lr=0.5, max_steps=1))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        LoopConfig(optimizer="adagrad", max_steps=1)
+    with pytest.raises(ValueError, match="clip_value must be positive or None, got -1"):
+        LoopConfig(clip_value=-1, max_steps=1)
+    # one SGD step of lr 1 on the loss 100·(w₀ - 3w₁ + 0.001w₂): gradients (100, -300, 0.1) clipped to ±1
+    model = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    x = torch.tensor([[1.0, -3.0, 0.001]]) * 100
+    train_loop(model, lambda step: model(x).sum(), lambda: ({}, False, ""),
+               LoopConfig(optimizer="sgd", lr=1.0, clip_norm=None, clip_value=1.0, max_steps=1))
+    torch.testing.assert_close(model.weight.detach(), torch.tensor([[-1.0, 1.0, -0.1]]))
+
+
+def test_cli_task_paper_settings_and_list(capsys):
+    assert main(["task", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in TASKS.items():
+        assert f"{name}: {cls.paper}" in out
+        assert f"  defaults: {cls.defaults.describe()}" in out
+        assert f"  --paper-settings ({cls.paper_settings.source}): {cls.paper_settings.describe()}" in out
+    assert "hidden 80 (lstm 40), batch 20, rmsprop lr 0.001, no norm clipping, clip values to ±1" in out
+    args = ["task", "copy", "--seq-len", "5", "--max-steps", "2", "--eval-every", "2", "--test-size", "4"]
+    assert main([*args, "--paper-settings"]) == 0
+    out = capsys.readouterr().out
+    assert ("copy (T=5) with lstm: hidden 40, batch 20, rmsprop lr 0.001, clip values to ±1, forget_bias=1.0, "
+            "budget 2 steps (the paper's settings)") in out
+    assert main([*args, "--paper-settings", "--lr", "0.05", "--hidden-size", "6", "--clip", "0.5"]) == 0
+    assert "hidden 6, batch 20, rmsprop lr 0.05, clip norm 0.5, clip values to ±1" in capsys.readouterr().out
+    assert main([*args, "--cell", "gru"]) == 0
+    out = capsys.readouterr().out
+    assert "copy (T=5) with gru: hidden 64, batch 50, adam lr 0.01, clip norm 1, budget 2 steps (defaults)" in out
+
+
+# -- the papers' table: cached, resumable, rendered --------------------------------------------------------------
+def test_paper_table_runs_only_what_the_cache_lacks_and_renders_it(tmp_path, monkeypatch):
+    import rnnkit.tasks.table as table
+
+    rows = (table.PaperRow("adding", 6, 2, {"lstm": "the paper's figure"}), table.PaperRow("reber", None, 1))
+    config = table.PaperTableConfig(seeds=(0, 1), cells=["lstm", "gru"], rows=rows)
+    cache = table.ResultCache(tmp_path / "results.json")
+    runs = []
+    real_run_task = table.run_task
+    monkeypatch.setattr(table, "run_task", lambda c: runs.append(c) or real_run_task(
+        TaskRunConfig(**{**c.__dict__, "hidden_size": 4, "test_size": 8, "batch_size": 4})))
+    first = table.PaperTableConfig(seeds=(0, 1), cells=["lstm", "gru"], rows=rows, max_runs=3)
+    assert table.run_paper_table(first, cache) == 3
+    assert [(r.task, r.cell, r.seed) for r in runs] == [("adding", "lstm", 0), ("adding", "lstm", 1),
+                                                        ("adding", "gru", 0)]
+    text, missing = table.format_paper_table(config, cache.load())
+    assert missing == ["adding T=6 gru seed 1", "reber T=None lstm seed 0", "reber T=None lstm seed 1",
+                       "reber T=None gru seed 0", "reber T=None gru seed 1"]
+    assert "| adding (T=6) | 0.167 | lstm | 0/2 | — (budget 2) | test MSE: " in text
+    assert "| the paper's figure |" in text and "|  |  | gru | 0/1 |" in text
+    # the second shard of two takes every other run of the table; the cache keeps what is done
+    runs.clear()
+    assert table.run_paper_table(table.PaperTableConfig(seeds=(0, 1), cells=["lstm", "gru"], rows=rows, shard=1,
+                                                        shards=2), cache) == 3
+    assert [(r.task, r.cell, r.seed) for r in runs] == [("adding", "gru", 1), ("reber", "lstm", 1), ("reber", "gru", 1)]
+    assert table.run_paper_table(config, cache) == 2 and table.run_paper_table(config, cache) == 0
+    text, missing = table.format_paper_table(config, cache.load())
+    assert missing == [] and text.count("\n") == 1 + 4
+    assert table.paper_table_seconds(config, cache.load()) == pytest.approx(
+        sum(r["seconds"] for r in cache.load().values()))
+    # a solved run shows its steps and the median number of training sequences
+    key = table.run_key(table.paper_runs(config)[0])
+    cache.put(table.paper_runs(config)[0], {**cache.load()[key], "solved": True, "steps": 2})
+    assert "| adding (T=6) | 0.167 | lstm | **1/2** | 2, — (100) |" in table.format_paper_table(config, cache.load())[0]
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a results file of the tasks table"):
+        cache.load()
+
+
+def test_the_default_runs_are_seed_0_of_the_rows_at_the_task_defaults():
+    import rnnkit.tasks.table as table
+
+    rows = (table.PaperRow("adding", 100, TASKS["adding"].defaults.max_steps), table.PaperRow("adding", 200, 4000))
+    config = table.PaperTableConfig(seeds=(0, 1), cells=["lstm", "rnn"], rows=rows)
+    runs = table.paper_runs(config)
+    assert runs[0] == TaskRunConfig(task="adding", cell="lstm").resolved()  # what `rnnkit task adding` runs
+    results = {table.run_key(r): {"solved": r.cell == "lstm", "steps": 800 if r.cell == "lstm" else 3000,
+                                  "seconds": 20.7, "verdict": f"verdict of {r.cell} T={r.seq_len} seed {r.seed}",
+                                  "metrics": {}} for r in runs}
+    assert table.format_default_runs(config, results) == (
+        "$ rnnkit task adding --cell CELL\n"
+        "lstm     verdict of lstm T=100 seed 0 after 800 steps in 20.7s\n"
+        "rnn      verdict of rnn T=100 seed 0 after 3000 steps in 20.7s")

@@ -40,15 +40,51 @@ class Evaluation:
 
 @dataclass
 class TaskDefaults:
-    """The settings a task runs with unless told otherwise."""
+    """The settings a task runs with unless told otherwise: rnnkit's defaults
+    (``Task.defaults``, tuned to show the paper's result on a 2-core CPU in minutes) or the
+    paper's own (``Task.paper_settings``, ``rnnkit task NAME --paper-settings``)."""
 
     seq_len: int | None = 100
-    hidden_size: int = 128
+    hidden_size: int = 64
     batch_size: int = 50
-    lr: float = 1e-3
-    test_size: int = 1000
+    lr: float = 1e-2
+    #: "adam", "rmsprop" or "sgd" (see :class:`~rnnkit.tasks.LoopConfig`)
+    optimizer: str = "adam"
+    #: global gradient-norm clipping (None: none)
+    clip_norm: float | None = 1.0
+    #: element-wise gradient clipping (None: none)
+    clip_value: float | None = None
+    #: the step budget of a run that is given neither max_steps nor max_time
+    max_steps: int = 3000
     eval_every: int = 100
-    extra: dict = field(default_factory=dict)
+    test_size: int = 1000
+    #: per cell, a hidden size other than ``hidden_size`` (a paper that sized each model to a
+    #: similar number of parameters)
+    hidden_per_cell: dict[str, int] = field(default_factory=dict)
+    #: per cell, options of its layer (``rnnkit.make_layer`` keywords), e.g. the LSTM's forget_bias
+    layer_options: dict[str, dict] = field(default_factory=dict)
+    #: where the values come from
+    source: str = "rnnkit's defaults"
+
+    def hidden_for(self, cell: str) -> int:
+        return self.hidden_per_cell.get(cell, self.hidden_size)
+
+    def options_for(self, cell: str) -> dict:
+        return dict(self.layer_options.get(cell, {}))
+
+    def describe(self) -> str:
+        """One line: every value, as ``rnnkit task --list`` shows it."""
+        per_cell = ", ".join(f"{c} {h}" for c, h in self.hidden_per_cell.items())
+        parts = [f"T={self.seq_len}" if self.seq_len is not None else "no T",
+                 f"hidden {self.hidden_size}" + (f" ({per_cell})" if per_cell else "")]
+        parts += [f"batch {self.batch_size}", f"{self.optimizer} lr {self.lr:g}",
+                  f"clip norm {self.clip_norm:g}" if self.clip_norm is not None else "no norm clipping"]
+        if self.clip_value is not None:
+            parts.append(f"clip values to ±{self.clip_value:g}")
+        parts += [f"{self.max_steps} steps", f"eval every {self.eval_every}", f"test set {self.test_size}"]
+        parts += [f"{c} with " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in o.items())
+                  for c, o in self.layer_options.items()]
+        return ", ".join(parts)
 
 
 class Task:
@@ -61,6 +97,8 @@ class Task:
     #: "last": the loss reads the output at each sequence's last step; "all": every step
     readout: str = "last"
     defaults = TaskDefaults()
+    #: the paper's hyper-parameters as far as it states them (None: the paper gives none)
+    paper_settings: TaskDefaults | None = None
 
     def __init__(self, seq_len: int | None = None):
         self.seq_len = seq_len
@@ -77,6 +115,15 @@ class Task:
 
     def describe(self) -> str:
         return f"{self.name} (T={self.seq_len})" if self.seq_len is not None else self.name
+
+    @classmethod
+    def settings(cls, paper: bool = False) -> TaskDefaults:
+        """``defaults``, or with ``paper=True`` the paper's settings."""
+        if not paper:
+            return cls.defaults
+        if cls.paper_settings is None:
+            raise ValueError(f"the task {cls.name!r} has no paper settings")
+        return cls.paper_settings
 
 
 def _check_batch_size(batch_size: int) -> None:

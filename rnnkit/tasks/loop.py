@@ -1,5 +1,6 @@
-"""A small training loop for the benchmark tasks and the seq2seq demos: Adam, gradient-norm
-clipping, a budget of steps and/or seconds, periodic evaluation, early stop when solved.
+"""A small training loop for the benchmark tasks and the seq2seq demos: Adam (or RMSProp or
+plain SGD, for the papers' settings), gradient clipping, a budget of steps and/or seconds,
+periodic evaluation, early stop when solved.
 
 (Self-contained on purpose; the main trainer of ``rnnkit.train`` is the general one.)
 """
@@ -19,14 +20,23 @@ from ..errors import TrainingError
 
 log = logging.getLogger(__name__)
 
+#: the optimizers :class:`LoopConfig` accepts
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
 
 @dataclass
 class LoopConfig:
     """Budget and optimiser settings of :func:`train_loop`."""
 
     lr: float = 1e-3
+    #: "adam" (torch defaults), "rmsprop" (decay 0.9, as Arjovsky et al. 2016 train) or "sgd"
+    #: (plain gradient descent, no momentum, as Hochreiter & Schmidhuber 1997 train online)
+    optimizer: str = "adam"
     #: clip the global gradient norm to this value (None: no clipping)
     clip_norm: float | None = 1.0
+    #: clip every gradient element to [-clip_value, clip_value] (None: no clipping); applied
+    #: before the norm clipping
+    clip_value: float | None = None
     #: stop after this many optimiser steps (None: no step limit)
     max_steps: int | None = None
     #: stop after this many seconds of wall-clock time (None: no time limit)
@@ -39,8 +49,12 @@ class LoopConfig:
     def __post_init__(self):
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.clip_norm is not None and self.clip_norm <= 0:
             raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm}")
+        if self.clip_value is not None and self.clip_value <= 0:
+            raise ValueError(f"clip_value must be positive or None, got {self.clip_value}")
         if self.max_steps is None and self.max_time is None:
             raise ValueError("give a budget: max_steps or max_time (or both)")
         if self.max_steps is not None and self.max_steps < 1:
@@ -74,6 +88,16 @@ class LoopResult:
         return self.history[-1]
 
 
+def make_optimizer(parameters, config: LoopConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config.optimizer`` names, with learning rate ``config.lr``."""
+    if config.optimizer == "rmsprop":
+        # running average of g² with decay 0.9 (Arjovsky et al. 2016; torch's default is 0.99)
+        return torch.optim.RMSprop(parameters, lr=config.lr, alpha=0.9)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr)
+    return torch.optim.Adam(parameters, lr=config.lr)
+
+
 def train_loop(
     model: nn.Module,
     train_step_loss: Callable[[int], Tensor],
@@ -81,13 +105,14 @@ def train_loop(
     config: LoopConfig,
     on_eval: Callable[[EvalPoint], None] | None = None,
 ) -> LoopResult:
-    """Train ``model`` with Adam until the budget is spent or ``evaluate`` says solved.
+    """Train ``model`` with the configured optimizer until the budget is spent or
+    ``evaluate`` says solved.
 
     ``train_step_loss(step)`` builds a fresh batch and returns its loss (model in train
     mode); ``evaluate()`` returns (metrics, solved, verdict) on the test set (it is called
     with the model in eval mode and gradients off).
     """
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = make_optimizer(model.parameters(), config)
     start = time.perf_counter()
     result = LoopResult(0, 0.0, False)
     recent: list[float] = []
@@ -118,6 +143,8 @@ def train_loop(
             raise TrainingError(f"loss is {float(loss.detach())} at step {step}; lower the learning rate (--lr)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if config.clip_value is not None:
+            nn.utils.clip_grad_value_(model.parameters(), config.clip_value)
         if config.clip_norm is not None:
             norm = nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             if not torch.isfinite(norm):

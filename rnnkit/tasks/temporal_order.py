@@ -36,7 +36,19 @@ class TemporalOrder(Task):
     input_size = len(SYMBOLS)
     output_size = len(CLASSES)
     baseline = math.log(4)
-    defaults = TaskDefaults(seq_len=100, hidden_size=64, batch_size=50, lr=1e-3, test_size=2000)
+    # tuned (docs/tasks.md): the LSTM solves T = 100 in 500-1200 steps, the tanh RNN stays at chance.
+    # The LSTM starts with its forget gate open (bias 3, f ≈ 0.95), as the forget gate's authors
+    # advise (Gers, Schmidhuber & Cummins 2000): with PyTorch's initialisation (f ≈ 0.5) it
+    # stayed at chance for 3000 steps at every learning rate we tried
+    defaults = TaskDefaults(seq_len=100, hidden_size=32, batch_size=50, lr=1e-2, max_steps=3000, test_size=2000,
+                            layer_options={"lstm": {"forget_bias": 3.0}})
+    # Experiment 6a: 2 memory-cell blocks of size 2 (4 cells), learning rate 0.5, weights updated
+    # after every sequence; Table 8: success after 31,390 sequences. The paper's LSTM has no
+    # forget gate: ours starts with it wide open (bias 5, f ≈ 0.99) as the nearest equivalent
+    paper_settings = TaskDefaults(seq_len=100, hidden_size=4, batch_size=1, lr=0.5, optimizer="sgd", clip_norm=None,
+                                  max_steps=60000, eval_every=2000, test_size=2000,
+                                  layer_options={"lstm": {"forget_bias": 5.0}},
+                                  source="Hochreiter & Schmidhuber 1997, §5.6")
 
     def __init__(self, seq_len: int | None = None):
         seq_len = self.defaults.seq_len if seq_len is None else seq_len
