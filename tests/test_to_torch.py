@@ -19,6 +19,8 @@ from rnnkit.models.forecaster import ForecasterConfig
 from rnnkit.models.generator import GeneratorConfig
 from rnnkit.models.tagger import TaggerConfig
 
+from . import needs
+
 CONVERTIBLE = {
     "rnn-tanh": (lambda **kw: rnnkit.RNN(3, 5, **kw), nn.RNN),
     "rnn-relu": (lambda **kw: rnnkit.RNN(3, 5, nonlinearity="relu", **kw), nn.RNN),
@@ -197,13 +199,13 @@ def test_torch_export_of_an_rnnkit_layer_traces_the_reference_loop(monkeypatch, 
 
 
 def test_onnx_export_of_the_converted_layer(tmp_path):
-    # optional packages, not dependencies of rnnkit: the test runs where they are installed
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxscript")  # torch.onnx.export's exporter (dynamo=True) needs it
+    # not dependencies of rnnkit; the dev extra installs them, so under CI a missing one fails
+    onnx = needs.module("onnx", 'pip install -e ".[dev]"')
+    needs.module("onnxscript", 'pip install -e ".[dev]"')  # torch.onnx.export's exporter (dynamo=True)
     layer = rnnkit.LSTM(3, 5, num_layers=2).eval()
     torch.onnx.export(rnnkit.to_torch(layer), (torch.randn(4, 2, 3),), str(tmp_path / "lstm.onnx"), dynamo=True)
     onnx.checker.check_model(str(tmp_path / "lstm.onnx"))
-    ort = pytest.importorskip("onnxruntime")
+    ort = needs.module("onnxruntime", 'pip install -e ".[dev]"')
     session = ort.InferenceSession(str(tmp_path / "lstm.onnx"))
     x = torch.randn(4, 2, 3)
     (got, *_) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
