@@ -4,6 +4,7 @@ and the machine's GEMM throughput; write BENCHMARKS.md and a JSON file."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 
 from . import add_command
@@ -47,6 +48,23 @@ def _scan_section(quick: bool, threads: int | None) -> dict:
     return {"rows": rows, "markdown": scan.markdown(rows, cfg)}
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The ``rnnkit bench`` command line that measures what this run measures (the output
+    file names left out), for the header of the table."""
+    parts = ["rnnkit bench"]
+    if args.quick:
+        parts.append("--quick")
+    for flag, value in (("--shapes", args.shapes), ("--cells", args.cells)):
+        if value:
+            parts += [flag, *value]
+    for flag, value in (("--rounds", args.rounds), ("--threads", args.threads), ("--sample-chars", args.sample_chars)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.no_scan:
+        parts.append("--no-scan")
+    return " ".join(shlex.quote(p) if p != "rnnkit bench" else p for p in parts)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -86,9 +104,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    command = _command(args)
     # the files are rewritten after every point, so an interrupted run keeps what it measured
     results = bench.run(cfg, log=lambda line: print(line, flush=True),
-                        on_progress=lambda partial: bench.write_outputs(partial, args.out, args.json))
+                        on_progress=lambda partial: bench.write_outputs({**partial, "command": command}, args.out,
+                                                                        args.json))
+    results["command"] = command
     if not args.no_scan:
         results["scan"] = _scan_section(args.quick, args.threads)
     bench.write_outputs(results, args.out, args.json)
