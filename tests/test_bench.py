@@ -296,3 +296,23 @@ def test_render_rewrites_the_table_from_the_json_and_says_what_limits_a_miss(tmp
     assert main(["bench", "--render", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.md")]) == 2
     assert "bad.json is not the JSON of an rnnkit bench run" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+def test_cli_bench_device_cuda_without_cuda_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["bench", "--device", "cuda", "--quick", "--out", str(tmp_path / "a.md"),
+                 "--json", str(tmp_path / "a.json")])
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == ["rnnkit bench: error: --device cuda: torch.cuda.is_available() is False (no CUDA device or a "
+                   "CPU-only torch)"]
+    assert not (tmp_path / "a.md").exists() and not (tmp_path / "a.json").exists()
+
+
+def test_a_miss_on_cuda_names_the_cuda_limit():
+    results = _results([_row("lstm", "big", 1.5, 1.5, 5.0, 0.85, 0.9, gflop=9.0)])
+    results["environment"]["device"] = "cuda (NVIDIA H200)"
+    md = bench.to_markdown(results)
+    assert "float32 on cuda (NVIDIA H200)" in md
+    assert f"**missed**: lstm @ big: 1.50×. *What limits it:* {bench.CUDA_LIMIT}" in md
+    assert "oneDNN" not in md.split("## Targets")[1].split("GEMM roofline")[0]

@@ -28,6 +28,7 @@ here except through the ``log`` callable the caller passes.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import math
 import os
@@ -116,8 +117,10 @@ def _options(v: Variant, H: int) -> dict:
     return opts
 
 
-def build(v: Variant, shape: Shape) -> tuple[nn.Module, nn.Module | None, nn.Module]:
-    """(rnnkit layer, torch.nn layer or None, Python-loop baseline), all with the same weights."""
+def build(v: Variant, shape: Shape,
+          device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module | None, nn.Module]:
+    """(rnnkit layer, torch.nn layer or None, Python-loop baseline), all with the same weights,
+    on ``device``."""
     I, H = shape.input, shape.hidden
     opts = _options(v, H)
     if v.family == "rnn":
@@ -136,7 +139,8 @@ def build(v: Variant, shape: Shape) -> tuple[nn.Module, nn.Module | None, nn.Mod
         kw = {"proj_size": opts["proj_size"]} if "proj_size" in opts else {}
         native = getattr(nn, v.native)(I, H, **kw)
         native.load_state_dict(layer.state_dict())
-    return layer, native, loop
+        native.to(device)
+    return layer.to(device), native, loop.to(device)
 
 
 # -- GEMM counting -----------------------------------------------------------------------------
@@ -221,19 +225,28 @@ def as_counts(gemms: Sequence[Gemm]) -> Counter:
     return counts
 
 
-def time_gemm(m: int, k: int, n: int, repeats: int = 7) -> float:
+def _synchronize(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work (CUDA runs asynchronously); a no-op on the CPU."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def time_gemm(m: int, k: int, n: int, repeats: int = 7, device: str | torch.device = "cpu") -> float:
     """Seconds of one (m, k) @ (k, n) float32 product with ``torch.mm(out=)``: the fastest of
     ``repeats`` samples (the least disturbed by other load), each a mean over enough calls
     for ≈ 0.2 GFLOP."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
+    device = torch.device(device)
+    sync = _synchronize(device)
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    out = torch.empty(m, n, device=device)
     inner = max(1, min(200, int(2e8 // max(1, 2 * m * k * n))))  # ≈ 0.2 GFLOP per sample
     torch.mm(a, b, out=out)
     samples = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         for _ in range(inner):
             torch.mm(a, b, out=out)
+        sync()
         samples.append((time.perf_counter() - t0) / inner)
     return min(samples)
 
@@ -296,15 +309,22 @@ _IN_USE = _heap_in_use()
 def activation_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
     """Bytes held between forward and backward of one training step (output included).
 
-    Measured as the growth of glibc's in-use heap across the forward, with rnnkit's
-    buffer pool emptied first so that rnnkit pays for its buffers like everyone else."""
-    if _IN_USE is None:
+    Measured as the growth of glibc's in-use heap across the forward (on CUDA, of the
+    caching allocator's allocated bytes), with rnnkit's buffer pool emptied first so that
+    rnnkit pays for its buffers like everyone else."""
+    if x.device.type == "cuda":
+        def in_use() -> int:
+            torch.cuda.synchronize(x.device)
+            return torch.cuda.memory_allocated(x.device)
+    elif _IN_USE is None:
         return None
+    else:
+        in_use = _IN_USE
     engine._POOL.clear()
     module.zero_grad(set_to_none=True)
-    before = _IN_USE()
+    before = in_use()
     out, _ = module(x)
-    held = _IN_USE() - before
+    held = in_use() - before
     out.sum().backward()
     del out
     module.zero_grad(set_to_none=True)
@@ -313,20 +333,26 @@ def activation_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
 
 # -- timing ------------------------------------------------------------------------------------
 def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    sync = _synchronize(x.device)
+
     def step() -> None:
         for p in module.parameters():
             p.grad = None
         x.grad = None
         out, _ = module(x)
         out.sum().backward()
+        sync()
 
     return step
 
 
 def _inference(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    sync = _synchronize(x.device)
+
     def run() -> None:
         with torch.no_grad():
             module(x)
+        sync()
 
     return run
 
@@ -378,7 +404,7 @@ class CharSampler(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, batch: int, start: int, generator: torch.Generator) -> torch.Tensor:
         """(n, batch) character ids drawn from softmax(logits), starting after ``start``."""
-        token = torch.full((1, batch), start, dtype=torch.long)
+        token = torch.full((1, batch), start, dtype=torch.long, device=self.head.weight.device)
         state = None
         drawn = torch.empty(n, batch, dtype=torch.long)
         for t in range(n):
@@ -389,8 +415,9 @@ class CharSampler(nn.Module):
         return drawn
 
 
-def generation_pair(family: str, hidden: int, vocab: int = 96):
-    """(rnnkit CharLM, :class:`CharSampler` on the torch.nn layer with the same weights)."""
+def generation_pair(family: str, hidden: int, vocab: int = 96, device: str | torch.device = "cpu"):
+    """(rnnkit CharLM, :class:`CharSampler` on the torch.nn layer with the same weights), on
+    ``device``."""
     from ..data.text import Vocabulary
     from ..models.charlm import CharLM, CharLMConfig
 
@@ -402,19 +429,21 @@ def generation_pair(family: str, hidden: int, vocab: int = 96):
     twin.embed.load_state_dict(lm.embed.state_dict())
     twin.layer.load_state_dict(lm.rnn.state_dict())
     twin.head.load_state_dict(lm.head.state_dict())
-    return lm, twin
+    return lm.to(device), twin.to(device)
 
 
 def generation_throughput(family: str, hidden: int, n_steps: int, batch: int, rounds: int,
-                          warmup: int = 1) -> dict[str, list[float]]:
+                          warmup: int = 1, device: str | torch.device = "cpu") -> dict[str, list[float]]:
     """Characters per second of each round, ``batch`` sequences of ``n_steps`` characters:
     rnnkit through ``CharLM.sample`` at batch 1 and :func:`rnnkit.cli.sample.sample_many`
     (``rnnkit sample --num-samples``) above; torch.nn through :class:`CharSampler` with the
     same weights. The two alternate within each round."""
     from ..cli.sample import sample_many
 
-    lm, twin = generation_pair(family, hidden)
+    device = torch.device(device)
+    lm, twin = generation_pair(family, hidden, device=device)
     start = lm.vocab.id("\n")
+    sync = _synchronize(device)
 
     def rnnkit_run(n: int) -> None:
         if batch == 1:
@@ -423,15 +452,17 @@ def generation_throughput(family: str, hidden: int, n_steps: int, batch: int, ro
             sample_many(lm, batch, n, seed=0)
 
     runs = {"rnnkit": rnnkit_run,
-            "torch.nn": lambda n: twin.sample(n, batch, start, torch.Generator().manual_seed(0))}
+            "torch.nn": lambda n: twin.sample(n, batch, start, torch.Generator(device=device).manual_seed(0))}
     for _ in range(warmup):
         for sample in runs.values():
             sample(10)
     per_round: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(rounds):
         for impl, sample in runs.items():
+            sync()
             t0 = time.perf_counter()
             sample(n_steps)
+            sync()
             per_round[impl].append(batch * n_steps / (time.perf_counter() - t0))
     return per_round
 
@@ -458,6 +489,8 @@ class BenchConfig:
     #: batch sizes of the generation throughput (``rnnkit sample --num-samples``)
     sample_batches: tuple[int, ...] = (1, 64)
     seed: int = 0
+    #: "cpu" or "cuda" (torch.nn then runs cuDNN)
+    device: str = "cpu"
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -477,14 +510,14 @@ def bench_one(v: Variant, shape: Shape, cfg: BenchConfig, gemm_seconds: Callable
 
 def _bench_one(v: Variant, shape: Shape, cfg: BenchConfig, gemm_seconds: Callable[[int, int, int], float]) -> dict:
     torch.manual_seed(cfg.seed)
-    layer, native, loop = build(v, shape)
+    layer, native, loop = build(v, shape, cfg.device)
     # x needs its gradient, as for any layer above the first: the step includes dx
-    x = torch.randn(shape.seq, shape.batch, shape.input, requires_grad=True)
+    x = torch.randn(shape.seq, shape.batch, shape.input, device=cfg.device, requires_grad=True)
     impls = {"rnnkit": layer, "loop": loop}
     if native is not None:
         impls["native"] = native
     if v.name != "lstm":  # the variants' yardstick: torch.nn.LSTM at the same shape
-        impls["torch.nn.LSTM"] = nn.LSTM(shape.input, shape.hidden)
+        impls["torch.nn.LSTM"] = nn.LSTM(shape.input, shape.hidden, device=cfg.device)
     for m in impls.values():
         m.train()
     train = interleaved_rounds({k: _train_step(m, x) for k, m in impls.items()}, cfg.warmup, cfg.rounds)
@@ -538,7 +571,8 @@ def _bench_one(v: Variant, shape: Shape, cfg: BenchConfig, gemm_seconds: Callabl
     return row
 
 
-def environment() -> dict:
+def environment(device: str = "cpu") -> dict:
+    dev = torch.device(device)
     return {
         "torch": torch.__version__,
         "rnnkit": rnnkit.__version__,
@@ -546,7 +580,7 @@ def environment() -> dict:
         "machine": platform.machine(),
         "processor": _cpu_model(),
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else dev.type,
         "dtype": "float32",
     }
 
@@ -562,9 +596,9 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def peak_gemm_gflops(size: int = 1024) -> float:
+def peak_gemm_gflops(size: int = 1024, device: str | torch.device = "cpu") -> float:
     """Throughput of one large square float32 GEMM: the machine's peak for reference."""
-    return 2 * size**3 / time_gemm(size, size, size, repeats=5) / 1e9
+    return 2 * size**3 / time_gemm(size, size, size, repeats=5, device=device) / 1e9
 
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
@@ -574,12 +608,14 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
     unknown = [v for v in cfg.variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown cell(s) {unknown}; expected some of {list(VARIANTS)}")
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {cfg.device!r} asked for, but torch.cuda.is_available() is False")
     t_start = time.perf_counter()
-    gemm_seconds = GemmTimer()
+    gemm_seconds = GemmTimer(functools.partial(time_gemm, device=cfg.device))
     results = {
-        "environment": environment(),
+        "environment": environment(cfg.device),
         "config": {**asdict(cfg), "shapes": [asdict(s) for s in cfg.shapes]},
-        "peak_gemm_gflops": peak_gemm_gflops(),
+        "peak_gemm_gflops": peak_gemm_gflops(device=cfg.device),
         "gemm_call_overhead_us": 1e6 * gemm_seconds.overhead,
         "results": [],
         "sampling": {"hidden": cfg.sample_hidden, "steps": cfg.sample_chars, "rows": []},
@@ -604,7 +640,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None,
                 continue
             for batch in cfg.sample_batches:
                 per_round = generation_throughput(family, cfg.sample_hidden, cfg.sample_chars, batch, cfg.rounds,
-                                                  cfg.warmup)
+                                                  cfg.warmup, cfg.device)
                 gen = generation_row(family, batch, per_round)
                 results["sampling"]["rows"].append(gen)
                 log(f"generation {family} batch {batch}: " + ", ".join(
@@ -648,6 +684,16 @@ LIMITS = {
     "memory": "what the backward must keep per step (gates, c, and with layer norm the normalized "
               "recurrent projection and cell) against oneDNN's workspace.",
 }
+
+
+#: what limits each target on CUDA, where every cell runs the Python engine today
+CUDA_LIMIT = ("on CUDA every rnnkit cell runs the Python engine (about a dozen kernel launches per step, "
+              "each paying its launch latency) against cuDNN's fused kernels (issue #15: GPU kernels).")
+
+
+def _limit(results: dict, key: str) -> str:
+    on_cuda = str(results["environment"].get("device", "cpu")).startswith("cuda")
+    return CUDA_LIMIT if on_cuda and key not in ("roofline", "memory") else LIMITS[key]
 
 
 def _fmt(x: float | None, spec: str = ".2f", suffix: str = "") -> str:
@@ -784,7 +830,8 @@ def to_markdown(results: dict) -> str:
               f"Each judged by the worst of the {rounds} rounds (the largest slowdown, the smallest speed-up), "
               "not the median.", ""]
     for key, misses in check_targets(results).items():
-        status = "met" if not misses else "**missed**: " + "; ".join(misses) + f". *What limits it:* {LIMITS[key]}"
+        status = ("met" if not misses else
+                  "**missed**: " + "; ".join(misses) + f". *What limits it:* {_limit(results, key)}")
         lines.append(f"- {TARGETS[key]}: {status}")
     return "\n".join(lines) + "\n"
 

@@ -20,6 +20,8 @@ def register(subparsers) -> None:
                    help="shapes SEQxBATCHxHIDDEN or SEQxBATCHxINPUTxHIDDEN (default: the issue's grid)")
     p.add_argument("--cells", nargs="+", metavar="CELL", help="cells/variants to run (default: all; see --list)")
     p.add_argument("--rounds", type=int, help="timed rounds per measurement (default 3, 2 with --quick)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to measure (default: %(default)s); on cuda torch.nn runs cuDNN")
     p.add_argument("--threads", type=int, help="torch.set_num_threads before measuring (default: torch's)")
     p.add_argument("--sample-chars", type=int, help="characters per model for the sampling throughput (0: skip)")
     p.add_argument("--no-scan", action="store_true", help="skip the training time versus sequence length "
@@ -60,6 +62,8 @@ def _command(args: argparse.Namespace) -> str:
     for flag, value in (("--rounds", args.rounds), ("--threads", args.threads), ("--sample-chars", args.sample_chars)):
         if value is not None:
             parts += [flag, str(value)]
+    if args.device != "cpu":
+        parts += ["--device", args.device]
     if args.no_scan:
         parts.append("--no-scan")
     return " ".join(shlex.quote(p) if p != "rnnkit bench" else p for p in parts)
@@ -99,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         if args.sample_chars < 0:
             raise ValueError(f"--sample-chars must be 0 or more, got {args.sample_chars}")
         cfg.sample_chars = args.sample_chars
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch.cuda.is_available() is False (no CUDA device or a CPU-only torch)")
+    cfg.device = args.device
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
