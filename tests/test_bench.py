@@ -295,6 +295,14 @@ def test_render_rewrites_the_table_from_the_json_and_says_what_limits_a_miss(tmp
     (tmp_path / "bad.json").write_text('{"results": 3}')
     assert main(["bench", "--render", str(tmp_path / "bad.json"), "--out", str(tmp_path / "x.md")]) == 2
     assert "bad.json is not the JSON of an rnnkit bench run" in capsys.readouterr().err
+    # the JSON of a run from before the rounds were kept: judged, and said to be judged, by the medians
+    old = _results([_row("lstm", "big", 1.10, 1.10, 5.0, 0.85, 0.9, gflop=9.0)])
+    del old["results"][0]["worst"], old["results"][0]["train_ms_range"]
+    js.write_text(json.dumps(old))
+    assert main(["bench", "--render", str(js), "--out", str(md)]) == 0
+    text = md.read_text()
+    assert "Judged by the medians: the JSON of this run predates the per-round figures." in text
+    assert "**missed**: lstm @ big: 1.10×" in text and "| lstm | 10.0 | 12.0 | 50.0 |" in text
     assert not (tmp_path / "x.md").exists()
 
 
