@@ -13,7 +13,9 @@ T, B, I, H = 4, 3, 3, 4
 
 def _states(layer, batch, dtype=torch.float64):
     LD = layer.num_layers * layer.num_directions
-    return tuple(torch.randn(LD, batch, s, dtype=dtype, requires_grad=True) for s in layer.cell.state_sizes())
+    device = next(layer.parameters()).device
+    return tuple(torch.randn(LD, batch, s, dtype=dtype, device=device, requires_grad=True)
+                 for s in layer.cell.state_sizes())
 
 
 def _call(layer, params, x, states, lengths):
@@ -27,12 +29,12 @@ def _call(layer, params, x, states, lengths):
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_bptt_gradcheck(cell, bidirectional, with_lengths, with_state):
+def test_bptt_gradcheck(cell, bidirectional, with_lengths, with_state, device):
     layer = make(cell, I, H, num_layers=2 if bidirectional else 1, bidirectional=bidirectional,
-                 dtype=torch.float64)
+                 dtype=torch.float64, device=device)
     names = [n for n, _ in layer.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
-    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(T, B, I, dtype=torch.float64, device=device, requires_grad=True)
     states = _states(layer, B) if with_state else ()
     lengths = torch.tensor([4, 2, 3]) if with_lengths else None
     n_state = len(states)
@@ -48,16 +50,16 @@ def test_bptt_gradcheck(cell, bidirectional, with_lengths, with_state):
 
 
 @pytest.mark.parametrize("cell", list(ALL_CELLS))
-def test_bptt_matches_autograd_with_lengths_dropout_zoneout(cell):
+def test_bptt_matches_autograd_with_lengths_dropout_zoneout(cell, device):
     """Hand-written BPTT and the autograd reference agree on outputs and every gradient,
     with lengths, recurrent dropout and zoneout all on (same random masks)."""
     n_states = 2 if cell.startswith("lstm") else 1
     kw = dict(num_layers=2, bidirectional=True, recurrent_dropout=0.3, zoneout=0.2,
-              learn_initial_state=True, dtype=torch.float64)
+              learn_initial_state=True, dtype=torch.float64, device=device)
     fast = make(cell, I, H, **kw)
     ref = make(cell, I, H, backend="autograd", **kw)
     ref.load_state_dict(fast.state_dict())
-    x = torch.randn(6, B, I, dtype=torch.float64)
+    x = torch.randn(6, B, I, dtype=torch.float64, device=device)
     lengths = torch.tensor([6, 1, 4])
     results = []
     for layer in (fast, ref):
@@ -66,7 +68,7 @@ def test_bptt_matches_autograd_with_lengths_dropout_zoneout(cell):
         out, hn = layer(xi, lengths=lengths)
         hn = hn if isinstance(hn, tuple) else (hn,)
         assert len(hn) == n_states
-        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum()
         loss = loss + sum((h * h).sum() for h in hn)
         grads = torch.autograd.grad(loss, [xi, *layer.parameters()])
         results.append((out.detach(), grads))

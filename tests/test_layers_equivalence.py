@@ -15,9 +15,9 @@ CONFIGS = [
 ]
 
 
-def _pair(kind, *args, **kw):
-    ref = getattr(torch.nn, kind)(*args, **kw)
-    mine = getattr(rnnkit, kind)(*args, **kw)
+def _pair(kind, *args, device="cpu", **kw):
+    ref = getattr(torch.nn, kind)(*args, **kw, device=device)
+    mine = getattr(rnnkit, kind)(*args, **kw, device=device)
     assert list(mine.state_dict()) == list(ref.state_dict())
     for (k1, v1), (_, v2) in zip(ref.state_dict().items(), mine.state_dict().items()):
         assert v1.shape == v2.shape, k1
@@ -28,13 +28,14 @@ def _pair(kind, *args, **kw):
 def _state(kind, ref, B, kw):
     LD = ref.num_layers * (2 if ref.bidirectional else 1)
     R = ref.proj_size or ref.hidden_size if kind == "LSTM" else ref.hidden_size
-    h0 = torch.randn(LD, B, R)
-    return (h0, torch.randn(LD, B, ref.hidden_size)) if kind == "LSTM" else h0
+    device = ref.weight_ih_l0.device
+    h0 = torch.randn(LD, B, R, device=device)
+    return (h0, torch.randn(LD, B, ref.hidden_size, device=device)) if kind == "LSTM" else h0
 
 
 def _grads(module, x, out, hn):
     hn = hn if isinstance(hn, tuple) else (hn,)
-    w = torch.linspace(-1, 1, out.numel()).view_as(out)
+    w = torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)
     loss = (out * w).sum() + sum((h.sin()).sum() for h in hn)
     return torch.autograd.grad(loss, [x, *module.parameters()])
 
@@ -47,10 +48,10 @@ def _assert_same(ref_result, my_result):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("with_state", [False, True])
-def test_same_outputs_and_gradients_as_torch_nn(kind, cfg, with_state):
-    ref, mine = _pair(kind, 5, 7, **cfg)
+def test_same_outputs_and_gradients_as_torch_nn(kind, cfg, with_state, device):
+    ref, mine = _pair(kind, 5, 7, device=device, **cfg)
     B, T = 4, 6
-    x = torch.randn(B, T, 5) if cfg["batch_first"] else torch.randn(T, B, 5)
+    x = (torch.randn(B, T, 5) if cfg["batch_first"] else torch.randn(T, B, 5)).to(device)
     hx = _state(kind, ref, B, cfg) if with_state else None
     results = []
     for m in (ref, mine):
@@ -61,9 +62,9 @@ def test_same_outputs_and_gradients_as_torch_nn(kind, cfg, with_state):
 
 
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
-def test_lstm_projection_matches_torch_nn(num_layers, bidirectional):
-    ref, mine = _pair("LSTM", 5, 8, num_layers=num_layers, bidirectional=bidirectional, proj_size=3)
-    x = torch.randn(6, 4, 5)
+def test_lstm_projection_matches_torch_nn(num_layers, bidirectional, device):
+    ref, mine = _pair("LSTM", 5, 8, num_layers=num_layers, bidirectional=bidirectional, proj_size=3, device=device)
+    x = torch.randn(6, 4, 5, device=device)
     hx = _state("LSTM", ref, 4, {})
     results = []
     for m in (ref, mine):
@@ -76,10 +77,10 @@ def test_lstm_projection_matches_torch_nn(num_layers, bidirectional):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("enforce_sorted", [True, False])
-def test_packed_sequence_matches_torch_nn(kind, enforce_sorted):
-    ref, mine = _pair(kind, 3, 5, num_layers=2, bidirectional=True)
+def test_packed_sequence_matches_torch_nn(kind, enforce_sorted, device):
+    ref, mine = _pair(kind, 3, 5, num_layers=2, bidirectional=True, device=device)
     lengths = torch.tensor([6, 5, 3, 1]) if enforce_sorted else torch.tensor([3, 6, 1, 5])
-    x = torch.randn(6, 4, 3)
+    x = torch.randn(6, 4, 3, device=device)
     hx = _state(kind, ref, 4, {})
     results = []
     for m in (ref, mine):
@@ -89,6 +90,7 @@ def test_packed_sequence_matches_torch_nn(kind, enforce_sorted):
         assert isinstance(out, torch.nn.utils.rnn.PackedSequence)
         if not enforce_sorted:
             torch.testing.assert_close(out.sorted_indices, packed.sorted_indices)
+        assert out.data.device == x.device
         padded, out_lengths = pad_packed_sequence(out)
         assert out_lengths.tolist() == lengths.tolist()
         results.append((out.data, padded, *(hn if isinstance(hn, tuple) else (hn,)),
@@ -117,9 +119,9 @@ def test_lengths_argument_equals_packed_input(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_unbatched_input_matches_torch_nn(kind):
-    ref, mine = _pair(kind, 3, 4, num_layers=2)
-    x = torch.randn(5, 3)
+def test_unbatched_input_matches_torch_nn(kind, device):
+    ref, mine = _pair(kind, 3, 4, num_layers=2, device=device)
+    x = torch.randn(5, 3, device=device)
     hx = _state(kind, ref, 1, {})
     hx = tuple(h.squeeze(1) for h in hx) if isinstance(hx, tuple) else hx.squeeze(1)
     o1, h1 = ref(x, hx)

@@ -4,6 +4,7 @@ and the machine's GEMM throughput; write BENCHMARKS.md and a JSON file."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 
 from . import add_command
@@ -19,6 +20,8 @@ def register(subparsers) -> None:
                    help="shapes SEQxBATCHxHIDDEN or SEQxBATCHxINPUTxHIDDEN (default: the issue's grid)")
     p.add_argument("--cells", nargs="+", metavar="CELL", help="cells/variants to run (default: all; see --list)")
     p.add_argument("--rounds", type=int, help="timed rounds per measurement (default 3, 2 with --quick)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to measure (default: %(default)s); on cuda torch.nn runs cuDNN")
     p.add_argument("--threads", type=int, help="torch.set_num_threads before measuring (default: torch's)")
     p.add_argument("--sample-chars", type=int, help="characters per model for the sampling throughput (0: skip)")
     p.add_argument("--no-scan", action="store_true", help="skip the training time versus sequence length "
@@ -45,6 +48,25 @@ def _scan_section(quick: bool, threads: int | None) -> dict:
         cfg.seq_lens, cfg.min_seconds = (128, 512), 0.2
     rows = scan.measure(cfg, progress=lambda line: print(line, flush=True))
     return {"rows": rows, "markdown": scan.markdown(rows, cfg)}
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The ``rnnkit bench`` command line that measures what this run measures (the output
+    file names left out), for the header of the table."""
+    parts = ["rnnkit bench"]
+    if args.quick:
+        parts.append("--quick")
+    for flag, value in (("--shapes", args.shapes), ("--cells", args.cells)):
+        if value:
+            parts += [flag, *value]
+    for flag, value in (("--rounds", args.rounds), ("--threads", args.threads), ("--sample-chars", args.sample_chars)):
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.device != "cpu":
+        parts += ["--device", args.device]
+    if args.no_scan:
+        parts.append("--no-scan")
+    return " ".join(shlex.quote(p) if p != "rnnkit bench" else p for p in parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,14 +103,20 @@ def run(args: argparse.Namespace) -> int:
         if args.sample_chars < 0:
             raise ValueError(f"--sample-chars must be 0 or more, got {args.sample_chars}")
         cfg.sample_chars = args.sample_chars
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch.cuda.is_available() is False (no CUDA device or a CPU-only torch)")
+    cfg.device = args.device
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    command = _command(args)
     # the files are rewritten after every point, so an interrupted run keeps what it measured
     results = bench.run(cfg, log=lambda line: print(line, flush=True),
-                        on_progress=lambda partial: bench.write_outputs(partial, args.out, args.json))
+                        on_progress=lambda partial: bench.write_outputs({**partial, "command": command}, args.out,
+                                                                        args.json))
+    results["command"] = command
     if not args.no_scan:
         results["scan"] = _scan_section(args.quick, args.threads)
     bench.write_outputs(results, args.out, args.json)
