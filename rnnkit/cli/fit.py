@@ -236,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
 def _tagger(args) -> int:
     from ..data.conll import read_conll, read_tokens
     from ..data.slots import write_slot_filling
-    from ..models.tagger import Tagger, TaggerConfig, majority_baseline, train_tagger
+    from ..models.tagger import Tagger, TaggerConfig, majority_baseline
+    from ..models.tagger_app import train_tagger
     from ..train.fit import FitConfig
 
     if args.predict is not None:
@@ -319,7 +320,8 @@ def _split_pairs(args):
 
 def _classifier(args) -> int:
     from ..data._files import read_text
-    from ..models.classifier import Classifier, ClassifierConfig, majority_baseline, train_classifier
+    from ..models.classifier import Classifier, ClassifierConfig, majority_baseline
+    from ..models.classifier_app import train_classifier
     from ..train.fit import FitConfig
 
     if args.predict is not None:
@@ -378,7 +380,8 @@ def _forecast_report(s, prefix: str) -> None:
 
 def _forecaster(args) -> int:
     from ..data.tabular import read_columns
-    from ..models.forecaster import Forecaster, ForecasterConfig, sunspots_csv, train_forecaster
+    from ..models.forecaster import Forecaster, ForecasterConfig, sunspots_csv
+    from ..models.forecaster_app import train_forecaster
     from ..train.fit import FitConfig
 
     features = [c.strip() for c in args.features.split(",") if c.strip()]
@@ -426,7 +429,8 @@ def _forecaster(args) -> int:
 def _generator(args) -> int:
     import torch
 
-    from ..models.generator import Generator, GeneratorConfig, train_generator, unigram_bits
+    from ..models.generator import Generator, GeneratorConfig, unigram_bits
+    from ..models.generator_app import train_generator
     from ..train.fit import FitConfig
 
     if args.predict is not None:

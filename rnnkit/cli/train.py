@@ -112,8 +112,8 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     from ..models.charlm import CharLMConfig
+    from ..models.charlm_app import train as train_run
     from ..train import rundir
-    from ..train import train as train_run
     from ..train.config import TrainConfig
 
     model_opts, train_opts = given(args, CharLMConfig), given(args, TrainConfig)

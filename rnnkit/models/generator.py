@@ -13,7 +13,7 @@ x_t ~ softmax(logits / temperature) and feeds it back until ``<eos>``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from ..data.vocabulary import Vocabulary
-from ..train.fit import FitConfig, FitResult, Shuffled, fit
 from . import _common
 
 BOS, EOS = "<bos>", "<eos>"
@@ -196,24 +195,3 @@ def unigram_bits(train: Sequence[str], test: Sequence[str]) -> float:
             bits -= math.log2((counts.get(ch, 0) + 1) / total)
             n += 1
     return bits / n
-
-
-def train_generator(
-    texts: Sequence[str],
-    conditions: Sequence[str],
-    valid: tuple[Sequence[str], Sequence[str]] | None = None,
-    config: GeneratorConfig | None = None,
-    fit_config: FitConfig | None = None,
-    log: Callable[[dict], None] | None = None,
-) -> tuple[Generator, FitResult]:
-    """Build a generator from (text, condition) pairs and fit it; with ``valid``, the
-    weights with the lowest validation bits per symbol are kept."""
-    fc = fit_config or FitConfig()
-    torch.manual_seed(fc.seed)
-    model = Generator.from_data(texts, conditions, config)
-    pairs = list(zip(texts, conditions))
-    batches = Shuffled(pairs, fc.batch_size, lambda ps: model.batch([p[0] for p in ps], [p[1] for p in ps]),
-                       seed=fc.seed)
-    eval_fn = (lambda m: m.bits_per_symbol(*valid)) if valid else None
-    result = fit(model, lambda m, b: m.loss(b), batches, fc, eval_fn=eval_fn, log=log)
-    return model, result

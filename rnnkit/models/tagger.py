@@ -15,7 +15,7 @@ suffixes like "2nd").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from ..data.conll import TaggedSentence
 from ..data.vocabulary import Vocabulary
-from ..train.fit import FitConfig, FitResult, Shuffled, fit
 from . import _common
 from .metrics import SpanScores, span_f1
 
@@ -188,22 +187,3 @@ def majority_baseline(train: Sequence[TaggedSentence], test: Sequence[TaggedSent
     pred = [[max(counts[w.lower()], key=counts[w.lower()].get) if w.lower() in counts else default for w in s.tokens]
             for s in test]
     return span_f1([s.tags for s in test], pred)
-
-
-def train_tagger(
-    train: Sequence[TaggedSentence],
-    valid: Sequence[TaggedSentence] | None = None,
-    config: TaggerConfig | None = None,
-    fit_config: FitConfig | None = None,
-    log: Callable[[dict], None] | None = None,
-) -> tuple[Tagger, FitResult]:
-    """Build a tagger from ``train`` and fit it; with ``valid``, the weights with the
-    best validation micro-F1 are kept."""
-    fc = fit_config or FitConfig()
-    torch.manual_seed(fc.seed)
-    model = Tagger.from_data(train, config)
-    batches = Shuffled(list(train), fc.batch_size, lambda ss: model.batch([s.tokens for s in ss], [s.tags for s in ss]),
-                       seed=fc.seed)
-    eval_fn = (lambda m: 1.0 - m.evaluate(valid).micro.f1) if valid else None
-    result = fit(model, lambda m, b: m.loss(b), batches, fc, eval_fn=eval_fn, log=log)
-    return model, result

@@ -41,7 +41,6 @@ from ..checkpoint import (  # noqa: F401  (the run directory's file helpers, use
 from ..checkpoint import read_json_object as read_json
 from ..data.text import Vocabulary
 from ..errors import CheckpointError, DataError
-from ..models.charlm import CharLM, CharLMConfig
 from .config import TrainConfig
 
 FORMAT_VERSION = 1
@@ -55,8 +54,18 @@ METRICS = "metrics.jsonl"
 IDS = "corpus.ids"
 CHECKPOINTS = {"latest": LATEST, "best": BEST}
 
-#: model types a run directory may hold: name → (model class, config class)
-MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {"charlm": (CharLM, CharLMConfig)}
+#: model types a run directory may hold: name → (model class, config class); filled by the
+#: applications (:func:`register_model_type`), so the trainer knows no model
+MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {}
+
+
+def register_model_type(name: str, model_cls: type[nn.Module], config_cls: type) -> None:
+    """Make run directories whose ``model_type`` is ``name`` loadable: the model is
+    ``model_cls(config_cls.from_dict(config["model"]), vocabulary)``. Registering a name
+    again with other classes is an error (two applications claiming one type)."""
+    if MODEL_TYPES.get(name, (model_cls, config_cls)) != (model_cls, config_cls):
+        raise ValueError(f"model type {name!r} is already registered for {MODEL_TYPES[name][0].__name__}")
+    MODEL_TYPES[name] = (model_cls, config_cls)
 
 
 def write_json(path: Path, obj) -> None:
@@ -75,7 +84,7 @@ def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The run's config.json, checked: a known format version and model type, and ``model``,
     ``train`` and ``data`` sections whose fields have the types and ranges of
-    :class:`~rnnkit.CharLMConfig` and :class:`~rnnkit.TrainConfig` (one-line CheckpointError
+    the model type's config class and :class:`~rnnkit.TrainConfig` (one-line CheckpointError
     naming the file and the field otherwise)."""
     run = Path(run_dir)
     if not run.is_dir():
@@ -143,8 +152,8 @@ def _dtype(cfg: dict) -> torch.dtype | None:
     return torch.float64 if cfg["train"].get("precision") == "fp64" else None
 
 
-def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabulary, precision: str,
-                 present: dict | None = None) -> None:
+def check_resume(run_dir: str | os.PathLike, model, vocab: Vocabulary, precision: str,
+                 present: dict | None = None, model_type: str = "charlm") -> None:
     """Check, before the model is built, that ``model`` (with ``vocab``) has the tensors of the
     weights ``--resume`` will read: those of the resume file (or, in the older layout without
     weights there, of model.safetensors). ``present``: the model section of config.json."""
@@ -155,7 +164,8 @@ def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabul
     if not weights:
         path = run / LATEST
         weights, _ = read_header(path, "model weights")
-    check_against_weights(lambda c: CharLM(c, vocab), model, weights, run / CONFIG, path,
+    model_cls = MODEL_TYPES[model_type][0]
+    check_against_weights(lambda c: model_cls(c, vocab), model, weights, run / CONFIG, path,
                           dtype=torch.float64 if precision == "fp64" else None, present=present)
 
 
@@ -167,7 +177,7 @@ def load_state_into(model: nn.Module, path: Path) -> dict[str, str]:
     return metadata
 
 
-def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu") -> CharLM:
+def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu") -> nn.Module:
     """Load the model of a run directory written by :func:`rnnkit.train`.
 
     Args:
