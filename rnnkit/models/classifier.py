@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..data.vocabulary import Vocabulary
 from ..errors import CheckpointError
 from . import _common
@@ -33,18 +34,16 @@ TOKENIZATIONS = ("char", "word")
 class ClassifierConfig:
     """Settings of a :class:`Classifier` (vocabulary and labels come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = True
-    #: last | mean | max | attention
-    pooling: str = "last"
-    #: text input: ``char`` (every character a token) or ``word`` (whitespace-separated)
-    tokens: str = "char"
-    embedding_dim: int = 64
-    dropout: float = 0.1
-    lowercase: bool = False
-    min_count: int = 1
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(True, "a backward layer too (outputs of both directions concatenated)")
+    pooling: str = option("last", "pooling over time: last, mean, max or attention")
+    tokens: str = option("char", "text units: char (every character a token) or word (whitespace-separated)")
+    embedding_dim: int = option(64, "token embedding size")
+    dropout: float = option(0.1, "dropout on the recurrent output and between layers")
+    lowercase: bool = option(False, "lowercase the tokens")
+    min_count: int = option(1, "tokens seen fewer times in the training data become <unk>")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "min_count"))

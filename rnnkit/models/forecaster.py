@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..errors import DataError
 from . import _common
 from .metrics import mae, rmse
@@ -31,14 +32,12 @@ from .metrics import mae, rmse
 class ForecasterConfig:
     """Settings of a :class:`Forecaster` (column names and scaling come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    #: W, the number of past rows the model reads
-    window: int = 24
-    #: H, the number of future values it predicts
-    horizon: int = 1
-    dropout: float = 0.0
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(64, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    window: int = option(24, "W, the past rows read per forecast")
+    horizon: int = option(1, "H, the future values predicted per forecast")
+    dropout: float = option(0.0, "dropout on the recurrent output and between layers")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..data.vocabulary import Vocabulary
 from . import _common
 
@@ -31,14 +32,14 @@ CONDITION_MODES = ("init", "concat", "both")
 class GeneratorConfig:
     """Settings of a :class:`Generator` (symbols and conditions come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    embedding_dim: int = 32
-    condition_dim: int = 16
-    #: init (condition sets the initial state) | concat (fed with every input) | both
-    condition_mode: str = "both"
-    dropout: float = 0.1
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    embedding_dim: int = option(32, "token embedding size")
+    condition_dim: int = option(16, "condition embedding size")
+    condition_mode: str = option(
+        "both", "init (the condition sets the initial state), concat (fed with every input) or both")
+    dropout: float = option(0.1, "dropout on the recurrent output and between layers")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "condition_dim"))

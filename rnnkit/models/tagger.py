@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..data.conll import TaggedSentence
 from ..data.vocabulary import Vocabulary
 from . import _common
@@ -34,21 +35,18 @@ MAX_WORD_CHARS = 20
 class TaggerConfig:
     """Settings of a :class:`Tagger` (the vocabularies come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = True
-    embedding_dim: int = 64
-    #: channels of the character CNN (0 = no character features)
-    char_channels: int = 32
-    char_embedding_dim: int = 16
-    #: dropout on the token features and between layers
-    dropout: float = 0.2
-    #: probability of replacing a training word by <unk>, so the <unk> vector is learnt
-    word_dropout: float = 0.05
-    lowercase: bool = True
-    #: words seen fewer times in the training data become <unk>
-    min_count: int = 1
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(True, "a backward layer too (outputs of both directions concatenated)")
+    embedding_dim: int = option(64, "token embedding size")
+    char_channels: int = option(32, "channels of the character CNN (0 = no character features)")
+    char_embedding_dim: int = option(16, "character embedding size of the character CNN")
+    dropout: float = option(0.2, "dropout on the token features and between layers")
+    word_dropout: float = option(
+        0.05, "probability of replacing a training word by <unk>, so the <unk> vector is learnt")
+    lowercase: bool = option(True, "lowercase the tokens")
+    min_count: int = option(1, "words seen fewer times in the training data become <unk>")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "char_embedding_dim",

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import native
+from .._config import option
 from ..engine import uses_native_loops
 from ..errors import TrainingError
 
@@ -29,18 +30,14 @@ from ..errors import TrainingError
 class FitConfig:
     """How to train (the model's own settings live in its config)."""
 
-    lr: float = 3e-3
-    #: clip the global gradient norm to this value (0 = no clipping)
-    clip: float = 1.0
-    batch_size: int = 32
-    #: stop after this many optimizer steps ...
-    max_steps: int = 2000
-    #: ... or after this many seconds of training, whichever comes first (0 = no limit)
-    max_time: float = 0.0
-    #: evaluate (and keep the best weights) every this many steps
-    eval_every: int = 100
-    weight_decay: float = 0.0
-    seed: int = 0
+    lr: float = option(3e-3, "learning rate (Adam)")
+    clip: float = option(1.0, "clip the gradient norm to this value (0 = off)")
+    batch_size: int = option(32, "examples per mini-batch")
+    max_steps: int = option(2000, "stop training after this many optimizer steps")
+    max_time: float = option(0.0, "stop training after this long, e.g. 90s, 2m, 1h (0 = no limit)", type="duration")
+    eval_every: int = option(100, "evaluate (and keep the best weights) every this many steps")
+    weight_decay: float = option(0.0, "Adam weight decay")
+    seed: int = option(0, "random seed")
 
     def __post_init__(self) -> None:
         for name in ("lr", "batch_size", "max_steps", "eval_every"):
