@@ -162,22 +162,27 @@ class Classifier(nn.Module):
         return classification_scores(list(labels), self.predict(examples))
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: labels, vocabulary, input scaling."""
+        return {"labels": self.labels.to_json(), "vocab": self.vocab.to_json() if self.vocab else None,
+                "scale": list(self.scale)}
+
+    @classmethod
+    def from_saved(cls, config: ClassifierConfig, saved: _common.SavedFields) -> Classifier:
+        """An untrained classifier with the config, labels, vocabulary and scaling of a saved one."""
+        scale = saved.numbers("scale")
+        if len(scale) != 2 or not scale[1] > 0:
+            raise CheckpointError(f"{saved.path}: scale must be [mean, standard deviation > 0], got {scale}")
+        return cls(config, saved.vocabulary("labels"), saved.vocabulary("vocab", optional=True), tuple(scale))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"labels": self.labels.to_json(), "vocab": self.vocab.to_json() if self.vocab else None,
-                 "scale": list(self.scale)}
-        return _common.save_model(directory, "classifier", self.config, self, extra)
+        return _common.save_model(directory, "classifier", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Classifier:
-        """A classifier saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-
-        def build(config: ClassifierConfig, saved: _common.SavedFields) -> Classifier:
-            scale = saved.numbers("scale")
-            if len(scale) != 2 or not scale[1] > 0:
-                raise CheckpointError(f"{saved.path}: scale must be [mean, standard deviation > 0], got {scale}")
-            return cls(config, saved.vocabulary("labels"), saved.vocabulary("vocab", optional=True), tuple(scale))
-
-        return _common.load_model(directory, "classifier", ClassifierConfig, build)
+        """A classifier saved by :meth:`save` or trained into a run directory (its best
+        weights); CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "classifier", ClassifierConfig, cls.from_saved)
 
 
 def majority_baseline(train_labels: Sequence[str], test_labels: Sequence[str]) -> ClassScores:

@@ -176,16 +176,24 @@ class Forecaster(nn.Module):
                               rmse(flat, naive_flat), s_mae, s_rmse, per_step)
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: the columns and their scaling."""
+        return {"target": self.target, "features": self.features, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_saved(cls, config: ForecasterConfig, saved: _common.SavedFields) -> Forecaster:
+        """An untrained forecaster with the config, columns and scaling of a saved one."""
+        return cls(config, saved.string("target"), saved.strings("features"), saved.numbers("mean"),
+                   saved.numbers("std", positive=True))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"target": self.target, "features": self.features, "mean": self.mean, "std": self.std}
-        return _common.save_model(directory, "forecaster", self.config, self, extra)
+        return _common.save_model(directory, "forecaster", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Forecaster:
-        """A forecaster saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-        return _common.load_model(directory, "forecaster", ForecasterConfig, lambda c, saved: cls(
-            c, saved.string("target"), saved.strings("features"), saved.numbers("mean"),
-            saved.numbers("std", positive=True)))
+        """A forecaster saved by :meth:`save` or trained into a run directory (its best
+        weights); CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "forecaster", ForecasterConfig, cls.from_saved)
 
 
 def sunspots_csv() -> Path:

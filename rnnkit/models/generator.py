@@ -170,15 +170,23 @@ class Generator(nn.Module):
         return ["".join(s) for s in out]
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: the vocabularies."""
+        return {"symbols": self.symbols.to_json(), "conditions": self.conditions.to_json()}
+
+    @classmethod
+    def from_saved(cls, config: GeneratorConfig, saved: _common.SavedFields) -> Generator:
+        """An untrained generator with the config and the vocabularies of a saved one."""
+        return cls(config, saved.vocabulary("symbols"), saved.vocabulary("conditions"))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"symbols": self.symbols.to_json(), "conditions": self.conditions.to_json()}
-        return _common.save_model(directory, "generator", self.config, self, extra)
+        return _common.save_model(directory, "generator", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Generator:
-        """A generator saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-        return _common.load_model(directory, "generator", GeneratorConfig, lambda c, saved: cls(
-            c, saved.vocabulary("symbols"), saved.vocabulary("conditions")))
+        """A generator saved by :meth:`save` or trained into a run directory (its best
+        weights); CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "generator", GeneratorConfig, cls.from_saved)
 
 
 def unigram_bits(train: Sequence[str], test: Sequence[str]) -> float:

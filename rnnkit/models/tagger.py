@@ -159,16 +159,25 @@ class Tagger(nn.Module):
         return span_f1([s.tags for s in sentences], self.predict([s.tokens for s in sentences]))
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: the vocabularies."""
+        return {"words": self.words.to_json(), "tags": self.tags.to_json(),
+                "chars": self.chars.to_json() if self.chars is not None else None}
+
+    @classmethod
+    def from_saved(cls, config: TaggerConfig, saved: _common.SavedFields) -> Tagger:
+        """An untrained tagger with the config and the vocabularies of a saved one."""
+        return cls(config, saved.vocabulary("words"), saved.vocabulary("tags"),
+                   saved.vocabulary("chars", optional=True))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"words": self.words.to_json(), "tags": self.tags.to_json(),
-                 "chars": self.chars.to_json() if self.chars is not None else None}
-        return _common.save_model(directory, "tagger", self.config, self, extra)
+        return _common.save_model(directory, "tagger", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Tagger:
-        """A tagger saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-        return _common.load_model(directory, "tagger", TaggerConfig, lambda c, saved: cls(
-            c, saved.vocabulary("words"), saved.vocabulary("tags"), saved.vocabulary("chars", optional=True)))
+        """A tagger saved by :meth:`save` or trained into a run directory (its best weights);
+        CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "tagger", TaggerConfig, cls.from_saved)
 
 
 def majority_baseline(train: Sequence[TaggedSentence], test: Sequence[TaggedSentence]) -> SpanScores:

@@ -1,15 +1,18 @@
-"""The tagger's application: :func:`train_tagger` fits a :class:`Tagger` with
-:func:`rnnkit.train.fit.fit` (the model module knows no trainer)."""
+"""The tagger's application: :func:`train_tagger` trains a :class:`Tagger` on the one
+trainer, into a run directory (model type ``tagger``); the model module knows no trainer."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
-import torch
-
 from ..data.conll import TaggedSentence
-from ..train.fit import FitConfig, FitResult, Shuffled, fit
+from ..train.fit import FitConfig, FitResult
+from . import _app
 from .tagger import Tagger, TaggerConfig
+
+_app.register("tagger", Tagger, TaggerConfig)
+
 
 
 def train_tagger(
@@ -18,14 +21,17 @@ def train_tagger(
     config: TaggerConfig | None = None,
     fit_config: FitConfig | None = None,
     log: Callable[[dict], None] | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callback: Callable[[dict], None] | None = None,
 ) -> tuple[Tagger, FitResult]:
     """Build a tagger from ``train`` and fit it; with ``valid``, the weights with the
-    best validation micro-F1 are kept."""
-    fc = fit_config or FitConfig()
-    torch.manual_seed(fc.seed)
-    model = Tagger.from_data(train, config)
-    batches = Shuffled(list(train), fc.batch_size, lambda ss: model.batch([s.tokens for s in ss], [s.tags for s in ss]),
-                       seed=fc.seed)
-    eval_fn = (lambda m: 1.0 - m.evaluate(valid).micro.f1) if valid else None
-    result = fit(model, lambda m, b: m.loss(b), batches, fc, eval_fn=eval_fn, log=log)
-    return model, result
+    best validation micro-F1 are kept. ``out``: the run directory (``rnnkit fit tagger
+    --out``), which ``resume`` continues exactly; see :func:`rnnkit.models._app.fit_run`."""
+    return _app.fit_run(
+        "tagger", lambda: Tagger.from_data(train, config), list(train),
+        lambda model, ss: model.batch([s.tokens for s in ss], [s.tags for s in ss]), lambda m, b: m.loss(b),
+        (lambda m: 1.0 - m.evaluate(valid).micro.f1) if valid else None, fit_config,
+        log=log, out=out, resume=resume, overwrite=overwrite, callback=callback)

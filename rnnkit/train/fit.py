@@ -1,4 +1,6 @@
-"""A small generic training loop: any model, any loss, batches from any iterable.
+"""A small generic training loop: any model, any loss, batches from any iterable; and
+:class:`FitConfig`, the settings of the ready models' training, which their applications run
+on the one :class:`~rnnkit.train.Trainer` (:meth:`FitConfig.train_config`).
 
     for step in 1..max_steps (or until max_time):
         loss = loss_fn(model, batch);  loss.backward()
@@ -24,6 +26,7 @@ from .. import native
 from .._config import option
 from ..engine import uses_native_loops
 from ..errors import TrainingError
+from .config import ON_NAN, TrainConfig
 
 
 @dataclass
@@ -38,6 +41,8 @@ class FitConfig:
     eval_every: int = option(100, "evaluate (and keep the best weights) every this many steps")
     weight_decay: float = option(0.0, "Adam weight decay")
     seed: int = option(0, "random seed")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: only at each evaluation)")
+    on_nan: str = option("stop", "NaN/Inf loss or gradient: stop, or rollback to the last checkpoint")
 
     def __post_init__(self) -> None:
         for name in ("lr", "batch_size", "max_steps", "eval_every"):
@@ -46,6 +51,19 @@ class FitConfig:
         for name in ("clip", "max_time", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be non-negative, got {self.checkpoint_every}")
+        if self.on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
+
+    def train_config(self) -> TrainConfig:
+        """The trainer's config of these settings: Adam (AdamW without weight decay is Adam;
+        with it, the decay is decoupled), a constant learning rate without warm-up, clipping
+        of the gradient norm, an evaluation and checkpoint every ``eval_every`` steps."""
+        return TrainConfig(lr=self.lr, lr_schedule="constant", warmup_steps=0, weight_decay=self.weight_decay,
+                           clip=self.clip, batch_size=self.batch_size, seq_len=1, max_steps=self.max_steps,
+                           max_time=self.max_time, eval_every=self.eval_every, sample_every=0, seed=self.seed,
+                           checkpoint_every=self.checkpoint_every, on_nan=self.on_nan)
 
 
 @dataclass

@@ -56,7 +56,11 @@ def register(subparsers) -> None:
                                "best weights, so the figure is slightly optimistic)")
         mode.add_argument("--holdout", type=float, default=0.1, metavar="F",
                           help="share of --data held out when no --valid is given (default: 0.1)")
-        mode.add_argument("--out", type=Path, metavar="DIR", help="save the trained model here")
+        mode.add_argument("--out", type=Path, metavar="DIR",
+                          help="the run directory: the model, checkpoints, metrics.jsonl (rnnkit info/report DIR)")
+        mode.add_argument("--resume", action="store_true",
+                          help="continue the run in --out exactly where its last checkpoint (or Ctrl-C) left it; "
+                               "give the same data; budget options (--max-steps, --max-time, ...) may change")
         mode.add_argument("--overwrite", action="store_true", help="allow --out to replace a saved model")
         what = mode.add_mutually_exclusive_group()
         what.add_argument("--eval", type=Path, metavar="DIR", help="score the model saved in DIR on --data")
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    if args.resume and (args.eval is not None or args.predict is not None or args.overwrite):
+        raise ValueError("--resume continues a training run: not with --eval, --predict or --overwrite")
     if args.eval is None and args.predict is None:
         if args.data is None and not args.demo:
             raise ValueError("give --data FILE or --demo to train (or --eval/--predict DIR)")

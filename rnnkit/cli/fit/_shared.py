@@ -37,18 +37,52 @@ def which_data(test_is_valid: bool) -> str:
 
 def check_out(args) -> None:
     out = args.out
+    if args.resume:
+        if out is None:
+            raise ValueError("--resume needs --out DIR, the run to continue")
+        if not (out / "config.json").exists():
+            raise ValueError(f"--resume: {out} holds no run (no config.json)")
+        return
     if out is not None and out.exists():
         if not out.is_dir():
             raise ValueError(f"--out {out} exists and is not a directory")
         if (out / "config.json").exists() and not args.overwrite:
-            raise ValueError(f"--out {out} already holds a saved model; pass --overwrite to replace it")
+            raise ValueError(f"--out {out} already holds a saved model; pass --overwrite to replace it "
+                             f"(or --resume to continue its training)")
+
+
+def run_options(args) -> dict:
+    """The run-directory keywords of ``train_<model>``: out, resume, overwrite."""
+    return {"out": args.out, "resume": args.resume, "overwrite": args.overwrite}
+
+
+def fit_config(args):
+    """The FitConfig of the command line; on --resume the run's own, with the options given."""
+    from ...checkpoint import read_json_object
+    from ...train.fit import FitConfig
+    from .._options import given
+
+    stored = {}
+    if getattr(args, "resume", False) and args.out is not None:
+        stored = read_json_object(args.out / "config.json", "run configuration").get("fit") or {}
+    return FitConfig(**{**stored, **given(args, FitConfig)})
+
+
+def interrupted(args, result) -> bool:
+    """Whether Ctrl-C stopped the training (then says how to resume)."""
+    if result.stopped_by != "interrupted":
+        return False
+    where = f"checkpoint in {args.out}; resume with the same command and --resume" if args.out else \
+        "nothing saved (no --out DIR given)"
+    print(f"interrupted after {result.steps} steps: {where}", file=sys.stderr)
+    return True
 
 
 def save(args, model) -> None:
     if args.out is None:
         print("not saved (no --out DIR given)")
         return
-    print(f"saved {model.save(args.out)}")
+    print(f"saved {args.out} (run directory: rnnkit info {args.out}, rnnkit report {args.out})")
 
 
 def writer(args):
@@ -58,9 +92,7 @@ def writer(args):
 
 
 def seed_of(args) -> int:
-    from ...train.fit import FitConfig
-
-    return config_from(FitConfig, args).seed
+    return fit_config(args).seed
 
 
 def config_from(cls, args):

@@ -6,14 +6,17 @@ import argparse
 
 from ._shared import (
     config_from,
+    interrupted,
     log_progress,
     prf_table,
     read_classification,
+    run_options,
     save,
     split_pairs,
     which_data,
     writer,
 )
+from ._shared import fit_config as fit_config_of
 
 
 def config_class():
@@ -43,7 +46,6 @@ def run(args) -> int:
     from ...data.tabular import read_numeric_rows
     from ...models.classifier import Classifier, ClassifierConfig, majority_baseline
     from ...models.classifier_app import train_classifier
-    from ...train.fit import FitConfig
 
     if args.predict is not None:
         model = Classifier.load(args.predict)
@@ -68,12 +70,15 @@ def run(args) -> int:
         print(f"accuracy {scores.accuracy:.4f}   macro F1 {scores.macro_f1:.4f} on {len(y)} examples of {args.data}")
         return 0
     train, valid, test = split_pairs(args)
-    config, fit_config = config_from(ClassifierConfig, args), config_from(FitConfig, args)
+    config, fit_config = config_from(ClassifierConfig, args), fit_config_of(args)
     tx, ty = [p[0] for p in train], [p[1] for p in train]
     vx, vy = [p[0] for p in valid], [p[1] for p in valid]
     sx, sy = [p[0] for p in test], [p[1] for p in test]
     print(f"training a classifier on {len(train)} examples, validating on {len(valid)}; {config}")
-    model, result = train_classifier(tx, ty, (vx, vy), config, fit_config, log=log_progress)
+    model, result = train_classifier(tx, ty, (vx, vy), config, fit_config, log=log_progress,
+                                     **run_options(args))
+    if interrupted(args, result):
+        return 130
     scores, base = model.evaluate(sx, sy), majority_baseline(ty, sy)
     prf_table("class", scores.per_class)
     print(f"{which_data(test is valid)} accuracy {scores.accuracy:.4f} (macro F1 {scores.macro_f1:.4f})   "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._shared import config_from, log_progress, save, writer
+from ._shared import config_from, interrupted, log_progress, run_options, save, writer
+from ._shared import fit_config as fit_config_of
 
 
 def config_class():
@@ -33,7 +34,6 @@ def run(args) -> int:
     from ...data.tabular import read_columns
     from ...models.forecaster import Forecaster, ForecasterConfig, sunspots_csv
     from ...models.forecaster_app import train_forecaster
-    from ...train.fit import FitConfig
 
     features = [c.strip() for c in args.features.split(",") if c.strip()]
     if args.predict is not None or args.eval is not None:
@@ -62,11 +62,13 @@ def run(args) -> int:
             raise ValueError("--target COLUMN is required with --data")
         path, target = args.data, args.target
     series = read_columns(path, [target, *features], args.delimiter)
-    config, fit_config = config_from(ForecasterConfig, args), config_from(FitConfig, args)
+    config, fit_config = config_from(ForecasterConfig, args), fit_config_of(args)
     n = len(series[target])
     print(f"training a forecaster on the first {1 - args.test_fraction:.0%} of {n} rows; {config}")
     model, result, first_test = train_forecaster(series, target, features, config, fit_config, args.test_fraction,
-                                                 log=log_progress)
+                                                 log=log_progress, **run_options(args))
+    if interrupted(args, result):
+        return 130
     scores = model.evaluate(series, first_test, season or 0)
     _forecast_report(scores, "held-out (last rows): ")
     verdict = "beats" if scores.mae < scores.naive_mae else "does NOT beat"

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from ._shared import config_from, log_progress, read_classification, save, seed_of, split_pairs, which_data, writer
+from ._shared import (
+    config_from,
+    interrupted,
+    log_progress,
+    read_classification,
+    run_options,
+    save,
+    seed_of,
+    split_pairs,
+    which_data,
+    writer,
+)
+from ._shared import fit_config as fit_config_of
 from .classifier import add_column_options
 
 
@@ -26,7 +38,6 @@ def run(args) -> int:
 
     from ...models.generator import Generator, GeneratorConfig, unigram_bits
     from ...models.generator_app import train_generator
-    from ...train.fit import FitConfig
 
     if args.predict is not None:
         model = Generator.load(args.predict)
@@ -47,12 +58,15 @@ def run(args) -> int:
         print(f"{model.bits_per_symbol(x, y):.4f} bits per symbol on {len(x)} sequences of {args.data}")
         return 0
     train, valid, test = split_pairs(args)
-    config, fit_config = config_from(GeneratorConfig, args), config_from(FitConfig, args)
+    config, fit_config = config_from(GeneratorConfig, args), fit_config_of(args)
     tx, ty = [p[0] for p in train], [p[1] for p in train]
     vx, vy = [p[0] for p in valid], [p[1] for p in valid]
     sx, sy = [p[0] for p in test], [p[1] for p in test]
     print(f"training a generator on {len(train)} sequences, validating on {len(valid)}; {config}")
-    model, result = train_generator(tx, ty, (vx, vy), config, fit_config, log=log_progress)
+    model, result = train_generator(tx, ty, (vx, vy), config, fit_config, log=log_progress,
+                                    **run_options(args))
+    if interrupted(args, result):
+        return 130
     bits, base = model.bits_per_symbol(sx, sy), unigram_bits(tx, sx)
     print(f"{which_data(test is valid)} {bits:.4f} bits per symbol   baseline (unigram, unconditioned) {base:.4f}   "
           f"[{result.steps} steps, {result.seconds:.0f}s]")

@@ -5,7 +5,19 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ._shared import config_from, log_progress, prf_table, save, seed_of, split_holdout, which_data, writer
+from ._shared import (
+    config_from,
+    interrupted,
+    log_progress,
+    prf_table,
+    run_options,
+    save,
+    seed_of,
+    split_holdout,
+    which_data,
+    writer,
+)
+from ._shared import fit_config as fit_config_of
 
 
 def config_class():
@@ -25,7 +37,6 @@ def run(args) -> int:
     from ...data.slots import write_slot_filling
     from ...models.tagger import Tagger, TaggerConfig, majority_baseline
     from ...models.tagger_app import train_tagger
-    from ...train.fit import FitConfig
 
     if args.predict is not None:
         model = Tagger.load(args.predict)
@@ -58,9 +69,12 @@ def run(args) -> int:
         else:
             train, valid = split_holdout(train, args.holdout, seed_of(args))
         test = read_conll(args.test, args.token_column, args.tag_column) if args.test else valid
-    config, fit_config = config_from(TaggerConfig, args), config_from(FitConfig, args)
+    config, fit_config = config_from(TaggerConfig, args), fit_config_of(args)
     print(f"training a tagger on {len(train)} sentences, validating on {len(valid)}; {config}")
-    model, result = train_tagger(train, valid, config, fit_config, log=log_progress)
+    model, result = train_tagger(train, valid, config, fit_config, log=log_progress,
+                                 **run_options(args))
+    if interrupted(args, result):
+        return 130
     scores, base = model.evaluate(test), majority_baseline(train, test)
     prf_table("span type", {**scores.per_type, "micro avg": scores.micro, "macro avg": scores.macro})
     print(f"{which_data(test is valid)} span F1 (micro) {scores.micro.f1:.4f}   baseline (most frequent tag per word) "
