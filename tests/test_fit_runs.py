@@ -135,6 +135,11 @@ def test_info_and_report_read_a_fit_run(tmp_path, capsys):
     page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "Training curves" in page and "data:image/png" in page  # the curves of metrics.jsonl
     assert '"model_type": "tagger"' in html.unescape(page)
+    capsys.readouterr()
+    for command in (["sample", str(tmp_path / "run")], ["eval", str(tmp_path / "run"), "--data", __file__]):
+        assert main(command) == 2  # a clear one-line error, not a crash in the char LM's code
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "holds a tagger" in err and "rnnkit fit tagger --eval/--predict" in err
 
 
 def test_an_old_fit_directory_still_loads_and_evaluates(tmp_path, capsys):

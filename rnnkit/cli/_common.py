@@ -8,6 +8,19 @@ import sys
 from ._options import duration  # noqa: F401  (its old home; the one parser is in _options)
 
 
+def require_char_lm(run_dir, command: str) -> None:
+    """A one-line CheckpointError when ``run_dir`` holds another model type than the char LM
+    (a run of ``rnnkit fit MODEL --out``), naming the command that reads it."""
+    from ..errors import CheckpointError
+    from ..train import rundir
+
+    model_type = rundir.read_config(run_dir)["model_type"]
+    if model_type != "charlm":
+        raise CheckpointError(f"{run_dir} holds a {model_type} (rnnkit fit {model_type} --out); rnnkit {command} "
+                              f"reads the character language models of rnnkit train: use rnnkit fit {model_type} "
+                              f"--eval/--predict {run_dir}")
+
+
 class NativeBuildProgress:
     """Shows the native build's progress events (``{"kind": "native", ...}``, see
     :func:`rnnkit.native.load`) on ``stream``: one line rewritten in place on a terminal,

@@ -26,7 +26,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..train.rundir import load
+    from ._common import require_char_lm
 
+    require_char_lm(args.run_dir, "sample")
     model = load(args.run_dir, args.checkpoint)
     chars = model.sample(args.length, temperature=args.temperature, top_k=args.top_k, prime=args.prime,
                          seed=args.seed, argmax=args.argmax)
