@@ -155,12 +155,18 @@ def test_an_old_fit_directory_still_loads_and_evaluates(tmp_path, capsys):
     assert "span F1 (micro)" in capsys.readouterr().out
 
 
-def test_resume_needs_the_same_data(tmp_path):
+def test_resume_needs_the_same_data_and_a_valid_config(tmp_path):
     sentences = slot_filling_data(40, seed=0)
     train_tagger(sentences[:32], None, TaggerConfig(hidden_size=8, char_channels=4), FitConfig(**FIT),
                  out=tmp_path / "run", callback=_interrupt_at(3))
     with pytest.raises(rnnkit.errors.CheckpointError, match="31 training examples, the run was trained on 32"):
         train_tagger(sentences[:31], None, out=tmp_path / "run", resume=True)
+    cfg = json.loads((tmp_path / "run" / rundir.CONFIG).read_text())
+    cfg["fit"]["batch_size"] = "eight"  # a hand-edited or hostile config: one line naming the field
+    (tmp_path / "run" / rundir.CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(rnnkit.errors.CheckpointError, match="batch_size") as e:
+        train_tagger(sentences[:32], None, out=tmp_path / "run", resume=True)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

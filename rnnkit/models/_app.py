@@ -91,7 +91,8 @@ def _directory(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> 
 
 def _fit_result(run: Path, result: TrainResult, fc: FitConfig, task: ExampleTask) -> FitResult:
     """The :class:`FitResult` of a run, from its metrics.jsonl: the training loss averaged
-    over each evaluation window, the evaluations and the best one (the first of equals)."""
+    over each evaluation window, the evaluations and the best one (the latest of equals: the
+    weights of best.safetensors)."""
     keys = task.metric_keys
     out = FitResult(steps=result.steps, seconds=result.elapsed)
     window: list[float] = []
@@ -103,7 +104,7 @@ def _fit_result(run: Path, result: TrainResult, fc: FitConfig, task: ExampleTask
             window.clear()
         if score is not None:
             out.evaluations.append((record["step"], score))
-            if out.best_score is None or score < out.best_score:
+            if out.best_score is None or score <= out.best_score:  # the latest of equals, as best.safetensors
                 out.best_score, out.best_step = score, record["step"]
     if result.interrupted:
         out.stopped_by = "interrupted"
@@ -163,9 +164,11 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
             if cfg["model_type"] != model_type:
                 raise CheckpointError(f"cannot resume: {run} holds a {cfg['model_type']!r} run, not a "
                                       f"{model_type!r} one")
-            stored = FitConfig(**cfg.get("fit", {}))  # a fit_config given on resume changes its budget only
+            path = run / rundir.CONFIG
+            stored = rundir.config_from_json(FitConfig, cfg.get("fit", {}), path, "fit")
+            # a fit_config given on resume changes the budget only
             fc = stored if fit_config is None else replace(stored, **{k: getattr(fc, k) for k in RESUMABLE})
-            config = rundir.MODEL_TYPES[model_type][1](**cfg["model"])
+            config = rundir.config_from_json(rundir.MODEL_TYPES[model_type][1], cfg["model"], path, "model")
             rundir.check_resume(run, config, None, "fp32", cfg["model"], cfg)
             model = rundir.builder(run, cfg)(config)
             examples = chosen(model)

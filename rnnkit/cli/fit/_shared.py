@@ -58,14 +58,17 @@ def run_options(args) -> dict:
 
 def fit_config(args):
     """The FitConfig of the command line; on --resume the run's own, with the options given."""
-    from ...checkpoint import read_json_object
+    from dataclasses import replace
+
+    from ...checkpoint import config_from_json, read_json_object
     from ...train.fit import FitConfig
     from .._options import given
 
-    stored = {}
-    if getattr(args, "resume", False) and args.out is not None:
-        stored = read_json_object(args.out / "config.json", "run configuration").get("fit") or {}
-    return FitConfig(**{**stored, **given(args, FitConfig)})
+    if not (getattr(args, "resume", False) and args.out is not None):
+        return FitConfig(**given(args, FitConfig))
+    path = args.out / "config.json"
+    stored = config_from_json(FitConfig, read_json_object(path, "run configuration").get("fit", {}), path, "fit")
+    return replace(stored, **given(args, FitConfig))
 
 
 def interrupted(args, result) -> bool:
