@@ -1,6 +1,7 @@
 """rnnkit: every classic recurrent network with hand-written BPTT, drop-in for torch.nn."""
 
-from . import diagnostics
+from . import data, diagnostics, models
+from ._version import __version__
 from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
 from .deploy import safe_globals, to_torch
 from .engine import LoopOptions
@@ -15,17 +16,19 @@ from .layers import (
     make_layer,
     record_gradient_norms,
 )
-from .models import Classifier, Forecaster, Generator, Seq2Seq, Tagger
+from .models import CharLM, CharLMConfig, Classifier, Forecaster, Generator, Seq2Seq, Tagger
+from .train import TrainConfig, load
 from .units import IndRNN, MinGRU, MinLSTM
 from .units_modern import LRU, MLSTM, QRNN, RGLRU, S6, SLSTM, SRU
 
-__version__ = "0.1.0"
-
-from . import data, models, train  # noqa: E402  (rnnkit.train is a callable package: rnnkit.train(...))
-from .models import CharLM, CharLMConfig  # noqa: E402
-from .train import TrainConfig, load  # noqa: E402
+# isort: off
+# last, after the subpackage rnnkit.train is loaded: the attribute becomes the function
+# rnnkit.train(...), while `from rnnkit.train import TrainConfig` still reads the package
+from .models.charlm_app import train
+# isort: on
 
 __all__ = [
+    "__version__",
     "data",
     "models",
     "CharLM",

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from rnnkit.models.charlm import CharLMConfig
-from rnnkit.train import LanguageModelTask, TrainConfig, distributed, read_metrics, train
+from rnnkit.models.charlm_app import train
+from rnnkit.train import LanguageModelTask, TrainConfig, distributed, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 150  # seconds per torchrun launch: a hang fails the test instead of the CI job

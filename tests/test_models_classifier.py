@@ -6,7 +6,8 @@ import random
 import pytest
 import torch
 
-from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig, majority_baseline, train_classifier
+from rnnkit.models.classifier import POOLINGS, Classifier, ClassifierConfig, majority_baseline
+from rnnkit.models.classifier_app import train_classifier
 from rnnkit.train.fit import FitConfig
 
 

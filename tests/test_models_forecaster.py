@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rnnkit.errors import DataError
-from rnnkit.models.forecaster import Forecaster, ForecasterConfig, sunspots_csv, train_forecaster
+from rnnkit.models.forecaster import Forecaster, ForecasterConfig, sunspots_csv
+from rnnkit.models.forecaster_app import train_forecaster
 from rnnkit.train.fit import FitConfig
 
 from . import needs

@@ -6,7 +6,8 @@ import random
 import pytest
 import torch
 
-from rnnkit.models.generator import Generator, GeneratorConfig, train_generator, unigram_bits
+from rnnkit.models.generator import Generator, GeneratorConfig, unigram_bits
+from rnnkit.models.generator_app import train_generator
 from rnnkit.train.fit import FitConfig
 
 

@@ -6,7 +6,8 @@ import torch
 from rnnkit.data.conll import TaggedSentence
 from rnnkit.data.slots import slot_filling_data
 from rnnkit.errors import CheckpointError
-from rnnkit.models.tagger import Tagger, TaggerConfig, majority_baseline, train_tagger
+from rnnkit.models.tagger import Tagger, TaggerConfig, majority_baseline
+from rnnkit.models.tagger_app import train_tagger
 from rnnkit.train.fit import FitConfig
 
 

@@ -319,7 +319,7 @@ def test_a_failed_encoding_leaves_no_run_directory(corpus, tmp_path, monkeypatch
 
 
 def test_a_rank_without_shared_storage_encodes_its_own_copy(corpus, tmp_path):
-    from rnnkit.train import _corpus_ids
+    from rnnkit.models.charlm_app import _corpus_ids
     from rnnkit.train.distributed import DistEnv
 
     _small_run(corpus, tmp_path / "run", 1)

@@ -30,7 +30,7 @@ def add_command(subparsers, name: str, help: str, description: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks, done right.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")

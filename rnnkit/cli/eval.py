@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data.text import scan_corpus
     from ..train import rundir
     from ..train.trainer import evaluate_bpc
+    from ._common import require_char_lm
 
+    require_char_lm(args.run_dir, "eval")
     model = rundir.load(args.run_dir, args.checkpoint)
     train_cfg = rundir.read_config(args.run_dir)["train"]
     with scan_corpus(args.data, args.glob) as corpus:  # streamed: only the ids are held, 1-4 bytes a character

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "info", "describe a run directory",
                     "Print a run's configuration, vocabulary size, parameter count, steps and best "
                     "validation bits per character.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by rnnkit train")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by rnnkit train or rnnkit fit --out")
     p.set_defaults(run=run)
 
 
@@ -24,21 +24,26 @@ def run(args: argparse.Namespace) -> int:
     cfg = rundir.read_config(args.run_dir)
     model = rundir.load(args.run_dir, "latest")
     metrics = rundir.read_metrics(args.run_dir)
-    vals = [v for m in metrics if (v := _number(m, "val_bpc")) is not None]
+    # a char LM logs bits per character; the other model types a loss and a validation score
+    train_key, val_key = ("train_bpc", "val_bpc") if cfg["model_type"] == "charlm" else ("train_loss", "val_score")
+    vals = [v for m in metrics if (v := _number(m, val_key)) is not None]
     last = metrics[-1] if metrics else {}
     print(f"run: {args.run_dir}")
     print(f"model: {cfg['model_type']} " + json.dumps(cfg["model"]))
     print("train: " + json.dumps(cfg["train"]))
     print("data: " + json.dumps(cfg.get("data", {})))
-    print(f"vocabulary: {len(model.vocab)} characters")
-    ids = Path(args.run_dir) / rundir.IDS
-    print(f"corpus ids: {ids.name}, {ids.stat().st_size:,} bytes (derived from the data)" if ids.is_file()
-          else "corpus ids: - (--resume encodes the data again)")
-    print(f"parameters: {model.num_parameters():,}")
+    if hasattr(model, "vocab") and cfg["model_type"] == "charlm":
+        print(f"vocabulary: {len(model.vocab)} characters")
+        ids = Path(args.run_dir) / rundir.IDS
+        print(f"corpus ids: {ids.name}, {ids.stat().st_size:,} bytes (derived from the data)" if ids.is_file()
+              else "corpus ids: - (--resume encodes the data again)")
+    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
     print(f"steps: {int(_number(last, 'step') or 0)} ({_number(last, 'time') or 0.0:.0f}s)")
-    train_bpc = _number(last, "train_bpc")
-    print(f"last train bpc: {train_bpc:.4f}" if train_bpc is not None else "last train bpc: -")
-    print(f"best val bpc: {min(vals):.4f}" if vals else "best val bpc: -")
+    name = train_key.replace("_", " ")
+    value = _number(last, train_key)
+    print(f"last {name}: {value:.4f}" if value is not None else f"last {name}: -")
+    name = val_key.replace("_", " ").replace("val ", "best val ")
+    print(f"{name}: {min(vals):.4f}" if vals else f"{name}: -")
     return 0
 
 

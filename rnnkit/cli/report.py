@@ -103,9 +103,14 @@ def run(args: argparse.Namespace) -> int:
         model = None
         info = read_run_info(run_dir).config
         attention = [AttentionExample(w, s, t) for w, s, t in _seq2seq_attention(run_dir, info, text)]
-    else:
+    elif info.get("model_type") in (None, "charlm"):
         model = _load_model(run_dir)
         text = text or _default_text()
+    else:  # a run of `rnnkit fit MODEL --out`: its curves (the text sections need a character model)
+        from ..train import rundir
+
+        rundir.read_config(run_dir)  # the same checks as every command that reads the run
+        model = None
     cfg = ReportConfig(title=f"rnnkit report: {run_dir.resolve().name}", max_chars=args.chars)
     out = Path(args.out) if args.out else run_dir / "report.html"
     write_report(out, model, metrics, text, attention=attention, config=cfg, info=info)

@@ -91,9 +91,11 @@ def sample_many(model, num_samples: int, length: int, temperature: float = 1.0, 
 
 def run(args: argparse.Namespace) -> int:
     from ..train.rundir import load
+    from ._common import require_char_lm
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    require_char_lm(args.run_dir, "sample")
     model = load(args.run_dir, args.checkpoint)
     out = sys.stdout
     if args.num_samples > 1:

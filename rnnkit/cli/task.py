@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import re
-
 import torch
 
 from . import add_command
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '2m', '1.5h' → seconds."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
-    if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration like 90s, 2m or 1h, got {text!r}")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+from ._options import add_dataclass_options, given
 
 
 def register(subparsers) -> None:
     from ..models._layer_util import cell_names
     from ..tasks.loop import OPTIMIZERS
+    from ..tasks.run import TaskRunConfig
 
     p = add_command(subparsers, "task", "train a cell on a benchmark task of the RNN papers",
                     "Train a cell on a synthetic task of the RNN papers and judge it by the paper's criterion "
@@ -28,25 +19,10 @@ def register(subparsers) -> None:
     p.add_argument("name", nargs="?", help="the task (see --list)")
     p.add_argument("--list", action="store_true", help="list the tasks, their defaults and their papers' settings")
     p.add_argument("--table", action="store_true", help="run every cell on every task and print a markdown table")
-    p.add_argument("--cell", default="lstm", choices=cell_names(), help="recurrent cell (default lstm)")
-    p.add_argument("--paper-settings", action="store_true",
-                   help="the paper's hyper-parameters (hidden size, optimizer, learning rate, batch, budget) "
-                        "instead of rnnkit's defaults; options given explicitly still override them")
-    p.add_argument("--seq-len", type=int, help="T, the time lag of the task")
-    p.add_argument("--hidden-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--clip", type=float, help="gradient-norm clipping (0: none; default: the task's)")
-    p.add_argument("--max-time", type=parse_duration, help="wall-clock budget, e.g. 90s, 2m (alone: instead of "
-                   "the task's step budget; with --table: per cell and task, default 20s)")
-    p.add_argument("--max-steps", type=int, help="step budget (default: the task's, see --list; with --table: per "
-                   "cell and task, instead of the time budget, so that the table does not depend on the "
-                   "machine's speed)")
-    p.add_argument("--eval-every", type=int, help="evaluate on the test set every N steps")
-    p.add_argument("--test-size", type=int, help="sequences in the fresh test set")
+    add_dataclass_options(p, TaskRunConfig, exclude=("task", "layer_options"), none_means="the task's, see --list",
+                          flags={"clip_norm": ["--clip", "--clip-norm"]},
+                          choices={"cell": cell_names(), "optimizer": OPTIMIZERS})
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
 
 
@@ -65,21 +41,20 @@ def run(args) -> int:
             if cls.paper_settings is not None:
                 print(f"  --paper-settings ({cls.paper_settings.source}): {cls.paper_settings.describe()}")
         return 0
+    options = given(args, TaskRunConfig)
     if args.table:
-        if args.max_time is not None and args.max_steps is not None:
+        if "max_time" in options and "max_steps" in options:
             raise ValueError("--table takes one budget: --max-time or --max-steps")
-        config = TableConfig(seconds_per_run=args.max_time or 20.0, steps_per_run=args.max_steps, seed=args.seed)
+        budget = {"max_time": "seconds_per_run", "max_steps": "steps_per_run", "seed": "seed"}
+        config = TableConfig(**{budget[k]: v for k, v in options.items() if k in budget})
         results = run_table(config, on_result=lambda r: print(progress_line(r), flush=True))
         print()
         print(format_table(results, config))
         return 0
     if args.name is None:
         raise ValueError("name a task (rnnkit task --list shows them)")
-    config = TaskRunConfig(task=args.name, cell=args.cell, seq_len=args.seq_len, hidden_size=args.hidden_size,
-                           batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, clip_norm=args.clip,
-                           max_steps=args.max_steps, max_time=args.max_time, eval_every=args.eval_every,
-                           test_size=args.test_size, seed=args.seed, paper_settings=args.paper_settings).resolved()
-    print(f"{make_task(args.name, config.seq_len).describe()} with {args.cell}: {describe_run(config)}")
+    config = TaskRunConfig(task=args.name, **options).resolved()
+    print(f"{make_task(args.name, config.seq_len).describe()} with {config.cell}: {describe_run(config)}")
     result = run_task(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
                                                        f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True))
     print(f"{result.verdict} after {result.loop.steps} steps in {result.loop.seconds:.1f}s")

@@ -9,44 +9,8 @@ import sys
 from tqdm import tqdm
 
 from . import add_command
-from ._common import NativeBuildProgress, add_field_options, duration, given
-
-_MODEL_OPTIONS = [
-    ("--cell", "cell", str, "recurrent layer type (any registered name, e.g. lstm, gru, irnn, mlstm, lru, s6)"),
-    ("--hidden-size", "hidden_size", int, "hidden units per layer"),
-    ("--num-layers", "num_layers", int, "stacked recurrent layers"),
-    ("--embed-size", "embed_size", int, "character embedding size"),
-    ("--dropout", "dropout", float, "dropout on the recurrent output and between layers"),
-    ("--layer-norm", "layer_norm", bool, "layer-normalised cell (LSTM, GRU)"),
-    ("--peephole", "peephole", bool, "LSTM peephole connections"),
-    ("--recurrent-dropout", "recurrent_dropout", float, "variational dropout on the recurrent input"),
-    ("--zoneout", "zoneout", float, "zoneout rate"),
-    ("--init", "init", str, "weight initialisation: pytorch, orthogonal, identity, xavier"),
-    ("--forget-bias", "forget_bias", float, "LSTM forget-gate bias"),
-]
-_TRAIN_OPTIONS = [
-    ("--lr", "lr", float, "peak learning rate (AdamW)"),
-    ("--lr-schedule", "lr_schedule", str, "constant, linear or cosine decay over the budget"),
-    ("--min-lr-ratio", "min_lr_ratio", float, "final learning rate as a fraction of --lr"),
-    ("--warmup-steps", "warmup_steps", int, "linear warm-up steps"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay"),
-    ("--clip", "clip", float, "max global gradient norm (0: off)"),
-    ("--clip-value", "clip_value", float, "max |gradient| per element (0: off)"),
-    ("--batch-size", "batch_size", int, "parallel streams B"),
-    ("--seq-len", "seq_len", int, "truncated-BPTT length T"),
-    ("--max-steps", "max_steps", int, "stop after this many steps"),
-    ("--max-time", "max_time", duration, "stop after this long: 90s, 5m, 1h or seconds (0: no limit)"),
-    ("--val-fraction", "val_fraction", float, "held-out tail of the corpus for validation"),
-    ("--eval-every", "eval_every", int, "validate and checkpoint every N steps"),
-    ("--sample-every", "sample_every", int, "print a sample every N steps (0: never)"),
-    ("--sample-length", "sample_length", int, "characters per progress sample"),
-    ("--seed", "seed", int, "random seed"),
-    ("--checkpoint-every", "checkpoint_every", int, "also checkpoint every N steps (0: only at --eval-every)"),
-    ("--on-nan", "on_nan", str, "NaN/Inf loss or gradient: stop, or rollback to the last checkpoint"),
-    ("--nan-lr-factor", "nan_lr_factor", float, "each rollback multiplies the learning rate by this"),
-    ("--nan-max-retries", "nan_max_retries", int, "rollbacks allowed before training stops"),
-    ("--precision", "precision", str, "fp32, bf16 (autocast forward pass) or fp64"),
-]
+from ._common import NativeBuildProgress
+from ._options import add_dataclass_options, given
 
 
 def register(subparsers) -> None:
@@ -66,8 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no samples")
-    add_field_options(p.add_argument_group("model"), CharLMConfig, _MODEL_OPTIONS)
-    add_field_options(p.add_argument_group("training"), TrainConfig, _TRAIN_OPTIONS)
+    add_dataclass_options(p, CharLMConfig, title="model")
+    add_dataclass_options(p, TrainConfig, title="training")
     p.set_defaults(run=run)
 
 
@@ -112,8 +76,8 @@ class _Progress:
 
 def run(args: argparse.Namespace) -> int:
     from ..models.charlm import CharLMConfig
+    from ..models.charlm_app import train as train_run
     from ..train import rundir
-    from ..train import train as train_run
     from ..train.config import TrainConfig
 
     model_opts, train_opts = given(args, CharLMConfig), given(args, TrainConfig)

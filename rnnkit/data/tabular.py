@@ -157,3 +157,20 @@ def read_columns(path: str | Path, columns: list[str], delimiter: str | None = N
         for c, i in index.items():
             out[c].append(_number(fields[i].strip(), path, lineno, f"column {c!r} value"))
     return out
+
+
+def read_numeric_rows(path: str | Path, delimiter: str | None = None) -> tuple[list[list[float]], list[str]]:
+    """Rows of numbers, one example per non-blank line, without a label (what a numeric
+    classifier predicts on); the delimiter as for the other readers. Returns the rows and
+    their lines; DataError naming the example for a field that is not a number."""
+    path = Path(path)
+    lines = [line for line in read_text(path) if line.strip()]
+    delim = _delimiter(path, delimiter)
+    rows = []
+    for i, line in enumerate(lines, 1):
+        try:
+            rows.append([float(v) for v in line.split(delim) if v.strip()])
+        except ValueError:
+            name = {",": "comma", "\t": "tab", ";": "semicolon"}.get(delim, repr(delim))
+            raise DataError(f"{path}: example {i}: not a {name}-separated row of numbers: {line!r}") from None
+    return rows, lines

@@ -192,10 +192,10 @@ def plot_attention(weights: Tensor, source: Sequence[str], target: Sequence[str]
 
 def plot_metrics(metrics: Sequence[Mapping[str, float]]) -> Figure:
     """Training curves from a metrics log (one dict per line of metrics.jsonl): every
-    ``*_bpc`` / ``*_loss`` key against ``step``."""
-    keys = sorted({k for m in metrics for k in m if k.endswith(("_bpc", "_loss"))})
+    ``*_bpc`` / ``*_loss`` / ``*_score`` key against ``step``."""
+    keys = sorted({k for m in metrics for k in m if k.endswith(("_bpc", "_loss", "_score"))})
     if not keys:
-        raise ValueError("metrics have no *_bpc or *_loss entries to plot")
+        raise ValueError("metrics have no *_bpc, *_loss or *_score entries to plot")
     fig = _figure(6.5, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     for key in keys:

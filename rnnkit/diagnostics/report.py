@@ -346,7 +346,7 @@ def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapp
     nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
     main = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{s.body}</section>' for s in sections)
     script = f"<script>{_JS}</script>" if obs is not None else ""
-    from .. import __version__
+    from .._version import __version__
 
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"

@@ -137,17 +137,28 @@ class SavedFields:
             raise CheckpointError(f"{self.path}: {key}: {e}") from None
 
 
+#: the best validation weights of a run directory (rnnkit.train.rundir.BEST; the models
+#: layer does not import the trainer)
+BEST_WEIGHTS = "best.safetensors"
+
+
 def load_model(directory: str | Path, kind: str, config_cls, build: Callable[[Any, SavedFields], nn.Module]):
-    """Load a model saved by :func:`save_model`: the config object is checked (its
+    """Load a model saved by :func:`save_model`, or trained into a run directory by its
+    application (then its best validation weights, when it has them): the config object is checked (its
     ``config`` section against ``config_cls``, the rest as ``build`` reads it through
     :class:`SavedFields`), the model ``build(config, fields)`` is checked against the weight
     file's header on the meta device, and only then built and loaded. Returns it in eval mode."""
     saved = checkpoint.read_saved_model(directory, lambda m: m.get("kind"), kind,
                                         "a model directory written by `rnnkit fit --out` or .save()")
+    weights_path, header = saved.weights_path, saved.header
+    best = Path(directory) / BEST_WEIGHTS
+    if "model_type" in saved.config and best.exists():  # a run directory: its best validation weights
+        weights_path = best
+        header, _ = checkpoint.read_header(best, "model weights")
     config = checkpoint.config_from_json(config_cls, saved.config.get("config"), saved.config_path, "config")
     extra = SavedFields(saved.config, saved.config_path)
-    model = checkpoint.build_checked(lambda c: build(c, extra), config, saved.header, saved.config_path,
-                                     saved.weights_path, present=saved.config.get("config"))
-    tensors, _ = checkpoint.read_safetensors(saved.weights_path, "model weights")
-    checkpoint.load_checked(model, tensors, saved.weights_path)
+    model = checkpoint.build_checked(lambda c: build(c, extra), config, header, saved.config_path,
+                                     weights_path, present=saved.config.get("config"))
+    tensors, _ = checkpoint.read_safetensors(weights_path, "model weights")
+    checkpoint.load_checked(model, tensors, weights_path)
     return model.eval()

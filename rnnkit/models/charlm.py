@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..data.text import Vocabulary
 from ..layers import LAYER_TYPES, make_layer
 
@@ -34,18 +35,18 @@ class CharLMConfig:
     the default, so a cell that lacks an option rejects it by name.
     """
 
-    cell: str = "gru"
-    hidden_size: int = 512
-    num_layers: int = 1
-    embed_size: int = 64
-    dropout: float = 0.0  # on the recurrent stack's output (and between its layers)
-    layer_norm: bool = False
-    peephole: bool = False
-    reset_after: bool = True
-    recurrent_dropout: float = 0.0
-    zoneout: float = 0.0
-    init: str = "pytorch"
-    forget_bias: float | None = None
+    cell: str = option("gru", "recurrent layer type (any registered name, e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(512, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    embed_size: int = option(64, "character embedding size")
+    dropout: float = option(0.0, "dropout on the recurrent output and between layers")
+    layer_norm: bool = option(False, "layer-normalised cell (LSTM, GRU)")
+    peephole: bool = option(False, "LSTM peephole connections")
+    reset_after: bool = option(True, "GRU: the reset gate after the recurrent product (the cuDNN form)")
+    recurrent_dropout: float = option(0.0, "variational dropout on the recurrent input")
+    zoneout: float = option(0.0, "zoneout rate")
+    init: str = option("pytorch", "weight initialisation: pytorch, orthogonal, identity, xavier")
+    forget_bias: float | None = option(None, "LSTM forget-gate bias")
 
     def __post_init__(self) -> None:
         known = sorted([*LAYER_TYPES, "irnn"])

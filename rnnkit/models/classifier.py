@@ -13,16 +13,16 @@ Attention pooling is the additive form of Bahdanau et al. (2015) with a learned 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..data.vocabulary import Vocabulary
 from ..errors import CheckpointError
-from ..train.fit import FitConfig, FitResult, Shuffled, fit
 from . import _common
 from .metrics import ClassScores, classification_scores
 
@@ -34,18 +34,16 @@ TOKENIZATIONS = ("char", "word")
 class ClassifierConfig:
     """Settings of a :class:`Classifier` (vocabulary and labels come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = True
-    #: last | mean | max | attention
-    pooling: str = "last"
-    #: text input: ``char`` (every character a token) or ``word`` (whitespace-separated)
-    tokens: str = "char"
-    embedding_dim: int = 64
-    dropout: float = 0.1
-    lowercase: bool = False
-    min_count: int = 1
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(True, "a backward layer too (outputs of both directions concatenated)")
+    pooling: str = option("last", "pooling over time: last, mean, max or attention")
+    tokens: str = option("char", "text units: char (every character a token) or word (whitespace-separated)")
+    embedding_dim: int = option(64, "token embedding size")
+    dropout: float = option(0.1, "dropout on the recurrent output and between layers")
+    lowercase: bool = option(False, "lowercase the tokens")
+    min_count: int = option(1, "tokens seen fewer times in the training data become <unk>")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "min_count"))
@@ -164,22 +162,27 @@ class Classifier(nn.Module):
         return classification_scores(list(labels), self.predict(examples))
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: labels, vocabulary, input scaling."""
+        return {"labels": self.labels.to_json(), "vocab": self.vocab.to_json() if self.vocab else None,
+                "scale": list(self.scale)}
+
+    @classmethod
+    def from_saved(cls, config: ClassifierConfig, saved: _common.SavedFields) -> Classifier:
+        """An untrained classifier with the config, labels, vocabulary and scaling of a saved one."""
+        scale = saved.numbers("scale")
+        if len(scale) != 2 or not scale[1] > 0:
+            raise CheckpointError(f"{saved.path}: scale must be [mean, standard deviation > 0], got {scale}")
+        return cls(config, saved.vocabulary("labels"), saved.vocabulary("vocab", optional=True), tuple(scale))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"labels": self.labels.to_json(), "vocab": self.vocab.to_json() if self.vocab else None,
-                 "scale": list(self.scale)}
-        return _common.save_model(directory, "classifier", self.config, self, extra)
+        return _common.save_model(directory, "classifier", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Classifier:
-        """A classifier saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-
-        def build(config: ClassifierConfig, saved: _common.SavedFields) -> Classifier:
-            scale = saved.numbers("scale")
-            if len(scale) != 2 or not scale[1] > 0:
-                raise CheckpointError(f"{saved.path}: scale must be [mean, standard deviation > 0], got {scale}")
-            return cls(config, saved.vocabulary("labels"), saved.vocabulary("vocab", optional=True), tuple(scale))
-
-        return _common.load_model(directory, "classifier", ClassifierConfig, build)
+        """A classifier saved by :meth:`save` or trained into a run directory (its best
+        weights); CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "classifier", ClassifierConfig, cls.from_saved)
 
 
 def majority_baseline(train_labels: Sequence[str], test_labels: Sequence[str]) -> ClassScores:
@@ -189,26 +192,3 @@ def majority_baseline(train_labels: Sequence[str], test_labels: Sequence[str]) -
         counts[y] = counts.get(y, 0) + 1
     top = max(counts, key=counts.get)
     return classification_scores(list(test_labels), [top] * len(test_labels))
-
-
-def train_classifier(
-    examples: Sequence,
-    labels: Sequence[str],
-    valid: tuple[Sequence, Sequence[str]] | None = None,
-    config: ClassifierConfig | None = None,
-    fit_config: FitConfig | None = None,
-    log: Callable[[dict], None] | None = None,
-) -> tuple[Classifier, FitResult]:
-    """Build a classifier from the training data and fit it; with ``valid`` = (examples,
-    labels), the weights with the best validation accuracy are kept."""
-    if len(examples) != len(labels):
-        raise ValueError(f"{len(examples)} examples but {len(labels)} labels")
-    fc = fit_config or FitConfig()
-    torch.manual_seed(fc.seed)
-    model = Classifier.from_data(examples, labels, config)
-    pairs = list(zip(examples, labels))
-    batches = Shuffled(pairs, fc.batch_size, lambda ps: model.batch([p[0] for p in ps], [p[1] for p in ps]),
-                       seed=fc.seed)
-    eval_fn = (lambda m: 1.0 - m.evaluate(*valid).accuracy) if valid else None
-    result = fit(model, lambda m, b: m.loss(b), batches, fc, eval_fn=eval_fn, log=log)
-    return model, result

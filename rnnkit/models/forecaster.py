@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..errors import DataError
-from ..train.fit import FitConfig, FitResult, Shuffled, fit
 from . import _common
 from .metrics import mae, rmse
 
@@ -32,14 +32,12 @@ from .metrics import mae, rmse
 class ForecasterConfig:
     """Settings of a :class:`Forecaster` (column names and scaling come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 64
-    num_layers: int = 1
-    #: W, the number of past rows the model reads
-    window: int = 24
-    #: H, the number of future values it predicts
-    horizon: int = 1
-    dropout: float = 0.0
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(64, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    window: int = option(24, "W, the past rows read per forecast")
+    horizon: int = option(1, "H, the future values predicted per forecast")
+    dropout: float = option(0.0, "dropout on the recurrent output and between layers")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers"))
@@ -178,59 +176,24 @@ class Forecaster(nn.Module):
                               rmse(flat, naive_flat), s_mae, s_rmse, per_step)
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: the columns and their scaling."""
+        return {"target": self.target, "features": self.features, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_saved(cls, config: ForecasterConfig, saved: _common.SavedFields) -> Forecaster:
+        """An untrained forecaster with the config, columns and scaling of a saved one."""
+        return cls(config, saved.string("target"), saved.strings("features"), saved.numbers("mean"),
+                   saved.numbers("std", positive=True))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"target": self.target, "features": self.features, "mean": self.mean, "std": self.std}
-        return _common.save_model(directory, "forecaster", self.config, self, extra)
+        return _common.save_model(directory, "forecaster", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Forecaster:
-        """A forecaster saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-        return _common.load_model(directory, "forecaster", ForecasterConfig, lambda c, saved: cls(
-            c, saved.string("target"), saved.strings("features"), saved.numbers("mean"),
-            saved.numbers("std", positive=True)))
-
-
-def train_forecaster(
-    series: dict[str, Sequence[float]],
-    target: str,
-    features: Sequence[str] = (),
-    config: ForecasterConfig | None = None,
-    fit_config: FitConfig | None = None,
-    test_fraction: float = 0.2,
-    valid_fraction: float = 0.15,
-    log: Callable[[dict], None] | None = None,
-) -> tuple[Forecaster, FitResult, int]:
-    """Split the rows in time: the first ``1 - test_fraction`` are the training part
-    (its last ``valid_fraction`` of forecast origins pick the best weights), the rest
-    the test part. Returns the model, the fit result and the index of the first test
-    origin (for :meth:`Forecaster.evaluate`)."""
-    if not 0 < test_fraction < 1 or not 0 <= valid_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1) and valid_fraction in [0, 1), "
-                         f"got {test_fraction} and {valid_fraction}")
-    fc = fit_config or FitConfig()
-    torch.manual_seed(fc.seed)
-    n = len(series[target]) if target in series else 0
-    train_end = int(round(n * (1 - test_fraction)))
-    model = Forecaster.from_series(series, target, features, config, train_end)
-    table = model.table(series)
-    origins = model.origins(n, 0, train_end)
-    n_valid = int(len(origins) * valid_fraction)
-    if len(origins) - n_valid < 1:
-        raise DataError(f"{n} rows leave no training windows (window {model.config.window}, "
-                        f"horizon {model.config.horizon}, test fraction {test_fraction})")
-    train_origins, valid_origins = origins[: len(origins) - n_valid], origins[len(origins) - n_valid :]
-    batches = Shuffled(train_origins, fc.batch_size, lambda ts: model.windows(table, ts), seed=fc.seed)
-
-    def loss_fn(m: Forecaster, batch: tuple[Tensor, Tensor]) -> Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(m(x), y)
-
-    eval_fn = None
-    if valid_origins:
-        vx, vy = model.windows(table, valid_origins)
-        eval_fn = lambda m: nn.functional.mse_loss(m(vx), vy).item()  # noqa: E731
-    result = fit(model, loss_fn, batches, fc, eval_fn=eval_fn, log=log)
-    return model, result, train_end
+        """A forecaster saved by :meth:`save` or trained into a run directory (its best
+        weights); CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "forecaster", ForecasterConfig, cls.from_saved)
 
 
 def sunspots_csv() -> Path:

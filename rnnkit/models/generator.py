@@ -13,15 +13,15 @@ x_t ~ softmax(logits / temperature) and feeds it back until ``<eos>``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..data.vocabulary import Vocabulary
-from ..train.fit import FitConfig, FitResult, Shuffled, fit
 from . import _common
 
 BOS, EOS = "<bos>", "<eos>"
@@ -32,14 +32,14 @@ CONDITION_MODES = ("init", "concat", "both")
 class GeneratorConfig:
     """Settings of a :class:`Generator` (symbols and conditions come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    embedding_dim: int = 32
-    condition_dim: int = 16
-    #: init (condition sets the initial state) | concat (fed with every input) | both
-    condition_mode: str = "both"
-    dropout: float = 0.1
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    embedding_dim: int = option(32, "token embedding size")
+    condition_dim: int = option(16, "condition embedding size")
+    condition_mode: str = option(
+        "both", "init (the condition sets the initial state), concat (fed with every input) or both")
+    dropout: float = option(0.1, "dropout on the recurrent output and between layers")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "condition_dim"))
@@ -170,15 +170,23 @@ class Generator(nn.Module):
         return ["".join(s) for s in out]
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: the vocabularies."""
+        return {"symbols": self.symbols.to_json(), "conditions": self.conditions.to_json()}
+
+    @classmethod
+    def from_saved(cls, config: GeneratorConfig, saved: _common.SavedFields) -> Generator:
+        """An untrained generator with the config and the vocabularies of a saved one."""
+        return cls(config, saved.vocabulary("symbols"), saved.vocabulary("conditions"))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"symbols": self.symbols.to_json(), "conditions": self.conditions.to_json()}
-        return _common.save_model(directory, "generator", self.config, self, extra)
+        return _common.save_model(directory, "generator", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Generator:
-        """A generator saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-        return _common.load_model(directory, "generator", GeneratorConfig, lambda c, saved: cls(
-            c, saved.vocabulary("symbols"), saved.vocabulary("conditions")))
+        """A generator saved by :meth:`save` or trained into a run directory (its best
+        weights); CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "generator", GeneratorConfig, cls.from_saved)
 
 
 def unigram_bits(train: Sequence[str], test: Sequence[str]) -> float:
@@ -196,24 +204,3 @@ def unigram_bits(train: Sequence[str], test: Sequence[str]) -> float:
             bits -= math.log2((counts.get(ch, 0) + 1) / total)
             n += 1
     return bits / n
-
-
-def train_generator(
-    texts: Sequence[str],
-    conditions: Sequence[str],
-    valid: tuple[Sequence[str], Sequence[str]] | None = None,
-    config: GeneratorConfig | None = None,
-    fit_config: FitConfig | None = None,
-    log: Callable[[dict], None] | None = None,
-) -> tuple[Generator, FitResult]:
-    """Build a generator from (text, condition) pairs and fit it; with ``valid``, the
-    weights with the lowest validation bits per symbol are kept."""
-    fc = fit_config or FitConfig()
-    torch.manual_seed(fc.seed)
-    model = Generator.from_data(texts, conditions, config)
-    pairs = list(zip(texts, conditions))
-    batches = Shuffled(pairs, fc.batch_size, lambda ps: model.batch([p[0] for p in ps], [p[1] for p in ps]),
-                       seed=fc.seed)
-    eval_fn = (lambda m: m.bits_per_symbol(*valid)) if valid else None
-    result = fit(model, lambda m, b: m.loss(b), batches, fc, eval_fn=eval_fn, log=log)
-    return model, result

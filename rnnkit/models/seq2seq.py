@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ._layer_util import as_states, build_layer, cell_names, from_states, probe_layer
 from .attention import SCORES, Attention
 
@@ -48,18 +49,18 @@ class Seq2SeqConfig:
     src_vocab_size: int = 0
     tgt_vocab_size: int = 0
     #: any name of ``rnnkit.LAYER_TYPES`` or ``"irnn"``
-    cell: str = "lstm"
-    embedding_size: int = 64
+    cell: str = option("lstm", "recurrent cell of encoder and decoder")
+    embedding_size: int = option(64, "symbol embedding size")
     #: decoder hidden size; also the width of the annotations (a bidirectional encoder
     #: has hidden_size / 2 units per direction)
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = True
+    hidden_size: int = option(128, "decoder hidden units (a bidirectional encoder has half per direction)")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(True, "bidirectional encoder")
     #: additive (Bahdanau) | dot | general | concat (Luong) | none
-    attention: str = "general"
+    attention: str = option("general", "attention score: additive (Bahdanau), dot, general, concat (Luong), none")
     #: feed h̃_{t-1} to the decoder input (Luong et al. 2015 §3.3); Luong scores only
-    input_feeding: bool = True
-    dropout: float = 0.0
+    input_feeding: bool = option(True, "Luong scores: feed h̃_{t-1} back to the decoder input")
+    dropout: float = option(0.0, "dropout between layers and on the decoder output")
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -103,10 +104,10 @@ class SamplingSchedule:
     ``kind="none"`` is plain teacher forcing (ε_i = 1).
     """
 
-    kind: str = "none"
-    k: float = 1.0
-    c: float = 1e-4
-    epsilon_min: float = 0.0
+    kind: str = option("none", "scheduled sampling schedule of the teacher-forcing probability (Bengio et al. 2015)")
+    k: float = option(1.0, "the schedule's k")
+    c: float = option(1e-4, "the linear schedule's slope c")
+    epsilon_min: float = option(0.0, "the linear schedule's floor ε_min")
 
     KINDS = ("none", "constant", "linear", "exponential", "inverse_sigmoid")
 

@@ -15,16 +15,16 @@ suffixes like "2nd").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from .._config import option
 from ..data.conll import TaggedSentence
 from ..data.vocabulary import Vocabulary
-from ..train.fit import FitConfig, FitResult, Shuffled, fit
 from . import _common
 from .metrics import SpanScores, span_f1
 
@@ -35,21 +35,18 @@ MAX_WORD_CHARS = 20
 class TaggerConfig:
     """Settings of a :class:`Tagger` (the vocabularies come from the data)."""
 
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 1
-    bidirectional: bool = True
-    embedding_dim: int = 64
-    #: channels of the character CNN (0 = no character features)
-    char_channels: int = 32
-    char_embedding_dim: int = 16
-    #: dropout on the token features and between layers
-    dropout: float = 0.2
-    #: probability of replacing a training word by <unk>, so the <unk> vector is learnt
-    word_dropout: float = 0.05
-    lowercase: bool = True
-    #: words seen fewer times in the training data become <unk>
-    min_count: int = 1
+    cell: str = option("lstm", "recurrent cell: any registered name (e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(128, "hidden units per layer")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(True, "a backward layer too (outputs of both directions concatenated)")
+    embedding_dim: int = option(64, "token embedding size")
+    char_channels: int = option(32, "channels of the character CNN (0 = no character features)")
+    char_embedding_dim: int = option(16, "character embedding size of the character CNN")
+    dropout: float = option(0.2, "dropout on the token features and between layers")
+    word_dropout: float = option(
+        0.05, "probability of replacing a training word by <unk>, so the <unk> vector is learnt")
+    lowercase: bool = option(True, "lowercase the tokens")
+    min_count: int = option(1, "words seen fewer times in the training data become <unk>")
 
     def __post_init__(self) -> None:
         _common.check_config(self, positive=("hidden_size", "num_layers", "embedding_dim", "char_embedding_dim",
@@ -162,16 +159,25 @@ class Tagger(nn.Module):
         return span_f1([s.tags for s in sentences], self.predict([s.tokens for s in sentences]))
 
     # -- files --------------------------------------------------------------------------------
+    def saved_fields(self) -> dict:
+        """What config.json holds beside the config: the vocabularies."""
+        return {"words": self.words.to_json(), "tags": self.tags.to_json(),
+                "chars": self.chars.to_json() if self.chars is not None else None}
+
+    @classmethod
+    def from_saved(cls, config: TaggerConfig, saved: _common.SavedFields) -> Tagger:
+        """An untrained tagger with the config and the vocabularies of a saved one."""
+        return cls(config, saved.vocabulary("words"), saved.vocabulary("tags"),
+                   saved.vocabulary("chars", optional=True))
+
     def save(self, directory: str | Path) -> Path:
-        extra = {"words": self.words.to_json(), "tags": self.tags.to_json(),
-                 "chars": self.chars.to_json() if self.chars is not None else None}
-        return _common.save_model(directory, "tagger", self.config, self, extra)
+        return _common.save_model(directory, "tagger", self.config, self, self.saved_fields())
 
     @classmethod
     def load(cls, directory: str | Path) -> Tagger:
-        """A tagger saved by :meth:`save`; CheckpointError (one line) for anything wrong."""
-        return _common.load_model(directory, "tagger", TaggerConfig, lambda c, saved: cls(
-            c, saved.vocabulary("words"), saved.vocabulary("tags"), saved.vocabulary("chars", optional=True)))
+        """A tagger saved by :meth:`save` or trained into a run directory (its best weights);
+        CheckpointError (one line) for anything wrong."""
+        return _common.load_model(directory, "tagger", TaggerConfig, cls.from_saved)
 
 
 def majority_baseline(train: Sequence[TaggedSentence], test: Sequence[TaggedSentence]) -> SpanScores:
@@ -188,22 +194,3 @@ def majority_baseline(train: Sequence[TaggedSentence], test: Sequence[TaggedSent
     pred = [[max(counts[w.lower()], key=counts[w.lower()].get) if w.lower() in counts else default for w in s.tokens]
             for s in test]
     return span_f1([s.tags for s in test], pred)
-
-
-def train_tagger(
-    train: Sequence[TaggedSentence],
-    valid: Sequence[TaggedSentence] | None = None,
-    config: TaggerConfig | None = None,
-    fit_config: FitConfig | None = None,
-    log: Callable[[dict], None] | None = None,
-) -> tuple[Tagger, FitResult]:
-    """Build a tagger from ``train`` and fit it; with ``valid``, the weights with the
-    best validation micro-F1 are kept."""
-    fc = fit_config or FitConfig()
-    torch.manual_seed(fc.seed)
-    model = Tagger.from_data(train, config)
-    batches = Shuffled(list(train), fc.batch_size, lambda ss: model.batch([s.tokens for s in ss], [s.tags for s in ss]),
-                       seed=fc.seed)
-    eval_fn = (lambda m: 1.0 - m.evaluate(valid).micro.f1) if valid else None
-    result = fit(model, lambda m, b: m.loss(b), batches, fc, eval_fn=eval_fn, log=log)
-    return model, result

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .._config import option
 from .base import Task, TaskDefaults, TaskModel
 from .loop import EvalPoint, LoopConfig, LoopResult, train_loop
 
@@ -23,22 +24,27 @@ class TaskRunConfig:
     """
 
     task: str = "adding"
-    cell: str = "lstm"
-    seq_len: int | None = None
-    hidden_size: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
+    cell: str = option("lstm", "recurrent cell")
+    seq_len: int | None = option(None, "T, the time lag of the task")
+    hidden_size: int | None = option(None, "hidden units")
+    batch_size: int | None = option(None, "sequences per batch")
+    lr: float | None = option(None, "learning rate")
     #: "adam", "rmsprop" or "sgd"
-    optimizer: str | None = None
-    clip_norm: float | None = None
-    clip_value: float | None = None
-    max_steps: int | None = None
-    max_time: float | None = None
-    eval_every: int | None = None
-    test_size: int | None = None
-    seed: int = 0
+    optimizer: str | None = option(None, "adam, rmsprop or sgd")
+    clip_norm: float | None = option(None, "gradient-norm clipping (0: none)")
+    clip_value: float | None = option(None, "clip each gradient element to ±this (0: none)")
+    max_steps: int | None = option(None, "step budget (see --list; with --table: per cell and task, instead of "
+                                         "the time budget, so that the table does not depend on the machine's speed)")
+    max_time: float | None = option(None, "wall-clock budget, e.g. 90s, 2m (alone: instead of the task's step "
+                                          "budget; with --table: per cell and task, default 20s)",
+                                    type="positive_duration")
+    eval_every: int | None = option(None, "evaluate on the test set every N steps")
+    test_size: int | None = option(None, "sequences in the fresh test set")
+    seed: int = option(0, "random seed")
     #: the paper's hyper-parameters instead of rnnkit's defaults
-    paper_settings: bool = False
+    paper_settings: bool = option(False, "the paper's hyper-parameters (hidden size, optimizer, learning rate, "
+                                         "batch, budget) instead of rnnkit's defaults; options given explicitly "
+                                         "still override them")
     #: options of the cell's layer (``rnnkit.make_layer`` keywords), e.g. ``{"forget_bias": 1.0}``
     layer_options: dict | None = None
 

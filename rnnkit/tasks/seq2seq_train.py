@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint
+from .._config import option
 from ..data.seq2seq_tasks import Pair, Vocab, generate, make_batch, read_tsv, sequence_metrics
 from ..errors import CheckpointError, DataError
 from ..models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, sequence_loss
@@ -26,20 +27,21 @@ class Seq2SeqTrainConfig:
     train_file: str | None = None
     #: TSV test file; without it 10% of train_file (at most 1000 lines) is held out
     test_file: str | None = None
-    level: str = "char"
-    test_size: int = 500
-    batch_size: int = 64
+    level: str = option("char", "symbols are characters or words (char, token)")
+    test_size: int = option(500, "test pairs of a demo task")
+    batch_size: int = option(64, "pairs per batch")
     model: Seq2SeqConfig = field(default_factory=lambda: Seq2SeqConfig(src_vocab_size=4, tgt_vocab_size=4))
     sampling: SamplingSchedule = field(default_factory=SamplingSchedule)
-    lr: float = 3e-3
-    clip_norm: float | None = 1.0
-    max_steps: int | None = None
-    max_time: float | None = 120.0
-    eval_every: int = 100
+    lr: float = option(3e-3, "learning rate (Adam)")
+    clip_norm: float | None = option(1.0, "gradient-norm clipping (0 or none: off)")
+    max_steps: int | None = option(None, "step budget")
+    max_time: float | None = option(120.0, "wall-clock budget, e.g. 2m (with only --max-steps: none)",
+                                    type="positive_duration")
+    eval_every: int = option(100, "evaluate on the test pairs every N steps")
     #: stop when exact-match accuracy on the test set reaches this (None: use the whole budget)
-    target_exact_match: float | None = None
-    beam_size: int = 1
-    seed: int = 0
+    target_exact_match: float | None = option(None, "stop when test exact match reaches this fraction")
+    beam_size: int = option(1, "beam size of the evaluations")
+    seed: int = option(0, "random seed")
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from .._config import option
+
 SCHEDULES = ("constant", "linear", "cosine")
 ON_NAN = ("stop", "rollback")
 PRECISIONS = ("fp32", "bf16", "fp64")
@@ -31,27 +33,27 @@ class TrainConfig:
     ``nan_lr_factor`` and goes on, at most ``nan_max_retries`` times over the run.
     """
 
-    lr: float = 7e-3
-    lr_schedule: str = "cosine"
-    min_lr_ratio: float = 0.05
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    clip: float = 5.0  # max global gradient norm; 0 disables
-    clip_value: float = 0.0  # max |gradient| per element; 0 disables
-    batch_size: int = 32
-    seq_len: int = 48
-    max_steps: int = 0
-    max_time: float = 300.0  # seconds
-    val_fraction: float = 0.01
-    eval_every: int = 250  # steps; validation is also run at the end
-    sample_every: int = 200  # steps; samples go to the progress callback only
-    sample_length: int = 200
-    seed: int = 0
-    checkpoint_every: int = 0  # steps; 0: checkpoint only at each evaluation and at the end
-    on_nan: str = "stop"  # a NaN/Inf loss or gradient: "stop" (TrainingError) or "rollback"
-    nan_lr_factor: float = 0.5  # rollback multiplies the learning rate by this
-    nan_max_retries: int = 3  # rollbacks allowed over the run before stopping
-    precision: str = "fp32"  # fp32; bf16 (autocast of the forward pass, fp32 weights); fp64 weights
+    lr: float = option(7e-3, "peak learning rate (AdamW)")
+    lr_schedule: str = option("cosine", "constant, linear or cosine decay over the budget")
+    min_lr_ratio: float = option(0.05, "final learning rate as a fraction of --lr")
+    warmup_steps: int = option(20, "linear warm-up steps")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    clip: float = option(5.0, "max global gradient norm (0: off)")
+    clip_value: float = option(0.0, "max |gradient| per element (0: off)")
+    batch_size: int = option(32, "parallel streams B")
+    seq_len: int = option(48, "truncated-BPTT length T")
+    max_steps: int = option(0, "stop after this many steps")
+    max_time: float = option(300.0, "stop after this long: 90s, 5m, 1h or seconds (0: no limit)", type="duration")
+    val_fraction: float = option(0.01, "held-out tail of the corpus for validation")
+    eval_every: int = option(250, "validate and checkpoint every N steps")
+    sample_every: int = option(200, "print a sample every N steps (0: never)")
+    sample_length: int = option(200, "characters per progress sample")
+    seed: int = option(0, "random seed")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: only at --eval-every)")
+    on_nan: str = option("stop", "NaN/Inf loss or gradient: stop, or rollback to the last checkpoint")
+    nan_lr_factor: float = option(0.5, "each rollback multiplies the learning rate by this")
+    nan_max_retries: int = option(3, "rollbacks allowed before training stops")
+    precision: str = option("fp32", "fp32, bf16 (autocast forward pass) or fp64")
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:

@@ -1,4 +1,6 @@
-"""A small generic training loop: any model, any loss, batches from any iterable.
+"""A small generic training loop: any model, any loss, batches from any iterable; and
+:class:`FitConfig`, the settings of the ready models' training, which their applications run
+on the one :class:`~rnnkit.train.Trainer` (:meth:`FitConfig.train_config`).
 
     for step in 1..max_steps (or until max_time):
         loss = loss_fn(model, batch);  loss.backward()
@@ -21,26 +23,26 @@ import torch
 from torch import Tensor, nn
 
 from .. import native
+from .._config import option
 from ..engine import uses_native_loops
 from ..errors import TrainingError
+from .config import ON_NAN, TrainConfig
 
 
 @dataclass
 class FitConfig:
     """How to train (the model's own settings live in its config)."""
 
-    lr: float = 3e-3
-    #: clip the global gradient norm to this value (0 = no clipping)
-    clip: float = 1.0
-    batch_size: int = 32
-    #: stop after this many optimizer steps ...
-    max_steps: int = 2000
-    #: ... or after this many seconds of training, whichever comes first (0 = no limit)
-    max_time: float = 0.0
-    #: evaluate (and keep the best weights) every this many steps
-    eval_every: int = 100
-    weight_decay: float = 0.0
-    seed: int = 0
+    lr: float = option(3e-3, "learning rate (Adam)")
+    clip: float = option(1.0, "clip the gradient norm to this value (0 = off)")
+    batch_size: int = option(32, "examples per mini-batch")
+    max_steps: int = option(2000, "stop training after this many optimizer steps")
+    max_time: float = option(0.0, "stop training after this long, e.g. 90s, 2m, 1h (0 = no limit)", type="duration")
+    eval_every: int = option(100, "evaluate (and keep the best weights) every this many steps")
+    weight_decay: float = option(0.0, "Adam weight decay")
+    seed: int = option(0, "random seed")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: only at each evaluation)")
+    on_nan: str = option("stop", "NaN/Inf loss or gradient: stop, or rollback to the last checkpoint")
 
     def __post_init__(self) -> None:
         for name in ("lr", "batch_size", "max_steps", "eval_every"):
@@ -49,6 +51,19 @@ class FitConfig:
         for name in ("clip", "max_time", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be non-negative, got {self.checkpoint_every}")
+        if self.on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
+
+    def train_config(self) -> TrainConfig:
+        """The trainer's config of these settings: Adam (AdamW without weight decay is Adam;
+        with it, the decay is decoupled), a constant learning rate without warm-up, clipping
+        of the gradient norm, an evaluation and checkpoint every ``eval_every`` steps."""
+        return TrainConfig(lr=self.lr, lr_schedule="constant", warmup_steps=0, weight_decay=self.weight_decay,
+                           clip=self.clip, batch_size=self.batch_size, seq_len=1, max_steps=self.max_steps,
+                           max_time=self.max_time, eval_every=self.eval_every, sample_every=0, seed=self.seed,
+                           checkpoint_every=self.checkpoint_every, on_nan=self.on_nan)
 
 
 @dataclass

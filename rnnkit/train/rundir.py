@@ -41,7 +41,6 @@ from ..checkpoint import (  # noqa: F401  (the run directory's file helpers, use
 from ..checkpoint import read_json_object as read_json
 from ..data.text import Vocabulary
 from ..errors import CheckpointError, DataError
-from ..models.charlm import CharLM, CharLMConfig
 from .config import TrainConfig
 
 FORMAT_VERSION = 1
@@ -55,8 +54,31 @@ METRICS = "metrics.jsonl"
 IDS = "corpus.ids"
 CHECKPOINTS = {"latest": LATEST, "best": BEST}
 
-#: model types a run directory may hold: name → (model class, config class)
-MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {"charlm": (CharLM, CharLMConfig)}
+#: model types a run directory may hold: name → (model class, config class); filled by the
+#: applications (:func:`register_model_type`), so the trainer knows no model
+MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {}
+#: name → build(config, the config.json object, run directory) → the model (untrained)
+_BUILDERS: dict[str, Callable] = {}
+
+
+def register_model_type(name: str, model_cls: type[nn.Module], config_cls: type,
+                        build: Callable[[object, dict, Path], nn.Module] | None = None) -> None:
+    """Make run directories whose ``model_type`` is ``name`` loadable. The model is
+    ``build(config, cfg, run_dir)`` with ``config = config_cls`` read from the ``model``
+    section and ``cfg`` the whole config.json (where an application keeps what else it
+    needs, e.g. its vocabularies); by default ``model_cls(config, the run's vocab.json)``.
+    Registering a name again with other classes is an error (two applications claiming one
+    type)."""
+    if MODEL_TYPES.get(name, (model_cls, config_cls)) != (model_cls, config_cls):
+        raise ValueError(f"model type {name!r} is already registered for {MODEL_TYPES[name][0].__name__}")
+    MODEL_TYPES[name] = (model_cls, config_cls)
+    _BUILDERS[name] = build or (lambda config, cfg, run: model_cls(config, read_vocabulary(run)))
+
+
+def builder(run_dir: str | os.PathLike, cfg: dict) -> Callable[[object], nn.Module]:
+    """``config -> model`` for the run's model type (the run's config.json ``cfg``)."""
+    build = _BUILDERS[cfg["model_type"]]
+    return lambda config: build(config, cfg, Path(run_dir))
 
 
 def write_json(path: Path, obj) -> None:
@@ -75,7 +97,7 @@ def read_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The run's config.json, checked: a known format version and model type, and ``model``,
     ``train`` and ``data`` sections whose fields have the types and ranges of
-    :class:`~rnnkit.CharLMConfig` and :class:`~rnnkit.TrainConfig` (one-line CheckpointError
+    the model type's config class and :class:`~rnnkit.TrainConfig` (one-line CheckpointError
     naming the file and the field otherwise)."""
     run = Path(run_dir)
     if not run.is_dir():
@@ -143,11 +165,13 @@ def _dtype(cfg: dict) -> torch.dtype | None:
     return torch.float64 if cfg["train"].get("precision") == "fp64" else None
 
 
-def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabulary, precision: str,
-                 present: dict | None = None) -> None:
-    """Check, before the model is built, that ``model`` (with ``vocab``) has the tensors of the
-    weights ``--resume`` will read: those of the resume file (or, in the older layout without
-    weights there, of model.safetensors). ``present``: the model section of config.json."""
+def check_resume(run_dir: str | os.PathLike, model, vocab: Vocabulary | None, precision: str,
+                 present: dict | None = None, cfg: dict | None = None) -> None:
+    """Check, before the model is built, that ``model`` (a model config; with ``vocab`` for
+    the char LM, or the run's config.json ``cfg`` for another model type) has the tensors of
+    the weights ``--resume`` will read: those of the resume file (or, in the older layout
+    without weights there, of model.safetensors). ``present``: the model section of
+    config.json."""
     run = Path(run_dir)
     header, _ = read_header(run / STATE_TENSORS, "trainer state")
     weights = {k[len("model."):]: v for k, v in header.items() if k.startswith("model.")}
@@ -155,7 +179,9 @@ def check_resume(run_dir: str | os.PathLike, model: CharLMConfig, vocab: Vocabul
     if not weights:
         path = run / LATEST
         weights, _ = read_header(path, "model weights")
-    check_against_weights(lambda c: CharLM(c, vocab), model, weights, run / CONFIG, path,
+    cfg = cfg or {"model_type": "charlm"}
+    build = builder(run, cfg) if vocab is None else (lambda c: MODEL_TYPES[cfg["model_type"]][0](c, vocab))
+    check_against_weights(build, model, weights, run / CONFIG, path,
                           dtype=torch.float64 if precision == "fp64" else None, present=present)
 
 
@@ -167,8 +193,9 @@ def load_state_into(model: nn.Module, path: Path) -> dict[str, str]:
     return metadata
 
 
-def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu") -> CharLM:
-    """Load the model of a run directory written by :func:`rnnkit.train`.
+def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu") -> nn.Module:
+    """Load the model of a run directory written by :func:`rnnkit.train` (or by another
+    application whose model type is registered, e.g. ``rnnkit fit tagger --out DIR``).
 
     Args:
         run_dir: the run directory.
@@ -183,14 +210,14 @@ def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | tor
         raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {checkpoint!r}")
     run = Path(run_dir)
     cfg = read_config(run)
-    vocab = read_vocabulary(run)
     path = run / CHECKPOINTS[checkpoint]
     if checkpoint == "best" and not path.exists() and (run / LATEST).exists():
         path = run / LATEST
     header, _ = read_header(path, "model weights")
-    model_cls, config_cls = MODEL_TYPES[cfg["model_type"]]
-    model = build_checked(lambda c: model_cls(c, vocab), config_cls.from_dict(cfg["model"]), header, run / CONFIG,
-                          path, dtype=_dtype(cfg), present=cfg["model"])
+    config_cls = MODEL_TYPES[cfg["model_type"]][1]
+    config = config_from_json(config_cls, cfg["model"], run / CONFIG, "model")
+    model = build_checked(builder(run, cfg), config, header, run / CONFIG, path, dtype=_dtype(cfg),
+                          present=cfg["model"])
     load_state_into(model, path)
     model.eval()
     return model.to(device)

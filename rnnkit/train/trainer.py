@@ -1,8 +1,22 @@
 """The trainer: one loop for every model type, with truncated BPTT, clipping, schedules,
 atomic checkpoints and exact resume.
 
-The model-specific part is a *task* (see :class:`LanguageModelTask`): it yields batches
-from a position, computes the loss of a batch given the carried state, and evaluates.
+The model-specific part is a *task* (duck-typed; :class:`LanguageModelTask` for the char
+LM, :class:`~rnnkit.train.examples.ExampleTask` for models trained on a list of examples):
+
+    batches(start, epoch) -> Iterator[batch]     the epoch's batches from position ``start``
+                                                 (the same ones again on resume)
+    loss(model, batch, carry) -> (loss, carry, n_items)    carry: the recurrent state carried
+                                                 between batches (None for non-stateful tasks)
+    evaluate(model) -> float | None              the validation value that picks best.safetensors
+                                                 (lower is better); None: no validation data
+    sample(model, seed) -> str | None            optional: text for the progress callback
+    loss_scale: float                            optional: metrics record loss × this
+                                                 (default 1/ln 2: nats → bits)
+    metric_keys: dict                            optional: the metrics' names, default
+                                                 {"train": "train_bpc", "val": "val_bpc",
+                                                  "rate": "chars_per_sec"}
+
 The trainer owns the optimiser, the budget, the schedule, the run directory and the RNG.
 """
 
@@ -33,6 +47,8 @@ from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
+#: the metrics' names of a task that does not name them (a language model: bits per character)
+BPC_KEYS = {"train": "train_bpc", "val": "val_bpc", "rate": "chars_per_sec"}
 
 
 def _detach(state):
@@ -91,9 +107,10 @@ class LanguageModelTask:
         self.train_ids, self.val_ids, self.cfg = train_ids, val_ids, cfg
         self.batches_per_epoch = num_chunks(len(train_ids), cfg.batch_size, cfg.seq_len)
 
-    def batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """(input, target) chunks from chunk ``start`` on; under torchrun only this rank's
-        contiguous share of the ``batch_size`` streams (the same global layout)."""
+    def batches(self, start: int, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """(input, target) chunks from chunk ``start`` on (every epoch reads the text in the
+        same order); under torchrun only this rank's contiguous share of the ``batch_size``
+        streams (the same global layout)."""
         cols = distributed.current().shard(self.cfg.batch_size)
         for x, y in truncated_bptt_streams(self.train_ids, self.cfg.batch_size, self.cfg.seq_len, start):
             yield x[:, cols], y[:, cols]  # (T, B/N)
@@ -139,9 +156,11 @@ class Trainer:
     print). "native" events come before "start", while the native loops are compiled or
     another process's build is waited for (:func:`rnnkit.native.load`)."""
 
-    def __init__(self, model: nn.Module, task: LanguageModelTask, cfg: TrainConfig, run_dir: Path,
+    def __init__(self, model: nn.Module, task, cfg: TrainConfig, run_dir: Path,
                  callback: rundir.Callback | None = None):
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, Path(run_dir)
+        self.keys = {**BPC_KEYS, **getattr(task, "metric_keys", {})}
+        self.loss_scale = getattr(task, "loss_scale", 1.0 / LN2)
         self.callback = callback or (lambda event: None)
         self._progress = callback  # None: the native build, if any, logs instead
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -387,7 +406,7 @@ class Trainer:
         t_last = time.monotonic()
         try:
             while self._budget_left() and not self._stop:
-                for batch in self.task.batches(self.chunk):
+                for batch in self.task.batches(self.chunk, self.epoch):
                     lr = cfg.lr_at(self.step, self.elapsed) * self.lr_scale
                     for g in self.optimizer.param_groups:
                         g["lr"] = lr
@@ -428,16 +447,17 @@ class Trainer:
                     now = time.monotonic()
                     dt, t_last = now - t_last, now
                     self.elapsed += dt
-                    train_bpc = float(loss.detach()) / LN2
+                    train_bpc = float(loss.detach()) * self.loss_scale
                     if self.dist.enabled:
                         train_bpc, n, dt = self._agree(train_bpc, n, dt)
-                    record = {"step": self.step, "time": round(self.elapsed, 3), "train_bpc": train_bpc,
-                              "lr": lr, "chars_per_sec": n / dt if dt > 0 else None}
+                    keys = self.keys  # (the same dict every step)
+                    record = {"step": self.step, "time": round(self.elapsed, 3), keys["train"]: train_bpc,
+                              "lr": lr, keys["rate"]: n / dt if dt > 0 else None}
                     # the step's metrics line is written before its checkpoint: a resume from
                     # that checkpoint then never lacks it (lines after it are dropped on resume)
                     if cfg.eval_every and self.step % cfg.eval_every == 0 or not self._budget_left():
-                        record["val_bpc"] = self._evaluate_and_save(
-                            lambda val, rec=record: write_record({**rec, "val_bpc": val}, sync=True))
+                        record[keys["val"]] = self._evaluate_and_save(
+                            lambda val, rec=record: write_record({**rec, self.keys["val"]: val}, sync=True))
                         evaluated_at = self.step
                         t_last = time.monotonic()  # evaluation time is not training time...
                         self.elapsed += t_last - now  # ...but it is spent from the budget
@@ -452,7 +472,7 @@ class Trainer:
                         write_record(record)
                     self.callback({"kind": "step", **record, "progress": cfg.progress(self.step, self.elapsed),
                                    "epoch": self.epoch})
-                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and hasattr(self.task, "sample"):
                         text = self.task.sample(model, cfg.seed + self.step) if self.dist.is_main else None
                         if text is not None:
                             self.callback({"kind": "sample", "step": self.step, "text": text})
@@ -506,7 +526,7 @@ class Trainer:
         if s[2] > 0:
             self._stop = True
         if not math.isfinite(train_bpc):
-            raise TrainingError(f"the loss is {train_bpc * LN2} at step {self.step}; "
+            raise TrainingError(f"the loss is {train_bpc / self.loss_scale} at step {self.step}; "
                                 f"try a lower --lr or a smaller --clip")
         return train_bpc, int(s[1]), dt
 
@@ -514,10 +534,10 @@ class Trainer:
         """Validate, then checkpoint; ``before_save(val_bpc)`` runs in between."""
         val = self.task.evaluate(self.model)
         if val is not None and not math.isfinite(val):
-            raise TrainingError(f"the validation bpc is {val} at step {self.step}")
+            raise TrainingError(f"the validation {self.keys['val']} is {val} at step {self.step}")
         self.last_val = val
         if val is not None:
-            self.callback({"kind": "eval", "step": self.step, "val_bpc": val})
+            self.callback({"kind": "eval", "step": self.step, self.keys["val"]: val})
         if before_save is not None:
             before_save(val)
         self.save(val)

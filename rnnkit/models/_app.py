@@ -1,0 +1,199 @@
+"""What the applications of the four example-trained models (tagger, classifier,
+forecaster, generator) share: a run on the one :class:`~rnnkit.train.Trainer` with an
+:class:`~rnnkit.train.examples.ExampleTask`, in a run directory of the one format.
+
+    config.json   {"format_version", "model_type", "model", "train", "fit", "data",
+                   "rnnkit_version"} + the model's saved fields ("kind", "config", its
+                   vocabularies / scaling), so `Tagger.load(DIR)` reads it as well
+    model.safetensors / best.safetensors / trainer_state.* / metrics.jsonl   (the trainer's)
+
+Without a directory (``out=None``) the run goes into a temporary one, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..errors import CheckpointError
+from ..train import rundir
+from ..train.examples import ExampleTask
+from ..train.fit import FitConfig, FitResult
+from ..train.trainer import Trainer, TrainResult
+
+#: FitConfig fields a resumed run may change (its budget and reporting)
+RESUMABLE = ("max_steps", "max_time", "eval_every", "checkpoint_every", "on_nan")
+
+
+def register(model_type: str, model_cls, config_cls) -> None:
+    """Make ``model_type`` run directories loadable (``rnnkit.load``, ``rnnkit info``): the
+    model is ``model_cls.from_saved(config, fields)`` with the fields read from config.json."""
+    from ._common import SavedFields
+
+    rundir.register_model_type(model_type, model_cls, config_cls, lambda config, cfg, run: model_cls.from_saved(
+        config, SavedFields(cfg, run / rundir.CONFIG)))
+
+
+#: the files of a run directory the trainer and this module write
+RUN_FILES = (rundir.LATEST, rundir.BEST, rundir.STATE_TENSORS, rundir.STATE_JSON, rundir.METRICS, rundir.CONFIG)
+
+
+@contextlib.contextmanager
+def _directory(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """The run directory: ``out`` (new, or without a run in it; with ``resume`` the run in
+    it), a temporary directory when ``out`` is None. With ``overwrite`` a run already in
+    ``out`` is replaced only once the new run has finished: the new run trains in a sibling
+    directory whose files then replace the old run's one by one (config.json last), so a
+    failed or interrupted run leaves the old one as it was; other files in ``out`` stay."""
+    if out is None:
+        if resume:
+            raise ValueError("resume needs the run directory (out)")
+        with tempfile.TemporaryDirectory(prefix="rnnkit-run-") as tmp:
+            yield Path(tmp)
+        return
+    run = Path(out)
+    if resume:
+        if not (run / rundir.CONFIG).exists():
+            raise CheckpointError(f"cannot resume: {run} is not a run directory (no {rundir.CONFIG})")
+        yield run
+        return
+    if run.exists() and not run.is_dir():
+        raise ValueError(f"--out {run} exists and is not a directory")
+    if not (run / rundir.CONFIG).exists():
+        run.mkdir(parents=True, exist_ok=True)
+        yield run
+        return
+    if not overwrite:
+        raise ValueError(f"--out {run} already holds a saved model; pass --overwrite to replace it "
+                         f"(or --resume to continue its training)")
+    fresh = Path(tempfile.mkdtemp(prefix=f".{run.name}.new-", dir=run.parent))
+    try:
+        yield fresh
+        for name in RUN_FILES:  # config.json last: until then the old config names the old run
+            if (fresh / name).exists():
+                os.replace(fresh / name, run / name)
+            elif (run / name).exists():
+                (run / name).unlink()
+        rundir.fsync_dir(run)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _fit_result(run: Path, result: TrainResult, fc: FitConfig, task: ExampleTask) -> FitResult:
+    """The :class:`FitResult` of a run, from its metrics.jsonl: the training loss averaged
+    over each evaluation window, the evaluations and the best one (the latest of equals: the
+    weights of best.safetensors)."""
+    keys = task.metric_keys
+    out = FitResult(steps=result.steps, seconds=result.elapsed)
+    window: list[float] = []
+    for record in rundir.read_metrics(run):
+        window.append(record[keys["train"]])
+        score = record.get(keys["val"])
+        if record["step"] % fc.eval_every == 0 or score is not None or record["step"] == result.steps:
+            out.train_loss.append(sum(window) / len(window))
+            window.clear()
+        if score is not None:
+            out.evaluations.append((record["step"], score))
+            if out.best_score is None or score <= out.best_score:  # the latest of equals, as best.safetensors
+                out.best_score, out.best_step = score, record["step"]
+    if result.interrupted:
+        out.stopped_by = "interrupted"
+    elif result.steps < fc.max_steps:
+        out.stopped_by = "max_time"
+    return out
+
+
+def _progress(log: Callable[[dict], None] | None, callback: Callable[[dict], None] | None, eval_every: int,
+              task: ExampleTask) -> Callable[[dict], None] | None:
+    """The trainer's events, also as the ``log`` entries of :func:`~rnnkit.train.fit.fit`:
+    ``{"step", "seconds", "loss"[, "score"]}`` at each evaluation window's end."""
+    if log is None:
+        return callback
+    keys, window = task.metric_keys, []
+
+    def on_event(event: dict) -> None:
+        if callback is not None:
+            callback(event)
+        if event["kind"] != "step":
+            return
+        window.append(event[keys["train"]])
+        score = event.get(keys["val"])
+        if event["step"] % eval_every == 0 or score is not None or event["progress"] >= 1.0:
+            entry: dict[str, Any] = {"step": event["step"], "seconds": event["time"],
+                                     "loss": sum(window) / len(window)}
+            if score is not None:
+                entry["score"] = score
+            window.clear()
+            log(entry)
+
+    return on_event
+
+
+def fit_run(model_type: str, make_model: Callable[[], nn.Module],
+            examples: Sequence | Callable[[nn.Module], Sequence],
+            collate: Callable[[nn.Module, list], Any], loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+            eval_fn: Callable[[nn.Module], float] | None, fit_config: FitConfig | None, *,
+            log: Callable[[dict], None] | None = None, out: str | os.PathLike | None = None, resume: bool = False,
+            overwrite: bool = False, callback: Callable[[dict], None] | None = None,
+            data: dict | None = None) -> tuple[nn.Module, FitResult]:
+    """Train the model ``make_model()`` (built after seeding with ``fit_config.seed``; on
+    ``resume`` the run's own model, with the config and vocabularies it stored) on
+    ``examples`` and return it with the best validation weights (the latest without
+    ``eval_fn``) and the :class:`FitResult`.
+
+    ``examples``: a list, or ``examples(model)`` when they depend on the model (a
+    forecaster's windows); ``collate(model, examples)`` builds a batch, ``loss_fn(model, batch)`` is its loss,
+    ``eval_fn(model)`` the validation score (lower is better). ``out``: the run directory
+    (exact ``resume``, Ctrl-C checkpoint, metrics.jsonl, ``rnnkit info``/``report``);
+    ``callback`` receives the trainer's events; ``data`` is recorded in config.json."""
+    fc = fit_config or FitConfig()
+    chosen = examples if callable(examples) else (lambda model: examples)
+    with _directory(out, resume, overwrite) as run:
+        if resume:
+            cfg = rundir.read_config(run)
+            if cfg["model_type"] != model_type:
+                raise CheckpointError(f"cannot resume: {run} holds a {cfg['model_type']!r} run, not a "
+                                      f"{model_type!r} one")
+            path = run / rundir.CONFIG
+            stored = rundir.config_from_json(FitConfig, cfg.get("fit", {}), path, "fit")
+            # a fit_config given on resume changes the budget only
+            fc = stored if fit_config is None else replace(stored, **{k: getattr(fc, k) for k in RESUMABLE})
+            config = rundir.config_from_json(rundir.MODEL_TYPES[model_type][1], cfg["model"], path, "model")
+            rundir.check_resume(run, config, None, "fp32", cfg["model"], cfg)
+            model = rundir.builder(run, cfg)(config)
+            examples = chosen(model)
+            if len(examples) != cfg.get("data", {}).get("examples"):
+                raise CheckpointError(f"cannot resume: the data now has {len(examples)} training examples, the run "
+                                      f"was trained on {cfg.get('data', {}).get('examples')} (did the data change?)")
+            cfg["fit"], cfg["train"] = asdict(fc), asdict(fc.train_config())
+            rundir.write_json(run / rundir.CONFIG, cfg)
+        else:
+            torch.manual_seed(fc.seed)
+            model = make_model()
+            examples = chosen(model)
+            rundir.write_json(run / rundir.CONFIG, {
+                "format_version": rundir.FORMAT_VERSION, "model_type": model_type, "model": asdict(model.config),
+                "train": asdict(fc.train_config()), "fit": asdict(fc),
+                "data": {**(data or {}), "examples": len(examples)}, "rnnkit_version": __version__,
+                # the model's saved fields, as Model.save() writes them (Model.load reads the run)
+                "kind": model_type, "config": asdict(model.config), **model.saved_fields()})
+        task = ExampleTask(examples, fc.batch_size, lambda chosen: collate(model, chosen), loss_fn, eval_fn,
+                           seed=fc.seed)
+        trainer = Trainer(model, task, fc.train_config(), run, _progress(log, callback, fc.eval_every, task))
+        if resume:
+            trainer.restore()
+        result = trainer.run()
+        if (run / rundir.BEST).exists():
+            rundir.load_state_into(model, run / rundir.BEST)
+        model.eval()
+        return model, _fit_result(run, result, fc, task)
