@@ -2,7 +2,9 @@
 plain SGD, for the papers' settings), gradient clipping, a budget of steps and/or seconds,
 periodic evaluation, early stop when solved.
 
-(Self-contained on purpose; the main trainer of ``rnnkit.train`` is the general one.)
+(:func:`rnnkit.tasks.run_task` trains on the one :class:`~rnnkit.train.Trainer`, with its
+run directory and exact resume; this loop remains for code that calls it with its own
+batches and evaluation.)
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class LoopResult:
     solved: bool
     #: every evaluation, in order; the last one is the final result
     history: list[EvalPoint] = field(default_factory=list)
+    #: the run was stopped by Ctrl-C (it ends with a checkpoint; ``rnnkit task --resume`` goes on)
+    interrupted: bool = False
 
     @property
     def final(self) -> EvalPoint:
