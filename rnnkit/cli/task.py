@@ -63,7 +63,8 @@ def run(args) -> int:
         print()
         print(format_table(results, config))
         return 0
-    run_dir = {"out": args.out, "resume": args.resume, "overwrite": args.overwrite}
+    # (only the options given: run_task(config, on_eval) is the call without a run directory)
+    run_dir = {k: v for k, v in {"out": args.out, "resume": args.resume, "overwrite": args.overwrite}.items() if v}
     if (args.out is not None or args.resume) and args.table:
         raise ValueError("--out/--resume are for one run, not --table")
     if args.resume:
@@ -89,7 +90,7 @@ def run(args) -> int:
     result = run_task(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
                                                        f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True),
                       **run_dir)
-    if result.loop.interrupted:
+    if getattr(result.loop, "interrupted", False):
         where = (f"checkpoint in {args.out}; resume with the same command and --resume" if args.out
                  else "nothing saved (give --out DIR to keep a checkpoint)")
         print(f"interrupted after {result.loop.steps} steps: {where}", file=sys.stderr)
