@@ -280,13 +280,17 @@ def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoin
     events; after a Ctrl-C ``run.loop.interrupted`` is true."""
     if config is None and not resume:
         raise ValueError("give a Seq2SeqTrainConfig (None only with resume)")
+    stored = None
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the run directory (out)")
+        stored = rundir.read_config(out)
+        config = _resumed_config(Path(out), config)
+    # the data is read before the run directory is made: bad data leaves nothing behind
+    draw, test, vocab_sample = _data(config)
+    src_vocab = Vocab.build((s for s, _ in vocab_sample), config.level)
+    tgt_vocab = Vocab.build((t for _, t in vocab_sample), config.level)
     with rundir.run_directory(out, resume, overwrite) as run_dir:
-        stored = rundir.read_config(run_dir) if resume else None
-        if resume:
-            config = _resumed_config(run_dir, config)
-        draw, test, vocab_sample = _data(config)
-        src_vocab = Vocab.build((s for s, _ in vocab_sample), config.level)
-        tgt_vocab = Vocab.build((t for _, t in vocab_sample), config.level)
         if stored is not None and (stored.get("src_vocab"), stored.get("tgt_vocab")) != (
                 asdict(src_vocab), asdict(tgt_vocab)):
             raise CheckpointError(f"cannot resume: the data now gives other vocabularies than the run's in {run_dir} "
