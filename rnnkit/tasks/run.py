@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -16,9 +15,8 @@ from .._version import __version__
 from ..errors import CheckpointError
 from ..train import rundir
 from ..train.config import ON_NAN, TrainConfig
-from ..train.trainer import Trainer
 from .base import Batch, Task, TaskDefaults, TaskModel
-from .loop import EvalPoint, LoopConfig, LoopResult, make_optimizer
+from .loop import EvalPoint, LoopConfig, LoopResult, make_optimizer, run_trainer
 
 
 @dataclass
@@ -211,29 +209,6 @@ def train_config(config: TaskRunConfig) -> TrainConfig:
                        checkpoint_every=config.checkpoint_every, on_nan=config.on_nan)
 
 
-def _point(record: dict, window: list[float]) -> EvalPoint:
-    """The :class:`EvalPoint` of an evaluation's metrics record (``window``: the training
-    losses since the previous evaluation, emptied)."""
-    metrics = {k[len("test_"):]: v for k, v in record.items()
-               if k.startswith("test_") and k not in ("test_solved", "test_verdict")}
-    point = EvalPoint(int(record["step"]), float(record.get("time", 0.0)),
-                      sum(window) / len(window) if window else math.nan, metrics, bool(record["test_solved"]),
-                      str(record["test_verdict"]))
-    window.clear()
-    return point
-
-
-def _history(run: Path) -> list[EvalPoint]:
-    """Every evaluation of the run (also those before a resume), from its metrics.jsonl."""
-    history, window = [], []
-    for record in rundir.read_metrics(run):
-        if isinstance(record.get("train_loss"), (int, float)):
-            window.append(record["train_loss"])
-        if "test_solved" in record:
-            history.append(_point(record, window))
-    return history
-
-
 def _resumed_config(run: Path, config: TaskRunConfig | None) -> TaskRunConfig:
     cfg = rundir.read_config(run)
     if cfg["model_type"] != "task":
@@ -264,12 +239,14 @@ def run_task(config: TaskRunConfig | None, on_eval: Callable[[EvalPoint], None] 
     says so. A NaN/Inf loss or gradient raises TrainingError (``on_nan="stop"``)."""
     if config is None and not resume:
         raise ValueError("give a TaskRunConfig (None only with resume)")
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the run directory (out)")
+        config = _resumed_config(Path(out), config)
+    else:
+        config = config.resolved()
+    task = make_task(config.task, config.seq_len)  # a bad setting leaves no run directory behind
     with rundir.run_directory(out, resume, overwrite) as run:
-        if resume:
-            config = _resumed_config(run, config)
-        else:
-            config = config.resolved()
-        task = make_task(config.task, config.seq_len)
         model_config = TaskModelConfig(config.task, config.cell, config.hidden_size, config.seq_len,
                                        config.layer_options)
         torch.manual_seed(config.seed)
@@ -284,27 +261,6 @@ def run_task(config: TaskRunConfig | None, on_eval: Callable[[EvalPoint], None] 
         if resume:
             rundir.check_resume(run, model_config, None, "fp32", cfg_json["model"], rundir.read_config(run))
         rundir.write_json(run / rundir.CONFIG, cfg_json)
-        window: list[float] = []
-
-        def on_event(event: dict) -> None:
-            if callback is not None:
-                callback(event)
-            if event["kind"] == "step":
-                window.append(event["train_loss"])
-                if "test_solved" in event and on_eval is not None:
-                    on_eval(_point(event, window))
-
-        trainer = Trainer(model, stream, tc, run, on_event)
-        if resume:
-            trainer.restore()
-        result = trainer.run()
-        history = _history(run)
-        if (not history or history[-1].step != result.steps) and result.metrics is not None:
-            point = _point({"step": result.steps, "time": result.elapsed, **result.metrics}, window)
-            history.append(point)  # the final evaluation of a run resumed with its budget spent
-            if on_eval is not None:
-                on_eval(point)
+        loop = run_trainer(model, stream, tc, run, resume, on_eval, callback)
     model.eval()
-    loop = LoopResult(result.steps, result.elapsed, bool(history and history[-1].solved), history,
-                      interrupted=result.interrupted)
     return TaskRunResult(config, task, model, loop)

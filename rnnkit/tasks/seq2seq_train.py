@@ -32,8 +32,7 @@ from ..errors import CheckpointError, DataError
 from ..models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, sequence_loss
 from ..train import rundir
 from ..train.config import ON_NAN, TrainConfig
-from ..train.trainer import Trainer
-from .loop import EvalPoint, LoopResult
+from .loop import EvalPoint, LoopResult, run_trainer
 
 
 @dataclass
@@ -224,26 +223,6 @@ def train_config(config: Seq2SeqTrainConfig) -> TrainConfig:
                        checkpoint_every=config.checkpoint_every, on_nan=config.on_nan)
 
 
-def _point(record: dict, window: list[float]) -> EvalPoint:
-    metrics = {k[len("test_"):]: v for k, v in record.items()
-               if k.startswith("test_") and k not in ("test_solved", "test_verdict")}
-    point = EvalPoint(int(record["step"]), float(record.get("time", 0.0)),
-                      sum(window) / len(window) if window else math.nan, metrics, bool(record["test_solved"]),
-                      str(record["test_verdict"]))
-    window.clear()
-    return point
-
-
-def _history(run: Path) -> list[EvalPoint]:
-    history, window = [], []
-    for record in rundir.read_metrics(run):
-        if isinstance(record.get("train_loss"), (int, float)):
-            window.append(record["train_loss"])
-        if "test_solved" in record:
-            history.append(_point(record, window))
-    return history
-
-
 def _config_from_json(obj, path: Path) -> Seq2SeqTrainConfig:
     """The Seq2SeqTrainConfig of config.json's ``seq2seq`` section (its nested model and
     sampling sections checked too)."""
@@ -309,29 +288,8 @@ def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoin
             "format_version": rundir.FORMAT_VERSION, "model_type": "seq2seq", "model": model_config.to_dict(),
             "train": asdict(tc), "seq2seq": asdict(config), "data": data, "src_vocab": asdict(src_vocab),
             "tgt_vocab": asdict(tgt_vocab), "rnnkit_version": __version__})
-        window: list[float] = []
-
-        def on_event(event: dict) -> None:
-            if callback is not None:
-                callback(event)
-            if event["kind"] == "step":
-                window.append(event["train_loss"])
-                if "test_solved" in event and on_eval is not None:
-                    on_eval(_point(event, window))
-
-        trainer = Trainer(model, stream, tc, run_dir, on_event)
-        if resume:
-            trainer.restore()
-        result = trainer.run()
-        history = _history(run_dir)
-        if (not history or history[-1].step != result.steps) and result.metrics is not None:
-            point = _point({"step": result.steps, "time": result.elapsed, **result.metrics}, window)
-            history.append(point)
-            if on_eval is not None:
-                on_eval(point)
+        loop = run_trainer(model, stream, tc, run_dir, resume, on_eval, callback)
     model.eval()
-    loop = LoopResult(result.steps, result.elapsed, bool(history and history[-1].solved), history,
-                      interrupted=result.interrupted)
     return Seq2SeqRun(model, src_vocab, tgt_vocab, test, loop)
 
 
