@@ -179,6 +179,9 @@ def test_info_report_and_the_loaders_read_a_run(tmp_path, capsys):
     assert main(["seq2seq", "translate", str(tmp_path / "run"), "abc"]) == 0
     expected = translate(model, ["abc"], sv, tv)[0][0]
     assert capsys.readouterr().out.splitlines()[-1] == f"abc\t{expected}"
+    assert main(["sample", str(tmp_path / "run")]) == 2  # a clear one-line error, not a crash in the char LM's code
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds a seq2seq model" in err and "rnnkit seq2seq eval/translate" in err
 
 
 def test_a_directory_of_the_earlier_format_still_loads(tmp_path, capsys):

@@ -187,6 +187,10 @@ def test_info_report_and_load_read_a_task_run(tmp_path, capsys):
     assert main(["report", str(tmp_path / "run")]) == 0
     page = html.unescape((tmp_path / "run" / "report.html").read_text(encoding="utf-8"))
     assert "Training curves" in page and "data:image/png" in page and '"model_type": "task"' in page
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--data", __file__]) == 2  # one line, not a crash in the char LM's code
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "holds a benchmark-task model (rnnkit task --out)" in err
 
 
 def test_the_cli_resume_options_are_checked(tmp_path, capsys):
