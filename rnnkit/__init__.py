@@ -1,6 +1,11 @@
 """rnnkit: every classic recurrent network with hand-written BPTT, drop-in for torch.nn."""
 
-from . import data, diagnostics, models
+from . import (
+    data,
+    diagnostics,
+    models,
+    tasks,  # noqa: F401  (registers the "task" and "seq2seq" run directories for rnnkit.load)
+)
 from ._version import __version__
 from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
 from .deploy import safe_globals, to_torch

@@ -15,10 +15,15 @@ def require_char_lm(run_dir, command: str) -> None:
     from ..train import rundir
 
     model_type = rundir.read_config(run_dir)["model_type"]
-    if model_type != "charlm":
-        raise CheckpointError(f"{run_dir} holds a {model_type} (rnnkit fit {model_type} --out); rnnkit {command} "
-                              f"reads the character language models of rnnkit train: use rnnkit fit {model_type} "
-                              f"--eval/--predict {run_dir}")
+    if model_type == "charlm":
+        return
+    written, use = {
+        "task": ("a benchmark-task model (rnnkit task --out)", f"rnnkit info/report {run_dir}"),
+        "seq2seq": ("a seq2seq model (rnnkit seq2seq train --out)", f"rnnkit seq2seq eval/translate {run_dir}"),
+    }.get(model_type, (f"a {model_type} (rnnkit fit {model_type} --out)",
+                       f"rnnkit fit {model_type} --eval/--predict {run_dir}"))
+    raise CheckpointError(f"{run_dir} holds {written}; rnnkit {command} reads the character language models of "
+                          f"rnnkit train: use {use}")
 
 
 class NativeBuildProgress:

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = read_metrics(metrics_path) if metrics_path.exists() else []
     attention = []
     text = _read_text(args.text) if args.text else None
-    if info.get("format") == SEQ2SEQ_FORMAT:
+    if info.get("format") == SEQ2SEQ_FORMAT or info.get("model_type") == "seq2seq":  # the old or the one format
         model = None
         info = read_run_info(run_dir).config
         attention = [AttentionExample(w, s, t) for w, s, t in _seq2seq_attention(run_dir, info, text)]

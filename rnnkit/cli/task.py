@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 
 from . import add_command
@@ -12,6 +15,7 @@ def register(subparsers) -> None:
     from ..models._layer_util import cell_names
     from ..tasks.loop import OPTIMIZERS
     from ..tasks.run import TaskRunConfig
+    from ..train.config import ON_NAN
 
     p = add_command(subparsers, "task", "train a cell on a benchmark task of the RNN papers",
                     "Train a cell on a synthetic task of the RNN papers and judge it by the paper's criterion "
@@ -21,15 +25,23 @@ def register(subparsers) -> None:
     p.add_argument("--table", action="store_true", help="run every cell on every task and print a markdown table")
     add_dataclass_options(p, TaskRunConfig, exclude=("task", "layer_options"), none_means="the task's, see --list",
                           flags={"clip_norm": ["--clip", "--clip-norm"]},
-                          choices={"cell": cell_names(), "optimizer": OPTIMIZERS})
+                          choices={"cell": cell_names(), "optimizer": OPTIMIZERS, "on_nan": ON_NAN})
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="the run directory: weights, checkpoints, trainer state, metrics.jsonl (rnnkit info/report "
+                        "DIR); Ctrl-C leaves a checkpoint there")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where its last checkpoint (or Ctrl-C) left it; budget "
+                        "options (--max-steps, --max-time, --eval-every, --checkpoint-every, --on-nan) may change")
+    p.add_argument("--overwrite", action="store_true", help="allow --out to replace a run already there")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..tasks import TASKS
-    from ..tasks.run import TaskRunConfig, make_task, run_task
+    from ..tasks.run import RESUMABLE, TaskRunConfig, make_task, run_task
     from ..tasks.table import TableConfig, format_table, progress_line, run_table
+    from ..train import rundir
 
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
@@ -51,12 +63,38 @@ def run(args) -> int:
         print()
         print(format_table(results, config))
         return 0
-    if args.name is None:
-        raise ValueError("name a task (rnnkit task --list shows them)")
-    config = TaskRunConfig(task=args.name, **options).resolved()
-    print(f"{make_task(args.name, config.seq_len).describe()} with {config.cell}: {describe_run(config)}")
+    # (only the options given: run_task(config, on_eval) is the call without a run directory)
+    run_dir = {k: v for k, v in {"out": args.out, "resume": args.resume, "overwrite": args.overwrite}.items() if v}
+    if (args.out is not None or args.resume) and args.table:
+        raise ValueError("--out/--resume are for one run, not --table")
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs --out DIR, the run to continue")
+        if args.overwrite:
+            raise ValueError("--resume continues the run in --out: not with --overwrite")
+        budget = {k: v for k, v in options.items() if k in RESUMABLE}
+        other = sorted(set(options) - set(budget))
+        if other:
+            raise ValueError(f"--resume keeps the run's settings; it takes only budget options, not "
+                             f"{', '.join('--' + k.replace('_', '-') for k in other)}")
+        name = args.name or rundir.read_config(args.out).get("task", {}).get("task")
+        if args.name is not None and name != rundir.read_config(args.out).get("task", {}).get("task"):
+            raise ValueError(f"--resume: {args.out} holds a run of another task, not {args.name!r}")
+        config = TaskRunConfig(task=name, **budget)
+        print(f"resuming {args.out}", flush=True)
+    else:
+        if args.name is None:
+            raise ValueError("name a task (rnnkit task --list shows them)")
+        config = TaskRunConfig(task=args.name, **options).resolved()
+        print(f"{make_task(args.name, config.seq_len).describe()} with {config.cell}: {describe_run(config)}")
     result = run_task(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
-                                                       f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True))
+                                                       f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True),
+                      **run_dir)
+    if getattr(result.loop, "interrupted", False):
+        where = (f"checkpoint in {args.out}; resume with the same command and --resume" if args.out
+                 else "nothing saved (give --out DIR to keep a checkpoint)")
+        print(f"interrupted after {result.loop.steps} steps: {where}", file=sys.stderr)
+        return 130
     print(f"{result.verdict} after {result.loop.steps} steps in {result.loop.seconds:.1f}s")
     return 0
 

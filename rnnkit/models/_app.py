@@ -12,11 +12,8 @@ Without a directory (``out=None``) the run goes into a temporary one, removed af
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -45,48 +42,8 @@ def register(model_type: str, model_cls, config_cls) -> None:
 
 
 #: the files of a run directory the trainer and this module write
-RUN_FILES = (rundir.LATEST, rundir.BEST, rundir.STATE_TENSORS, rundir.STATE_JSON, rundir.METRICS, rundir.CONFIG)
-
-
-@contextlib.contextmanager
-def _directory(out: str | os.PathLike | None, resume: bool, overwrite: bool) -> Iterator[Path]:
-    """The run directory: ``out`` (new, or without a run in it; with ``resume`` the run in
-    it), a temporary directory when ``out`` is None. With ``overwrite`` a run already in
-    ``out`` is replaced only once the new run has finished: the new run trains in a sibling
-    directory whose files then replace the old run's one by one (config.json last), so a
-    failed or interrupted run leaves the old one as it was; other files in ``out`` stay."""
-    if out is None:
-        if resume:
-            raise ValueError("resume needs the run directory (out)")
-        with tempfile.TemporaryDirectory(prefix="rnnkit-run-") as tmp:
-            yield Path(tmp)
-        return
-    run = Path(out)
-    if resume:
-        if not (run / rundir.CONFIG).exists():
-            raise CheckpointError(f"cannot resume: {run} is not a run directory (no {rundir.CONFIG})")
-        yield run
-        return
-    if run.exists() and not run.is_dir():
-        raise ValueError(f"--out {run} exists and is not a directory")
-    if not (run / rundir.CONFIG).exists():
-        run.mkdir(parents=True, exist_ok=True)
-        yield run
-        return
-    if not overwrite:
-        raise ValueError(f"--out {run} already holds a saved model; pass --overwrite to replace it "
-                         f"(or --resume to continue its training)")
-    fresh = Path(tempfile.mkdtemp(prefix=f".{run.name}.new-", dir=run.parent))
-    try:
-        yield fresh
-        for name in RUN_FILES:  # config.json last: until then the old config names the old run
-            if (fresh / name).exists():
-                os.replace(fresh / name, run / name)
-            elif (run / name).exists():
-                (run / name).unlink()
-        rundir.fsync_dir(run)
-    finally:
-        shutil.rmtree(fresh, ignore_errors=True)
+RUN_FILES = rundir.RUN_FILES
+_directory = rundir.run_directory
 
 
 def _fit_result(run: Path, result: TrainResult, fc: FitConfig, task: ExampleTask) -> FitResult:

@@ -7,6 +7,7 @@ from .copying import CopyingMemory
 from .loop import LoopConfig, LoopResult, train_loop
 from .reber import EmbeddedReber
 from .run import TaskRunConfig, TaskRunResult, make_task, run_task
+from .seq2seq_train import Seq2SeqTrainConfig, train_seq2seq  # (registers the "seq2seq" run directories)
 from .temporal_order import TemporalOrder
 
 #: tasks by the name the CLI uses (``rnnkit task NAME``)
@@ -16,6 +17,6 @@ TASKS: dict[str, type[Task]] = {
 
 __all__ = [
     "TASKS", "AddingProblem", "Batch", "CopyingMemory", "EmbeddedReber", "Evaluation", "HochreiterAdding",
-    "LoopConfig", "LoopResult", "Task", "TaskModel", "TaskRunConfig", "TaskRunResult", "TemporalOrder",
-    "make_task", "run_task", "train_loop",
+    "LoopConfig", "LoopResult", "Seq2SeqTrainConfig", "Task", "TaskModel", "TaskRunConfig", "TaskRunResult",
+    "TemporalOrder", "make_task", "run_task", "train_loop", "train_seq2seq",
 ]

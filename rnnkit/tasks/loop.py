@@ -2,7 +2,9 @@
 plain SGD, for the papers' settings), gradient clipping, a budget of steps and/or seconds,
 periodic evaluation, early stop when solved.
 
-(Self-contained on purpose; the main trainer of ``rnnkit.train`` is the general one.)
+(:func:`rnnkit.tasks.run_task` trains on the one :class:`~rnnkit.train.Trainer`, with its
+run directory and exact resume; this loop remains for code that calls it with its own
+batches and evaluation.)
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import TrainingError
+from ..train import rundir
+from ..train.config import TrainConfig
+from ..train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,8 @@ class LoopResult:
     solved: bool
     #: every evaluation, in order; the last one is the final result
     history: list[EvalPoint] = field(default_factory=list)
+    #: the run was stopped by Ctrl-C (it ends with a checkpoint; ``rnnkit task --resume`` goes on)
+    interrupted: bool = False
 
     @property
     def final(self) -> EvalPoint:
@@ -162,3 +170,58 @@ def train_loop(
     result.seconds = time.perf_counter() - start
     result.solved = result.final.solved
     return result
+
+
+# -- on the one Trainer ------------------------------------------------------------------------------
+def eval_point(record: dict, window: list[float]) -> EvalPoint:
+    """The :class:`EvalPoint` of an evaluation's metrics record (the figures ``test_<name>``,
+    ``test_solved``, ``test_verdict``); ``window``: the training losses since the previous
+    evaluation, emptied."""
+    metrics = {k[len("test_"):]: v for k, v in record.items()
+               if k.startswith("test_") and k not in ("test_solved", "test_verdict")}
+    point = EvalPoint(int(record["step"]), float(record.get("time", 0.0)),
+                      sum(window) / len(window) if window else math.nan, metrics, bool(record["test_solved"]),
+                      str(record["test_verdict"]))
+    window.clear()
+    return point
+
+
+def history(run_dir: Path) -> list[EvalPoint]:
+    """Every evaluation of a run (also those before a resume), from its metrics.jsonl."""
+    points, window = [], []
+    for record in rundir.read_metrics(run_dir):
+        if isinstance(record.get("train_loss"), (int, float)):
+            window.append(record["train_loss"])
+        if "test_solved" in record:
+            points.append(eval_point(record, window))
+    return points
+
+
+def run_trainer(model: nn.Module, stream, config: TrainConfig, run_dir: Path, resume: bool,
+                on_eval: Callable[[EvalPoint], None] | None, callback: Callable[[dict], None] | None) -> LoopResult:
+    """Train ``model`` on ``stream`` (a trainer task whose evaluation figures are
+    ``val_score`` and ``test_<name>``, ``test_solved``, ``test_verdict``) with the one
+    :class:`~rnnkit.train.Trainer` in ``run_dir`` (restored first with ``resume``), and
+    return what :func:`train_loop` returns: ``on_eval`` receives each evaluation as it comes."""
+    window: list[float] = []
+
+    def on_event(event: dict) -> None:
+        if callback is not None:
+            callback(event)
+        if event["kind"] == "step":
+            window.append(event["train_loss"])
+            if "test_solved" in event and on_eval is not None:
+                on_eval(eval_point(event, window))
+
+    trainer = Trainer(model, stream, config, run_dir, on_event)
+    if resume:
+        trainer.restore()
+    result = trainer.run()
+    points = history(run_dir)
+    if (not points or points[-1].step != result.steps) and result.metrics is not None:
+        # the final evaluation of a run resumed with its budget spent (no step, no record)
+        points.append(eval_point({"step": result.steps, "time": result.elapsed, **result.metrics}, window))
+        if on_eval is not None:
+            on_eval(points[-1])
+    return LoopResult(result.steps, result.elapsed, bool(points and points[-1].solved), points,
+                      interrupted=result.interrupted)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from .._config import option
-from .base import Task, TaskDefaults, TaskModel
-from .loop import EvalPoint, LoopConfig, LoopResult, train_loop
+from .._version import __version__
+from ..errors import CheckpointError
+from ..train import rundir
+from ..train.config import ON_NAN, TrainConfig
+from .base import Batch, Task, TaskDefaults, TaskModel
+from .loop import EvalPoint, LoopConfig, LoopResult, make_optimizer, run_trainer
 
 
 @dataclass
@@ -47,6 +54,15 @@ class TaskRunConfig:
                                          "still override them")
     #: options of the cell's layer (``rnnkit.make_layer`` keywords), e.g. ``{"forget_bias": 1.0}``
     layer_options: dict | None = None
+    on_nan: str = option("stop", "NaN/Inf loss or gradient: stop (the run's error), or rollback to the last "
+                                 "checkpoint with a lower learning rate")
+    checkpoint_every: int = option(0, "with --out: also checkpoint every N steps (0: at each evaluation only)")
+
+    def __post_init__(self) -> None:
+        if self.on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be non-negative, got {self.checkpoint_every}")
 
     def settings(self) -> TaskDefaults:
         """The task's settings this run starts from (its defaults or its paper's)."""
@@ -100,26 +116,151 @@ def make_task(name: str, seq_len: int | None = None) -> Task:
     return _task_class(name)(seq_len)
 
 
-def run_task(config: TaskRunConfig, on_eval: Callable[[EvalPoint], None] | None = None) -> TaskRunResult:
+@dataclass
+class TaskModelConfig:
+    """What builds a :class:`TaskModel` (the ``model`` section of a task run's config.json)."""
+
+    task: str = "adding"
+    cell: str = "lstm"
+    hidden_size: int = 64
+    seq_len: int | None = None
+    layer_options: dict | None = None
+
+
+def build_task_model(config: TaskModelConfig) -> TaskModel:
+    return TaskModel(make_task(config.task, config.seq_len), config.cell, config.hidden_size,
+                     **(config.layer_options or {}))
+
+
+rundir.register_model_type("task", TaskModel, TaskModelConfig, lambda config, cfg, run: build_task_model(config))
+
+#: TaskRunConfig fields a resumed run may change (its budget and reporting)
+RESUMABLE = ("max_steps", "max_time", "eval_every", "checkpoint_every", "on_nan")
+#: the names of the trainer's metrics for a task (the test figures are recorded as ``test_<name>``)
+METRIC_KEYS = {"train": "train_loss", "val": "val_score", "rate": "sequences_per_sec"}
+
+
+class SyntheticStream:
+    """The :class:`~rnnkit.train.Trainer`'s task (see rnnkit/train/trainer.py) for a
+    benchmark task: an endless stream of fresh batches drawn from a ``torch.Generator``
+    seeded with ``seed`` (its state is saved with every checkpoint, so a resumed run draws
+    the batches the uninterrupted one would have), the task's loss, and an evaluation on the
+    fixed test set ``test`` by the paper's criterion, which stops training once solved
+    (``stop_when_solved``).
+
+    The validation value (``val_score``, which picks best.safetensors) is the task's loss on
+    the test set; the task's own figures are recorded as ``test_<name>``, with
+    ``test_solved`` and ``test_verdict``."""
+
+    loss_scale = 1.0
+    metric_keys = METRIC_KEYS
+
+    def __init__(self, task: Task, config: TaskRunConfig, test: Batch, stop_when_solved: bool = True):
+        self.task, self.config, self.test = task, config, test
+        self.stop_when_solved = stop_when_solved
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    def batches(self, start: int, epoch: int = 0) -> Iterator[Batch]:
+        """Fresh batches without end (``start``/``epoch`` do not matter: the generator's state
+        is the position)."""
+        while True:
+            yield self.task.sample(self.config.batch_size, self.generator)
+
+    def loss(self, model: nn.Module, batch: Batch, carry):
+        return self.task.loss(model(batch), batch), None, batch.x.shape[1]
+
+    def evaluate(self, model: nn.Module) -> dict:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                y = model(self.test)
+                ev = self.task.evaluate(y, self.test)
+                val = float(self.task.loss(y, self.test))
+        finally:
+            model.train(was)
+        return {"val_score": val, **{f"test_{k}": v for k, v in ev.metrics.items()}, "test_solved": ev.solved,
+                "test_verdict": ev.verdict}
+
+    def solved(self, figures: dict) -> bool:
+        return self.stop_when_solved and bool(figures.get("test_solved"))
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        c = self.config
+        return make_optimizer(params, LoopConfig(lr=c.lr, optimizer=c.optimizer, max_steps=1))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if "generator" not in state:
+            raise CheckpointError("the trainer state has no task.generator: not a `rnnkit task` run")
+        self.generator.set_state(state["generator"])
+
+
+def train_config(config: TaskRunConfig) -> TrainConfig:
+    """The trainer's configuration of a resolved run: a constant learning rate (no warm-up,
+    no decay, as the papers train), the task's clipping and budget."""
+    return TrainConfig(lr=config.lr, lr_schedule="constant", min_lr_ratio=1.0, warmup_steps=0, weight_decay=0.0,
+                       clip=config.clip_norm or 0.0, clip_value=config.clip_value or 0.0,
+                       batch_size=config.batch_size, seq_len=config.seq_len or 1,
+                       max_steps=config.max_steps or 0, max_time=config.max_time or 0.0,
+                       eval_every=config.eval_every, sample_every=0, seed=config.seed,
+                       checkpoint_every=config.checkpoint_every, on_nan=config.on_nan)
+
+
+def _resumed_config(run: Path, config: TaskRunConfig | None) -> TaskRunConfig:
+    cfg = rundir.read_config(run)
+    if cfg["model_type"] != "task":
+        raise CheckpointError(f"cannot resume: {run} holds a {cfg['model_type']!r} run, not a `rnnkit task` run")
+    stored = rundir.config_from_json(TaskRunConfig, cfg.get("task", {}), run / rundir.CONFIG, "task")
+    if config is not None:  # a config given on resume changes the budget only
+        given = {k: getattr(config, k) for k in RESUMABLE if getattr(config, k) is not None}
+        stored = replace(stored, **given)
+    return stored.resolved()
+
+
+def run_task(config: TaskRunConfig | None, on_eval: Callable[[EvalPoint], None] | None = None, *,
+             out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
+             callback: Callable[[dict], None] | None = None, stop_when_solved: bool = True) -> TaskRunResult:
     """Train a :class:`TaskModel` on fresh batches of the task and judge it on a fresh
-    test set drawn from a separate random stream (seed + 1 000 003)."""
-    config = config.resolved()
-    task = make_task(config.task, config.seq_len)
-    torch.manual_seed(config.seed)
-    model = TaskModel(task, config.cell, config.hidden_size, **config.layer_options)
-    train_gen = torch.Generator().manual_seed(config.seed)
-    test = task.sample(config.test_size, torch.Generator().manual_seed(config.seed + 1_000_003))
+    test set drawn from a separate random stream (seed + 1 000 003), on the one
+    :class:`~rnnkit.train.Trainer`: the task's optimizer and clipping, a constant learning
+    rate, evaluation every ``eval_every`` steps (and at the end), a stop as soon as an
+    evaluation says solved.
 
-    def train_step_loss(step: int):
-        batch = task.sample(config.batch_size, train_gen)
-        return task.loss(model(batch), batch)
-
-    def evaluate():
-        ev = task.evaluate(model(test), test)
-        return ev.metrics, ev.solved, ev.verdict
-
-    loop_config = LoopConfig(lr=config.lr, optimizer=config.optimizer, clip_norm=config.clip_norm or None,
-                             clip_value=config.clip_value or None, max_steps=config.max_steps, max_time=config.max_time,
-                             eval_every=config.eval_every)
-    loop = train_loop(model, train_step_loss, evaluate, loop_config, on_eval)
+    ``out``: the run directory (config.json with the run's ``task`` settings, the weights,
+    trainer state, metrics.jsonl; ``rnnkit info``/``report``/``rnnkit.load`` read it); with
+    ``resume`` the run in ``out`` goes on exactly where it stopped (``config`` may then
+    change only the budget: max_steps, max_time, eval_every, checkpoint_every, on_nan; None
+    keeps the run's). Without ``out`` the run uses a temporary directory, removed afterwards.
+    ``on_eval`` receives each evaluation, ``callback`` the trainer's events. A Ctrl-C
+    (KeyboardInterrupt in the loop) ends the run with a checkpoint; ``result.loop.interrupted``
+    says so. A NaN/Inf loss or gradient raises TrainingError (``on_nan="stop"``)."""
+    if config is None and not resume:
+        raise ValueError("give a TaskRunConfig (None only with resume)")
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the run directory (out)")
+        config = _resumed_config(Path(out), config)
+    else:
+        config = config.resolved()
+    task = make_task(config.task, config.seq_len)  # a bad setting leaves no run directory behind
+    with rundir.run_directory(out, resume, overwrite) as run:
+        model_config = TaskModelConfig(config.task, config.cell, config.hidden_size, config.seq_len,
+                                       config.layer_options)
+        torch.manual_seed(config.seed)
+        model = build_task_model(model_config)
+        test = task.sample(config.test_size, torch.Generator().manual_seed(config.seed + 1_000_003))
+        stream = SyntheticStream(task, config, test, stop_when_solved)
+        tc = train_config(config)
+        cfg_json = {"format_version": rundir.FORMAT_VERSION, "model_type": "task", "model": asdict(model_config),
+                    "train": asdict(tc), "task": asdict(config),
+                    "data": {"test_size": config.test_size, "test_seed": config.seed + 1_000_003},
+                    "rnnkit_version": __version__}
+        if resume:
+            rundir.check_resume(run, model_config, None, "fp32", cfg_json["model"], rundir.read_config(run))
+        rundir.write_json(run / rundir.CONFIG, cfg_json)
+        loop = run_trainer(model, stream, tc, run, resume, on_eval, callback)
+    model.eval()
     return TaskRunResult(config, task, model, loop)

@@ -1,21 +1,38 @@
 """Training, evaluating, saving and loading :class:`~rnnkit.models.Seq2Seq` models on the
-demo tasks or on a user's TSV files (the engine of ``rnnkit seq2seq``)."""
+demo tasks or on a user's TSV files (the engine of ``rnnkit seq2seq``).
+
+Training runs on the one :class:`~rnnkit.train.Trainer` into a run directory of the one
+format (``train_seq2seq(config, out=DIR)``, ``rnnkit seq2seq train --out DIR``):
+
+    config.json   {"format_version", "model_type": "seq2seq", "model", "train", "seq2seq",
+                   "data", "src_vocab", "tgt_vocab", "rnnkit_version"}
+    model.safetensors / best.safetensors / trainer_state.* / metrics.jsonl   (the trainer's)
+
+:func:`load_run` reads these and the directories of the earlier format
+(``{"format": "rnnkit-seq2seq-1", ...}`` + model.safetensors, as :func:`save_run` writes).
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from .. import checkpoint
 from .._config import option
+from .._version import __version__
 from ..data.seq2seq_tasks import Pair, Vocab, generate, make_batch, read_tsv, sequence_metrics
 from ..errors import CheckpointError, DataError
 from ..models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, sequence_loss
-from .loop import EvalPoint, LoopConfig, LoopResult, train_loop
+from ..train import rundir
+from ..train.config import ON_NAN, TrainConfig
+from .loop import EvalPoint, LoopResult, run_trainer
 
 
 @dataclass
@@ -42,6 +59,15 @@ class Seq2SeqTrainConfig:
     target_exact_match: float | None = option(None, "stop when test exact match reaches this fraction")
     beam_size: int = option(1, "beam size of the evaluations")
     seed: int = option(0, "random seed")
+    on_nan: str = option("stop", "NaN/Inf loss or gradient: stop (an error), or rollback to the last checkpoint "
+                                 "with a lower learning rate")
+    checkpoint_every: int = option(0, "also checkpoint every N steps (0: at each evaluation only)")
+
+    def __post_init__(self) -> None:
+        if self.on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be non-negative, got {self.checkpoint_every}")
 
 
 @dataclass
@@ -85,15 +111,14 @@ def evaluate_pairs(model: Seq2Seq, pairs: Sequence[Pair], src_vocab: Vocab, tgt_
 
 
 def _data(config: Seq2SeqTrainConfig):
-    """(draw a training batch of pairs, test pairs, vocabulary sample)."""
+    """(draw(n, rng) → a training batch of pairs, test pairs, vocabulary sample)."""
     if (config.task is None) == (config.train_file is None):
         raise ValueError("give exactly one of a demo task (--task) and a training file (--data)")
-    rng = random.Random(config.seed)
     if config.task is not None:
         test = generate(config.task, config.test_size, config.seed + 1_000_003)
         sample = generate(config.task, 5000, config.seed + 2_000_003)
 
-        def draw(n: int) -> list[Pair]:
+        def draw(n: int, rng: random.Random) -> list[Pair]:
             return generate(config.task, n, rng.getrandbits(62))
 
         return draw, test, sample + test
@@ -109,39 +134,162 @@ def _data(config: Seq2SeqTrainConfig):
         test, pairs = shuffled[:n_test], shuffled[n_test:]
     train = pairs
 
-    def draw_file(n: int) -> list[Pair]:
+    def draw_file(n: int, rng: random.Random) -> list[Pair]:
         return [train[rng.randrange(len(train))] for _ in range(n)]
 
     return draw_file, test, train + test
 
 
-def train_seq2seq(config: Seq2SeqTrainConfig, on_eval: Callable[[EvalPoint], None] | None = None) -> Seq2SeqRun:
-    """Train a model; the test set is fresh data (another random stream, or held-out lines)."""
+#: TrainConfig-like fields of Seq2SeqTrainConfig a resumed run may change (its budget and reporting)
+RESUMABLE = ("max_steps", "max_time", "eval_every", "checkpoint_every", "on_nan", "target_exact_match")
+
+
+class Seq2SeqStream:
+    """The :class:`~rnnkit.train.Trainer`'s task (see rnnkit/train/trainer.py) for a seq2seq
+    run: an endless stream of batches of pairs drawn by ``draw`` with a ``random.Random``
+    seeded with ``seed`` (the demo task's fresh pairs, or lines of the file), teacher
+    forcing with scheduled sampling (its own ``torch.Generator``), an evaluation on the test
+    pairs (exact match and token accuracy; ``val_score`` = 1 − exact match picks
+    best.safetensors) and a stop once the exact match reaches ``target_exact_match``. Both
+    random streams are saved with every checkpoint (``state_dict``), so a resumed run draws
+    the batches the uninterrupted one would have."""
+
+    loss_scale = 1.0
+    metric_keys = {"train": "train_loss", "val": "val_score", "rate": "pairs_per_sec"}
+
+    def __init__(self, model: Seq2Seq, config: Seq2SeqTrainConfig, draw, test: list[Pair], src_vocab: Vocab,
+                 tgt_vocab: Vocab):
+        self.config, self.draw, self.test = config, draw, test
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.pad_id = model.config.pad_id
+        self.rng = random.Random(config.seed)
+        self.sampling_gen = torch.Generator().manual_seed(config.seed + 7)
+
+    def batches(self, start: int, epoch: int = 0) -> Iterator[tuple[int, object]]:
+        """(step, batch) without end; ``start`` is the step of the first (the stream has one
+        epoch), which sets the scheduled-sampling probability."""
+        step = start
+        while True:
+            yield step, make_batch(self.draw(self.config.batch_size, self.rng), self.src_vocab, self.tgt_vocab)
+            step += 1
+
+    def loss(self, model: nn.Module, batch, carry):
+        step, b = batch
+        logits, _ = model(b.src, b.tgt_in, b.src_lengths, sampling_prob=self.config.sampling.sampling_prob(step),
+                          generator=self.sampling_gen)
+        return sequence_loss(logits, b.tgt_out, self.pad_id), None, b.src.shape[1]
+
+    def evaluate(self, model: nn.Module) -> dict:
+        was = model.training
+        try:
+            with torch.no_grad():
+                m = evaluate_pairs(model, self.test, self.src_vocab, self.tgt_vocab, self.config.beam_size)
+        finally:
+            model.train(was)
+        target = self.config.target_exact_match
+        solved = target is not None and m["exact_match"] >= target
+        text = f"test exact match {m['exact_match']:.3f}, token accuracy {m['token_accuracy']:.3f}"
+        return {"val_score": 1.0 - m["exact_match"], **{f"test_{k}": v for k, v in m.items()},
+                "test_solved": solved, "test_verdict": text}
+
+    def solved(self, figures: dict) -> bool:
+        return bool(figures.get("test_solved"))
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.config.lr)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        version, words, gauss = self.rng.getstate()
+        return {"rng": torch.tensor([version, *words], dtype=torch.int64),
+                "rng_gauss": torch.tensor([math.nan if gauss is None else gauss], dtype=torch.float64),
+                "sampling_generator": self.sampling_gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        try:
+            rng, gauss = state["rng"].tolist(), float(state["rng_gauss"][0])
+            self.rng.setstate((int(rng[0]), tuple(int(w) for w in rng[1:]), None if math.isnan(gauss) else gauss))
+            self.sampling_gen.set_state(state["sampling_generator"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"the trainer state holds no valid seq2seq data position: {e}") from None
+
+
+def train_config(config: Seq2SeqTrainConfig) -> TrainConfig:
+    """The trainer's configuration of a run: Adam at a constant learning rate (no warm-up,
+    no decay), the run's norm clipping and budget."""
+    return TrainConfig(lr=config.lr, lr_schedule="constant", min_lr_ratio=1.0, warmup_steps=0, weight_decay=0.0,
+                       clip=config.clip_norm or 0.0, clip_value=0.0, batch_size=config.batch_size, seq_len=1,
+                       max_steps=config.max_steps or 0, max_time=config.max_time or 0.0,
+                       eval_every=config.eval_every, sample_every=0, seed=config.seed,
+                       checkpoint_every=config.checkpoint_every, on_nan=config.on_nan)
+
+
+def _config_from_json(obj, path: Path) -> Seq2SeqTrainConfig:
+    """The Seq2SeqTrainConfig of config.json's ``seq2seq`` section (its nested model and
+    sampling sections checked too)."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: 'seq2seq' must be a JSON object, got {checkpoint.json_type(obj)}")
+    model = checkpoint.config_from_json(Seq2SeqConfig, obj.get("model"), path, "seq2seq.model")
+    sampling = checkpoint.config_from_json(SamplingSchedule, obj.get("sampling", {}), path, "seq2seq.sampling")
+    return checkpoint.config_from_json(Seq2SeqTrainConfig, {**obj, "model": model, "sampling": sampling}, path,
+                                       "seq2seq")
+
+
+def _resumed_config(run: Path, config: Seq2SeqTrainConfig | None) -> Seq2SeqTrainConfig:
+    cfg = rundir.read_config(run)
+    if cfg["model_type"] != "seq2seq":
+        raise CheckpointError(f"cannot resume: {run} holds a {cfg['model_type']!r} run, not a seq2seq run")
+    stored = _config_from_json(cfg.get("seq2seq"), run / rundir.CONFIG)
+    if config is not None:  # a config given on resume changes the budget only
+        stored = replace(stored, **{k: getattr(config, k) for k in RESUMABLE})
+    return stored
+
+
+def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoint], None] | None = None, *,
+                  out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
+                  callback: Callable[[dict], None] | None = None) -> Seq2SeqRun:
+    """Train a model on the one :class:`~rnnkit.train.Trainer`; the test set is fresh data
+    (another random stream, or held-out lines). Returns the run with the final weights
+    (best.safetensors of the run directory holds those of the best evaluation).
+
+    ``out``: the run directory (see the module docstring); with ``resume`` the run in ``out``
+    goes on exactly where its last checkpoint (or Ctrl-C) left it, with the same data;
+    ``config`` may then change only the budget (max_steps, max_time, eval_every,
+    checkpoint_every, on_nan, target_exact_match; None keeps the run's). Without ``out`` the
+    run uses a temporary directory, removed afterwards. ``callback`` receives the trainer's
+    events; after a Ctrl-C ``run.loop.interrupted`` is true."""
+    if config is None and not resume:
+        raise ValueError("give a Seq2SeqTrainConfig (None only with resume)")
+    stored = None
+    if resume:
+        if out is None:
+            raise ValueError("resume needs the run directory (out)")
+        stored = rundir.read_config(out)
+        config = _resumed_config(Path(out), config)
+    # the data is read before the run directory is made: bad data leaves nothing behind
     draw, test, vocab_sample = _data(config)
     src_vocab = Vocab.build((s for s, _ in vocab_sample), config.level)
     tgt_vocab = Vocab.build((t for _, t in vocab_sample), config.level)
-    model_config = Seq2SeqConfig(**{**asdict(config.model), "src_vocab_size": len(src_vocab),
-                                    "tgt_vocab_size": len(tgt_vocab)})
-    torch.manual_seed(config.seed)
-    model = Seq2Seq(model_config)
-    sampling_gen = torch.Generator().manual_seed(config.seed + 7)
-
-    def train_step_loss(step: int):
-        batch = make_batch(draw(config.batch_size), src_vocab, tgt_vocab)
-        logits, _ = model(batch.src, batch.tgt_in, batch.src_lengths,
-                          sampling_prob=config.sampling.sampling_prob(step), generator=sampling_gen)
-        return sequence_loss(logits, batch.tgt_out, model_config.pad_id)
-
-    def evaluate():
-        m = evaluate_pairs(model, test, src_vocab, tgt_vocab, config.beam_size)
-        solved = config.target_exact_match is not None and m["exact_match"] >= config.target_exact_match
-        text = f"test exact match {m['exact_match']:.3f}, token accuracy {m['token_accuracy']:.3f}"
-        return m, solved, text
-
-    loop_config = LoopConfig(lr=config.lr, clip_norm=config.clip_norm, max_steps=config.max_steps,
-                             max_time=config.max_time, eval_every=config.eval_every,
-                             stop_when_solved=config.target_exact_match is not None)
-    loop = train_loop(model, train_step_loss, evaluate, loop_config, on_eval)
+    with rundir.run_directory(out, resume, overwrite) as run_dir:
+        if stored is not None and (stored.get("src_vocab"), stored.get("tgt_vocab")) != (
+                asdict(src_vocab), asdict(tgt_vocab)):
+            raise CheckpointError(f"cannot resume: the data now gives other vocabularies than the run's in {run_dir} "
+                                  f"(did the data change?)")
+        model_config = Seq2SeqConfig(**{**asdict(config.model), "src_vocab_size": len(src_vocab),
+                                        "tgt_vocab_size": len(tgt_vocab)})
+        if resume:
+            rundir.check_resume(run_dir, model_config, None, "fp32", stored["model"], stored)
+        torch.manual_seed(config.seed)
+        model = Seq2Seq(model_config)
+        stream = Seq2SeqStream(model, config, draw, test, src_vocab, tgt_vocab)
+        tc = train_config(config)
+        data = {"task": config.task, "train_file": config.train_file, "test_file": config.test_file,
+                "test_pairs": len(test)}
+        rundir.write_json(run_dir / rundir.CONFIG, {
+            "format_version": rundir.FORMAT_VERSION, "model_type": "seq2seq", "model": model_config.to_dict(),
+            "train": asdict(tc), "seq2seq": asdict(config), "data": data, "src_vocab": asdict(src_vocab),
+            "tgt_vocab": asdict(tgt_vocab), "rnnkit_version": __version__})
+        loop = run_trainer(model, stream, tc, run_dir, resume, on_eval, callback)
+    model.eval()
     return Seq2SeqRun(model, src_vocab, tgt_vocab, test, loop)
 
 
@@ -175,10 +323,34 @@ def _vocab(meta: dict, key: str, path: Path) -> Vocab:
         raise CheckpointError(f"{path}: {key}: {e}") from None
 
 
-def read_run_info(directory: str | Path) -> checkpoint.SavedModel:
-    """The checked config object (and weight header) of a run directory written by
-    :func:`save_run`; its ``train`` entry, when present, is an object whose ``task`` is a
-    string or null."""
+rundir.register_model_type("seq2seq", Seq2Seq, Seq2SeqConfig, lambda config, cfg, run: Seq2Seq(config))
+
+
+def is_run_directory(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a seq2seq run of the one run-directory format (config.json
+    with ``"model_type": "seq2seq"``; the earlier format has ``"format"`` instead)."""
+    try:
+        return checkpoint.read_json_object(Path(directory) / rundir.CONFIG, "").get("model_type") == "seq2seq"
+    except CheckpointError:
+        return False
+
+
+def read_run_info(directory: str | Path, checkpoint_name: str = "latest") -> checkpoint.SavedModel:
+    """The checked config object (and weight header) of a seq2seq run directory: of the one
+    format (``train_seq2seq(out=...)``; its ``checkpoint_name`` weights, "latest" or "best")
+    or of the earlier one written by :func:`save_run`. The object has the earlier format's
+    layout (``model``, ``src_vocab``, ``tgt_vocab``, ``train``: the run's
+    Seq2SeqTrainConfig as JSON, an object whose ``task`` is a string or null)."""
+    if is_run_directory(directory):
+        run = Path(directory)
+        cfg = rundir.read_config(run)
+        _config_from_json(cfg.get("seq2seq"), run / rundir.CONFIG)
+        path = run / rundir.CHECKPOINTS[checkpoint_name]
+        if not path.exists() and checkpoint_name == "best":
+            path = run / rundir.LATEST
+        header, _ = checkpoint.read_header(path, "model weights")
+        return checkpoint.SavedModel({**cfg, "format": FORMAT, "train": cfg["seq2seq"]}, run / rundir.CONFIG, path,
+                                     header)
     saved = checkpoint.read_saved_model(directory, lambda m: m.get("format"), FORMAT,
                                         "a seq2seq run directory (written by `rnnkit seq2seq train`)")
     train = saved.config.get("train")
@@ -188,12 +360,16 @@ def read_run_info(directory: str | Path) -> checkpoint.SavedModel:
     return saved
 
 
-def load_run(directory: str | Path) -> tuple[Seq2Seq, Vocab, Vocab]:
-    """Load a model saved by :func:`save_run`: (model in eval mode, source vocab, target vocab).
+def load_run(directory: str | Path, checkpoint_name: str = "latest") -> tuple[Seq2Seq, Vocab, Vocab]:
+    """Load a seq2seq model: (model in eval mode, source vocab, target vocab), from a run
+    directory of ``train_seq2seq(out=...)`` (its ``checkpoint_name`` weights: "latest", the
+    final ones, or "best", those of the best evaluation) or one written by :func:`save_run`.
 
     The config is checked field by field and against the weight file's header before the
     model is built (see :mod:`rnnkit.checkpoint`); anything wrong is a one-line CheckpointError."""
-    saved = read_run_info(directory)
+    if checkpoint_name not in rundir.CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {sorted(rundir.CHECKPOINTS)}, got {checkpoint_name!r}")
+    saved = read_run_info(directory, checkpoint_name)
     path = saved.config_path
     config = checkpoint.config_from_json(Seq2SeqConfig, saved.config.get("model"), path, "model")
     src_vocab, tgt_vocab = _vocab(saved.config, "src_vocab", path), _vocab(saved.config, "tgt_vocab", path)

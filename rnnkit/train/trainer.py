@@ -8,9 +8,21 @@ LM, :class:`~rnnkit.train.examples.ExampleTask` for models trained on a list of 
                                                  (the same ones again on resume)
     loss(model, batch, carry) -> (loss, carry, n_items)    carry: the recurrent state carried
                                                  between batches (None for non-stateful tasks)
-    evaluate(model) -> float | None              the validation value that picks best.safetensors
-                                                 (lower is better); None: no validation data
+    evaluate(model) -> float | dict | None       the validation value that picks best.safetensors
+                                                 (lower is better); None: no validation data. A
+                                                 dict holds it under metric_keys["val"] and more
+                                                 figures (numbers, booleans, short strings), all
+                                                 recorded in metrics.jsonl and the "eval" event
     sample(model, seed) -> str | None            optional: text for the progress callback
+    solved(metrics) -> bool                      optional: stop once an evaluation (its dict, or
+                                                 {metric_keys["val"]: value}) says solved
+    make_optimizer(params) -> Optimizer          optional: the optimiser (default AdamW with
+                                                 lr and weight_decay of the TrainConfig); the
+                                                 trainer sets its learning rate every step
+    state_dict() -> dict[str, Tensor]            optional, with load_state_dict(state): the
+                                                 data position beyond (epoch, batch), e.g. the
+                                                 state of a synthetic stream's torch.Generator;
+                                                 saved with every checkpoint, restored on resume
     loss_scale: float                            optional: metrics record loss × this
                                                  (default 1/ln 2: nats → bits)
     metric_keys: dict                            optional: the metrics' names, default
@@ -147,6 +159,8 @@ class TrainResult:
     val_bpc: float | None  # of the last evaluation
     best_val_bpc: float | None
     interrupted: bool = False
+    solved: bool = False  # stopped because an evaluation said solved (task.solved)
+    metrics: dict | None = None  # the figures of the last evaluation
 
 
 class Trainer:
@@ -163,7 +177,10 @@ class Trainer:
         self.loss_scale = getattr(task, "loss_scale", 1.0 / LN2)
         self.callback = callback or (lambda event: None)
         self._progress = callback  # None: the native build, if any, logs instead
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if hasattr(task, "make_optimizer"):
+            self.optimizer = task.make_optimizer(model.parameters())
+        else:
+            self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
         self.epoch = 0
         self.chunk = 0  # position in the epoch's batches
@@ -171,6 +188,8 @@ class Trainer:
         self.best_val: float | None = None
         self.last_val: float | None = None
         self.carry = None
+        self.solved = False  # an evaluation said solved (task.solved): training stops
+        self.last_metrics: dict | None = None  # of the last evaluation
         self._stop = False
         self._abort = False
         self.lr_scale = 1.0  # lowered by each on_nan="rollback"
@@ -212,6 +231,8 @@ class Trainer:
                     scalars.setdefault(str(idx), {})[k] = v
         for i, s in enumerate(_state_tensors(self.carry)):
             tensors[f"carry.{i}"] = distributed.all_gather_batch(s, 1)  # (L, B, H): every rank's streams
+        for k, t in self._task_state().items():
+            tensors[f"task.{k}"] = t
         if not self.dist.is_main:  # rank 0 writes; the others wait for it to finish
             distributed.barrier()
             return
@@ -224,7 +245,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "chunk": self.chunk, "elapsed": self.elapsed,
             "best_val_bpc": self.best_val, "last_val_bpc": self.last_val, "lr_scale": self.lr_scale,
             "carry": None if self.carry is None else len(_state_tensors(self.carry)),
-            "carry_is_tuple": isinstance(self.carry, tuple),
+            "carry_is_tuple": isinstance(self.carry, tuple), "solved": self.solved,
             "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
             "rng": {"python": [py_state[0], list(py_state[1]), py_state[2]],
                     "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]},
@@ -288,6 +309,9 @@ class Trainer:
             self.elapsed = float(state["elapsed"])
             self.best_val, self.last_val = state["best_val_bpc"], state["last_val_bpc"]
             self.lr_scale = float(state.get("lr_scale", 1.0))
+            self.solved = bool(state.get("solved", False))
+            if hasattr(self.task, "load_state_dict"):
+                self.task.load_state_dict({k[len("task."):]: t for k, t in tensors.items() if k.startswith("task.")})
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError, OverflowError) as e:
             raise CheckpointError(f"{d / rundir.STATE_TENSORS} (with {rundir.STATE_JSON}): the trainer state is "
                                   f"invalid or does not match the model: {e}") from None
@@ -315,6 +339,12 @@ class Trainer:
         device = next(self.model.parameters()).device
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
+    def _task_state(self) -> dict[str, Tensor]:
+        """A copy of the task's data position (its ``state_dict()``; empty without one)."""
+        if not hasattr(self.task, "state_dict"):
+            return {}
+        return {k: t.detach().clone() for k, t in self.task.state_dict().items()}
+
     # -- non-finite values -----------------------------------------------------------------
     def _snapshot(self) -> None:
         """Keep the last good state in memory for ``on_nan="rollback"``."""
@@ -325,6 +355,7 @@ class Trainer:
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "pos": (self.step, self.epoch, self.chunk, self.elapsed),
             "carry": self.carry,
+            "task": self._task_state(),
         }
 
     def _rollback(self, problem: str) -> None:
@@ -341,6 +372,8 @@ class Trainer:
         self.optimizer.load_state_dict(copy.deepcopy(good["optimizer"]))
         self.step, self.epoch, self.chunk, _ = good["pos"]
         self.carry = good["carry"]
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(good["task"])
         log.warning("%s: rolled back to step %d, learning rate ×%g (rollback %d of %d)", problem, self.step,
                     self.lr_scale, self.retries, cfg.nan_max_retries)
         self.callback({"kind": "rollback", "step": self.step, "problem": problem, "lr_scale": self.lr_scale,
@@ -405,7 +438,7 @@ class Trainer:
                        "progress": cfg.progress(self.step, self.elapsed)})
         t_last = time.monotonic()
         try:
-            while self._budget_left() and not self._stop:
+            while self._budget_left() and not self._stop and not self.solved:
                 for batch in self.task.batches(self.chunk, self.epoch):
                     lr = cfg.lr_at(self.step, self.elapsed) * self.lr_scale
                     for g in self.optimizer.param_groups:
@@ -456,8 +489,8 @@ class Trainer:
                     # the step's metrics line is written before its checkpoint: a resume from
                     # that checkpoint then never lacks it (lines after it are dropped on resume)
                     if cfg.eval_every and self.step % cfg.eval_every == 0 or not self._budget_left():
-                        record[keys["val"]] = self._evaluate_and_save(
-                            lambda val, rec=record: write_record({**rec, self.keys["val"]: val}, sync=True))
+                        record.update(self._evaluate_and_save(
+                            lambda figures, rec=record: write_record({**rec, **figures}, sync=True)))
                         evaluated_at = self.step
                         t_last = time.monotonic()  # evaluation time is not training time...
                         self.elapsed += t_last - now  # ...but it is spent from the budget
@@ -479,7 +512,7 @@ class Trainer:
                         t_last = time.monotonic()
                         self.elapsed += t_last - now
                         self.elapsed = distributed.broadcast_float(self.elapsed, self._device())
-                    if not self._budget_left() or self._stop:
+                    if not self._budget_left() or self._stop or self.solved:
                         break
                 else:
                     self.epoch += 1
@@ -498,7 +531,7 @@ class Trainer:
         elif evaluated_at != self.step:
             self._evaluate_and_save()
         return TrainResult(self.run_dir, self.step, self.elapsed, train_bpc, self.last_val, self.best_val,
-                           interrupted=self._stop)
+                           interrupted=self._stop, solved=self.solved, metrics=self.last_metrics)
 
     def _load_native_loops(self) -> None:
         """Build or load the native loops now, before the clock starts, when the model will
@@ -530,17 +563,24 @@ class Trainer:
                                 f"try a lower --lr or a smaller --clip")
         return train_bpc, int(s[1]), dt
 
-    def _evaluate_and_save(self, before_save=None) -> float | None:
-        """Validate, then checkpoint; ``before_save(val_bpc)`` runs in between."""
-        val = self.task.evaluate(self.model)
+    def _evaluate_and_save(self, before_save=None) -> dict:
+        """Validate, then checkpoint; ``before_save(figures)`` runs in between. Returns the
+        evaluation's figures for the metrics record: ``{metric_keys["val"]: value, ...}``
+        (the value None without validation data)."""
+        result = self.task.evaluate(self.model)
+        figures = dict(result) if isinstance(result, dict) else {self.keys["val"]: result}
+        val = figures.get(self.keys["val"])
         if val is not None and not math.isfinite(val):
             raise TrainingError(f"the validation {self.keys['val']} is {val} at step {self.step}")
         self.last_val = val
         if val is not None:
-            self.callback({"kind": "eval", "step": self.step, self.keys["val"]: val})
+            self.last_metrics = figures
+            self.callback({"kind": "eval", "step": self.step, **figures})
+            if hasattr(self.task, "solved") and self.task.solved(figures):
+                self.solved = True
         if before_save is not None:
-            before_save(val)
+            before_save(figures)
         self.save(val)
         if val is not None and (self.best_val is None or val < self.best_val):
             self.best_val = val
-        return val
+        return figures
