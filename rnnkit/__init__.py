@@ -7,17 +7,25 @@ from .engine import LoopOptions
 from .layers import (
     GRU,
     LAYER_TYPES,
+    LRU,
     LSTM,
+    MLSTM,
+    QRNN,
+    RGLRU,
     RNN,
+    S6,
+    SLSTM,
+    SRU,
     GradientRecord,
+    IndRNN,
     Jordan,
+    MinGRU,
+    MinLSTM,
     Recurrent,
     make_layer,
     record_gradient_norms,
 )
 from .models import Classifier, Forecaster, Generator, Seq2Seq, Tagger
-from .units import IndRNN, MinGRU, MinLSTM
-from .units_modern import LRU, MLSTM, QRNN, RGLRU, S6, SLSTM, SRU
 
 __version__ = "0.1.0"
 

@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import native
-from ..engine import uses_native_loops
+from ..engine import native, uses_native_loops
 from ..errors import TrainingError
 
 
