@@ -3,7 +3,7 @@
 The short-lag table (between the ``tasks-table`` markers): every registered cell on every
 benchmark task in a fixed budget, one seed.
 
-    python benchmarks/tasks_table.py [--seconds 20 | --steps N] [--output docs/tasks.md]
+    python benchmarks/tasks_table.py [--seconds 20 | --steps N] [--cells CELL ...] [--output docs/tasks.md]
 
 The papers' table (between the ``tasks-papers`` markers): every cell at the papers' lags
 (adding T = 100 and 200, temporal order and copy at T = 100, embedded Reber), three seeds,
@@ -60,11 +60,13 @@ def machine() -> str:
 
 
 def short_table(args) -> int:
-    config = TableConfig(seconds_per_run=args.seconds, steps_per_run=args.steps, seed=args.seed)
+    config = TableConfig(seconds_per_run=args.seconds, steps_per_run=args.steps, seed=args.seed,
+                         cells=args.cells or None)
     start = time.perf_counter()
     results = run_table(config, on_result=lambda r: print(progress_line(r), flush=True))
     table = format_table(results, config)
     flag = f"--steps {args.steps}" if args.steps is not None else f"--seconds {args.seconds:g}"
+    flag += f" --cells {' '.join(args.cells)}" if args.cells else ""
     note = "" if args.steps is not None else ", a shared machine: step counts vary with its load"
     table += (f"\n\nProduced by `python benchmarks/tasks_table.py {flag}` in "
               f"{(time.perf_counter() - start) / 60:.1f} min on {machine()}{note}.")
@@ -122,7 +124,8 @@ def main() -> int:
     parser.add_argument("--papers", action="store_true", help="the papers' table instead of the short-lag one")
     parser.add_argument("--results", default="docs/tasks_papers.json", help="papers' table: the results file")
     parser.add_argument("--seeds", default="0,1,2", help="papers' table: comma-separated seeds")
-    parser.add_argument("--cells", nargs="*", help="papers' table: these cells only (default: every registered one)")
+    parser.add_argument("--cells", nargs="*",
+                        help="these cells only, as the table's columns (default: every registered one)")
     parser.add_argument("--shard", help="papers' table: I/N runs only the runs whose position in the table is "
                         "I modulo N")
     parser.add_argument("--max-runs", type=int, help="papers' table: stop after this many new runs")

@@ -13,18 +13,26 @@ from .engine import LoopOptions
 from .layers import (
     GRU,
     LAYER_TYPES,
+    LRU,
     LSTM,
+    MLSTM,
+    QRNN,
+    RGLRU,
     RNN,
+    S6,
+    SLSTM,
+    SRU,
     GradientRecord,
+    IndRNN,
     Jordan,
+    MinGRU,
+    MinLSTM,
     Recurrent,
     make_layer,
     record_gradient_norms,
 )
 from .models import CharLM, CharLMConfig, Classifier, Forecaster, Generator, Seq2Seq, Tagger
 from .train import TrainConfig, load
-from .units import IndRNN, MinGRU, MinLSTM
-from .units_modern import LRU, MLSTM, QRNN, RGLRU, S6, SLSTM, SRU
 
 # isort: off
 # last, after the subpackage rnnkit.train is loaded: the attribute becomes the function

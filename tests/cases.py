@@ -1,8 +1,10 @@
 """The cell families and options every core test is parametrised over."""
 
+import functools
+
 import rnnkit
 
-# name → (layer class, constructor keyword arguments)
+# name → (layer class or factory, constructor keyword arguments)
 ALL_CELLS = {
     "rnn-tanh": (rnnkit.RNN, {}),
     "rnn-relu": (rnnkit.RNN, {"nonlinearity": "relu"}),
@@ -17,6 +19,8 @@ ALL_CELLS = {
     "gru-reset-before": (rnnkit.GRU, {"reset_after": False}),
     "gru-layernorm": (rnnkit.GRU, {"layer_norm": True}),
     "gru-reset-before-layernorm": (rnnkit.GRU, {"reset_after": False, "layer_norm": True}),
+    # a cell registered by its cell class alone (docs/adding-a-cell.md): a Recurrent stack of it
+    "cifg": (functools.partial(rnnkit.make_layer, "cifg"), {}),
 }
 
 

@@ -53,7 +53,7 @@ def test_bptt_gradcheck(cell, bidirectional, with_lengths, with_state, device):
 def test_bptt_matches_autograd_with_lengths_dropout_zoneout(cell, device):
     """Hand-written BPTT and the autograd reference agree on outputs and every gradient,
     with lengths, recurrent dropout and zoneout all on (same random masks)."""
-    n_states = 2 if cell.startswith("lstm") else 1
+    n_states = len(make(cell, I, H).state_sizes)
     kw = dict(num_layers=2, bidirectional=True, recurrent_dropout=0.3, zoneout=0.2,
               learn_initial_state=True, dtype=torch.float64, device=device)
     fast = make(cell, I, H, **kw)

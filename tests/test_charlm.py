@@ -13,7 +13,7 @@ from rnnkit.errors import CheckpointError, TrainingError
 from rnnkit.models import CharLM, CharLMConfig
 from rnnkit.train import TrainConfig, read_metrics, rundir
 
-CELLS = sorted([*rnnkit.LAYER_TYPES, "irnn"])
+CELLS = rnnkit.layers.names()
 TEXT = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n\n" for i in range(120))
 
 

@@ -10,8 +10,9 @@ import torch
 from torch.func import functional_call
 
 import rnnkit
-from rnnkit import engine, scan
 from rnnkit.cells import mlstm
+from rnnkit.engine import bptt as engine
+from rnnkit.engine import scan
 
 from .cases import ALL_CELLS, graph_nodes, make, use_path
 

@@ -77,7 +77,8 @@ def test_arbitrary_shapes_raise_only_documented_errors(shape, lengths, cell):
 
 
 def test_every_documented_cell_is_covered():
-    assert {type(make(c, 2, 4)) for c in ALL_CELLS} == {rnnkit.RNN, rnnkit.LSTM, rnnkit.GRU, rnnkit.Jordan}
+    assert {type(make(c, 2, 4)) for c in ALL_CELLS} == {rnnkit.RNN, rnnkit.LSTM, rnnkit.GRU, rnnkit.Jordan,
+                                                     rnnkit.Recurrent}  # cifg: a registered cell class
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

@@ -11,7 +11,10 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit import engine, native
+from rnnkit.cells.gru import _NativeGRU
+from rnnkit.cells.jordan import _NativeJordan
+from rnnkit.cells.lstm import _NativeLSTM
+from rnnkit.engine import native
 
 from . import needs
 
@@ -35,8 +38,8 @@ def _grads(layer, x, state, lengths, seed):
 
 
 def _native_function_of(layer):
-    return {rnnkit.LSTM: engine._NativeLSTM, rnnkit.GRU: engine._NativeGRU,
-            rnnkit.Jordan: engine._NativeJordan}[type(layer)]
+    return {rnnkit.LSTM: _NativeLSTM, rnnkit.GRU: _NativeGRU,
+            rnnkit.Jordan: _NativeJordan}[type(layer)]
 
 
 def _both_paths(monkeypatch, grads, layer, *args):
@@ -116,16 +119,16 @@ def test_same_outputs_and_gradients_as_torch_nn_lstm(monkeypatch, proj_size):
 
 
 def _count_native_calls(monkeypatch, function=None):
-    """A list that gets one entry per call of the native loop ``function`` (the LSTM's)."""
-    function = function or engine._NativeLSTM
+    """A list that gets one entry per call of the native loop of the binding ``function`` (the LSTM's)."""
+    function = function or _NativeLSTM
     calls = []
-    real = function.apply
+    real = function.forward
 
     def counting(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(function, "apply", counting)
+    monkeypatch.setattr(function, "forward", counting)
     return calls
 
 
@@ -226,7 +229,7 @@ def test_native_gru_gradcheck(monkeypatch, reset_after):
 
 def test_native_gru_matches_torch_nn_gru(monkeypatch):
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    calls = _count_native_calls(monkeypatch, engine._NativeGRU)
+    calls = _count_native_calls(monkeypatch, _NativeGRU)
     ref = torch.nn.GRU(I, H, num_layers=2, bidirectional=True)
     ours = rnnkit.GRU(I, H, num_layers=2, bidirectional=True)
     ours.load_state_dict(ref.state_dict())
@@ -242,7 +245,7 @@ def test_native_gru_matches_torch_nn_gru(monkeypatch):
 
 
 def test_layer_norm_gru_keeps_the_python_loop(monkeypatch):
-    calls = _count_native_calls(monkeypatch, engine._NativeGRU)
+    calls = _count_native_calls(monkeypatch, _NativeGRU)
     rnnkit.GRU(I, H, layer_norm=True)(torch.randn(T, B, I))[0].sum().backward()
     assert not calls
     rnnkit.GRU(I, H)(torch.randn(T, B, I))[0].sum().backward()
@@ -314,3 +317,28 @@ def test_native_jordan_gradcheck(monkeypatch):
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     y0 = torch.randn(2, 2, 2, dtype=torch.float64, requires_grad=True)
     assert _gradcheck(monkeypatch, layer, x, y0)
+
+
+def test_the_activations_with_native_code_are_the_ones_the_extension_knows():
+    """cells/jordan.py asks NATIVE_ACTIVATIONS; common.h's activation_names() is what the C++
+    loop takes: the two lists must agree, else a cell would be sent to a loop that rejects it."""
+    from rnnkit.cells.jordan import NATIVE_ACTIVATIONS
+
+    assert tuple(native.load().activations) == NATIVE_ACTIVATIONS
+
+
+def test_the_native_entry_points_name_their_results():
+    """The Python↔C++ contract is by name (common.h): the LSTM forward returns the state under
+    its names and, with every option on, each saved tensor the backward and the binding read."""
+    ext = native.load()
+    Tb, Bb, Hb, Pb = 3, 2, 4, 3
+    xw = torch.randn(Tb, Bb, 4 * Hb)
+    ln = [torch.ones(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]
+    res = ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb),
+                           torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, ln, False, True)
+    assert set(res) == {"out", "h", "c", "hr", "c_in", "c_new", "tc", "ln_xhat_h", "ln_rstd_h", "ln_xhat_c",
+                        "ln_rstd_c", "h_full"}
+    assert res["out"].shape == (Tb, Bb, Pb) and res["c"].shape == (Bb, Hb)
+    with pytest.raises(RuntimeError, match="no tensor named 'c_in'"):
+        ext.lstm_backward(None, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), {"gates": xw}, torch.randn(4 * Hb, Pb),
+                          None, None, None, None, None, None, [], False)

@@ -1,4 +1,4 @@
-"""Building and caching the native extension (rnnkit/native/_build.py), for real: a second
+"""Building and caching the native extension (rnnkit/engine/_build.py), for real: a second
 ninja first on PATH, a build killed mid-compile, two processes racing on an empty cache,
 a read-only cache; the cache key; the build before the training clock; ``rnnkit native``.
 
@@ -24,9 +24,9 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit import engine, native
+from rnnkit import engine
+from rnnkit.engine import _build, native
 from rnnkit.models.charlm import CharLMConfig
-from rnnkit.native import _build
 from rnnkit.train.config import TrainConfig
 
 from . import needs
@@ -49,7 +49,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", [] { return TINY_ANSW
 LOADER = """
 import json, sys
 from pathlib import Path
-from rnnkit.native import _build
+from rnnkit.engine import _build
 src = Path(sys.argv[1])
 spec = _build.Spec("tiny", (src / "tiny.cpp",), (src / "tiny.h",), ("-O0",))
 progress = (lambda e: print(json.dumps(e), file=sys.stderr, flush=True)) if "--progress" in sys.argv else None
@@ -428,7 +428,7 @@ def test_train_loads_the_native_loops_before_the_clock_starts(tmp_path, monkeypa
 
     monkeypatch.setenv("RNNKIT_NATIVE", "auto")
     monkeypatch.setattr(native, "load", fake_load)
-    monkeypatch.setattr(engine, "_native_function", lambda *args: None)  # the layers run the Python loop
+    monkeypatch.setattr(native, "dispatch", lambda *args: None)  # the layers run the Python loop
     corpus = tmp_path / "c.txt"
     corpus.write_text("abcdefgh " * 300)
     rnnkit.train(corpus, tmp_path / "run", CharLMConfig(cell=cell, hidden_size=8, embed_size=4, num_layers=1),

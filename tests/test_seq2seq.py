@@ -186,7 +186,7 @@ def test_config_errors():
 
 
 def test_every_registered_cell_builds_a_seq2seq():
-    from rnnkit.models._layer_util import cell_names
+    from rnnkit.layers.registry import names as cell_names
 
     src, lengths, tgt_in = batch()
     for cell in cell_names():

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 import rnnkit
 from rnnkit.cli import main
-from rnnkit.models._layer_util import build_layer, cell_names, probe_layer
+from rnnkit.layers.registry import build as build_layer
+from rnnkit.layers.registry import names as cell_names
 
 # name → (layer class, constructor keyword arguments)
 UNITS = {
@@ -391,7 +392,8 @@ def test_registered_and_built_by_name_with_defaults(name):
     assert isinstance(layer, cls) and layer.num_layers == 2
     out, state = layer(torch.randn(4, 3, 5), None)
     assert out.shape == (4, 3, 12)
-    assert probe_layer(build_layer(name, 5, 12), 5) == (12, tuple(layer.cell.state_sizes()))
+    built = build_layer(name, 5, 12)
+    assert (built.output_size, tuple(built.state_sizes)) == (12, tuple(layer.cell.state_sizes()))
     out2, state2 = layer(torch.randn(4, 3, 5), state)
     assert out2.shape == (4, 3, 12) and not torch.equal(states_of(state2)[0], states_of(state)[0])
     buffer = io.BytesIO()

@@ -8,7 +8,7 @@ import torch
 from torch.func import functional_call
 
 import rnnkit
-from rnnkit import scan
+from rnnkit.engine import scan
 
 F64 = torch.float64
 I = 2

@@ -6,8 +6,8 @@ import torch
 from torch.func import functional_call
 
 import rnnkit
-from rnnkit import scan
-from rnnkit.scan import _sequential_scan, linear_scan
+from rnnkit.engine import scan
+from rnnkit.engine.scan import _sequential_scan, linear_scan
 
 # name → (layer class, constructor keyword arguments)
 MIN_UNITS = {

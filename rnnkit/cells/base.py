@@ -28,6 +28,13 @@ longer than the arithmetic), and the engine can hand the state's first entry out
 the layer output without a copy. Under autograd (the reference path) the workspace is
 :data:`NO_WORKSPACE`, whose ``view`` and ``reuse`` return ``None``, so the same code
 runs out of place: ``torch.sigmoid(a, out=None)`` allocates as usual.
+
+Native loops. A family with a C++ time loop (``rnnkit/cells/native/``) says so through
+:meth:`Cell.native_binding`: None when its options have no native code (the engine then
+runs the Python loop), else a :class:`NativeBinding` that calls the family's entry points
+and assembles its parameter gradients. The engine (:mod:`rnnkit.engine.native`) does the
+rest, the same for every family: the input projection, the masks of the loop options,
+saving the tensors the binding names, the double backward and dx, dW_ih.
 """
 
 from __future__ import annotations
@@ -106,6 +113,37 @@ class _NoWorkspace(Workspace):
 
 
 NO_WORKSPACE: Workspace = _NoWorkspace()
+
+
+class NativeBinding:
+    """A cell family's binding to its native time loop, for one cell's options.
+
+    The engine's native Function (:class:`rnnkit.engine.native._Native`) calls
+    :meth:`forward` with the prepared input projection and :meth:`backward` with what
+    :meth:`forward` asked to keep; the extension module ``ext`` is passed in (the entry
+    points of ``rnnkit/cells/native/common.h``), so a binding imports nothing of the engine.
+    ``masks`` has ``rmask`` (B, S_0), ``valid`` (T, B) and ``zoneout`` (one (T, B, S_k) per
+    state entry), each None where off (:class:`rnnkit.engine.native.NativeMasks`).
+    """
+
+    def __init__(self, cell: Cell):
+        self.cell = cell
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        """The loop forward. xw: (T, B, G) contiguous (the loop may overwrite it).
+
+        Returns out (T, B, R), the final state and, by name, the tensors the backward
+        reads (empty when not ``keep``)."""
+        raise NotImplementedError
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        """The loop backward. dout: (T, B, R) or None; dstate: the final state's gradients.
+
+        Returns d(xw) (T, B, G) (before :meth:`Cell.prepare_input_backward`), the initial
+        state's gradients and the gradients of every parameter but ``weight_ih``."""
+        raise NotImplementedError
 
 
 class Cell:
@@ -192,6 +230,11 @@ class Cell:
     @property
     def has_backward(self) -> bool:
         return type(self).step_backward is not Cell.step_backward
+
+    def native_binding(self) -> NativeBinding | None:
+        """This cell's binding to a native time loop for its options, or None (no native
+        code: the engine runs the Python loop). See :class:`NativeBinding`."""
+        return None
 
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}"

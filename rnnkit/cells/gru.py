@@ -6,7 +6,17 @@ import torch
 from torch import Tensor
 
 from .activations import get_activation
-from .base import NO_WORKSPACE, Cell, Params, State, Workspace, accumulate, layer_norm, layer_norm_backward
+from .base import (
+    NO_WORKSPACE,
+    Cell,
+    NativeBinding,
+    Params,
+    State,
+    Workspace,
+    accumulate,
+    layer_norm,
+    layer_norm_backward,
+)
 
 
 class GRUCell(Cell):
@@ -201,6 +211,10 @@ class GRUCell(Cell):
             dhr.mul_(rmask)
         return dxw, (dh.add_(dhr),), drec
 
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ loop (``rnnkit/cells/native/gru.cpp``) runs both forms, without layer norm."""
+        return None if self.layer_norm else _NativeGRU(self)
+
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         rz, n = cache[2], cache[3]
         H = self.hidden_size
@@ -213,3 +227,41 @@ class GRUCell(Cell):
         if self.layer_norm:
             parts.append("layer_norm=True")
         return ", ".join(parts)
+
+
+class _NativeGRU(NativeBinding):
+    """:class:`GRUCell` on ``gru_forward`` / ``gru_backward`` (``rnnkit/cells/native/gru.cpp``;
+    arguments and named results in ``common.h``). dW_hh from the C++ backward's drec:
+
+        after:  dW_hh = Σ_t drecᵀ hr
+        before: dW_h(r,z) = Σ_t drec_(r,z)ᵀ hr,   dW_hn = Σ_t drec_nᵀ (r ⊙ hr)   (aux = r ⊙ hr)
+    """
+
+    cell: GRUCell
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        cell = self.cell
+        b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
+        res = ext.gru_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), b_hh, masks.rmask,
+                              masks.valid, masks.zoneout[0], cell.reset_after, reverse, keep)
+        out, h_n = res.pop("out"), res.pop("h")
+        return out, (h_n,), ({"gates": xw, **res} if keep else {})  # xw holds r, z, n
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        cell = self.cell
+        res = ext.gru_backward(dout, dstate[0], saved, p["weight_hh"].contiguous(), masks.rmask, masks.valid,
+                               masks.zoneout[0], cell.reset_after, reverse)
+        dxw, drec = res["dxw"], res["drec"]  # (T, B, 3H) each
+        T, B = dxw.shape[:2]
+        H = cell.hidden_size
+        dr2 = drec.view(T * B, 3 * H)
+        hr2 = saved["hr"].view(T * B, H)
+        grads: Params = {}
+        if cell.reset_after:
+            grads["weight_hh"] = dr2.t() @ hr2
+        else:  # the r,z rows multiply hr, the n rows r ⊙ hr
+            grads["weight_hh"] = torch.cat((dr2[:, :2 * H].t() @ hr2, dr2[:, 2 * H:].t() @ saved["aux"].view(T * B, H)))
+        cell.bias_grads(dxw.sum((0, 1)), drec.sum((0, 1)), grads)
+        return dxw, (res["dh0"],), grads

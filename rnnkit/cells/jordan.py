@@ -6,7 +6,12 @@ import torch
 from torch import Tensor
 
 from .activations import get_activation
-from .base import NO_WORKSPACE, Cell, Params, State, Workspace, accumulate
+from .base import NO_WORKSPACE, Cell, NativeBinding, Params, State, Workspace, accumulate
+
+#: the activations the native Jordan loop has code for: ``activation_names()`` of
+#: ``rnnkit/cells/native/common.h`` (a test checks the two agree); the others, e.g.
+#: hard_sigmoid_keras2, run the Python loop
+NATIVE_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "hard_sigmoid")
 
 
 class JordanCell(Cell):
@@ -91,8 +96,52 @@ class JordanCell(Cell):
             dy.mul_(rmask)
         return da, (dy,), da
 
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ loop (``rnnkit/cells/native/jordan.cpp``) runs φ and ψ of
+        :data:`NATIVE_ACTIVATIONS`."""
+        if self.phi.name in NATIVE_ACTIVATIONS and self.psi.name in NATIVE_ACTIVATIONS:
+            return _NativeJordan(self)
+        return None
+
     def extra_repr(self) -> str:
         return (
             f"hidden_size={self.hidden_size}, output_size={self._output_size}, "
             f"nonlinearity={self.phi.name!r}, output_activation={self.psi.name!r}"
         )
+
+
+class _NativeJordan(NativeBinding):
+    """:class:`JordanCell` on ``jordan_forward`` / ``jordan_backward``
+    (``rnnkit/cells/native/jordan.cpp``; arguments and named results in ``common.h``):
+
+        dW_hh = Σ_t daᵀ yr     dW_ho = Σ_t dzᵀ h     db_ho = Σ_t dz     (yr = y_{t-1} ⊙ rmask)
+    """
+
+    cell: JordanCell
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        cell = self.cell
+        b_ho = p["bias_ho"].contiguous() if cell.bias else None
+        res = ext.jordan_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), p["weight_ho"].contiguous(),
+                                 b_ho, masks.rmask, masks.valid, masks.zoneout[0], cell.phi.name, cell.psi.name,
+                                 reverse, keep)
+        out, y_n = res.pop("out"), res.pop("y")
+        return out, (y_n,), ({"h": xw, **res} if keep else {})  # xw holds h
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        cell = self.cell
+        res = ext.jordan_backward(dout, dstate[0], saved, p["weight_hh"].contiguous(), p["weight_ho"].contiguous(),
+                                  masks.rmask, masks.valid, masks.zoneout[0], cell.phi.name, cell.psi.name, reverse)
+        da, dz = res["da"], res["dz"]  # (T, B, H), (T, B, O)
+        T, B = da.shape[:2]
+        H, O = cell.hidden_size, cell.output_size
+        grads: Params = {}
+        grads["weight_hh"] = da.view(T * B, H).t() @ saved["yr"].view(T * B, O)
+        grads["weight_ho"] = dz.view(T * B, O).t() @ saved["h"].view(T * B, H)
+        dsum = da.sum((0, 1))
+        cell.bias_grads(dsum, dsum, grads)
+        if cell.bias:
+            grads["bias_ho"] = dz.sum((0, 1))
+        return da, (res["dy0"],), grads

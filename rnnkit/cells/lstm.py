@@ -6,7 +6,17 @@ import torch
 from torch import Tensor
 
 from .activations import get_activation
-from .base import NO_WORKSPACE, Cell, Params, State, Workspace, accumulate, layer_norm, layer_norm_backward
+from .base import (
+    NO_WORKSPACE,
+    Cell,
+    NativeBinding,
+    Params,
+    State,
+    Workspace,
+    accumulate,
+    layer_norm,
+    layer_norm_backward,
+)
 
 
 class LSTMCell(Cell):
@@ -183,6 +193,13 @@ class LSTMCell(Cell):
             dh_prev.mul_(rmask)
         return dgates, (dh_prev, dc_prev), drec
 
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ loop (``rnnkit/cells/native/lstm.cpp``) runs σ = sigmoid and φ = tanh, with
+        any of peepholes, projection and layer norm."""
+        if self.sig.name == "sigmoid" and self.act.name == "tanh":
+            return _NativeLSTM(self)
+        return None
+
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         _, i_f, g, o = cache[:4]
         H = self.hidden_size
@@ -201,3 +218,69 @@ class LSTMCell(Cell):
         if self.sig.name != "sigmoid":
             parts.append(f"recurrent_activation={self.sig.name!r}")
         return ", ".join(parts)
+
+
+class _NativeLSTM(NativeBinding):
+    """:class:`LSTMCell` on ``lstm_forward`` / ``lstm_backward`` (``rnnkit/cells/native/lstm.cpp``;
+    arguments and named results in ``common.h``). The C++ backward returns the gradients of
+    the pre-activations; the parameter gradients are formed here, one GEMM or reduction each:
+
+        dW_hh = Σ_t drecᵀ hr          (drec = dgates without layer norm, hr = h_{t-1} ⊙ rmask)
+        dW_hr = Σ_t dhᵀ h_full        (h_full = o ⊙ φ(c') before the projection)
+        dw_ci = Σ_t di_a ⊙ c_{t-1}     dw_cf = Σ_t df_a ⊙ c_{t-1}     dw_co = Σ_t do_a ⊙ c_t
+        dγ_h = Σ_t dgates ⊙ â_h       dγ_c = Σ_t dcln ⊙ â_c          dβ_c = Σ_t dcln
+    """
+
+    cell: LSTMCell
+
+    def _weights(self, p: Params) -> tuple[Tensor, Tensor | None, Tensor | None, list[Tensor]]:
+        """W_hh, W_hr (or None), the peepholes as one (3, H) tensor (or None) and the layer-norm
+        parameters [γ_h, γ_c, β_c] (or []), contiguous."""
+        cell = self.cell
+        w_hr = p["weight_hr"].contiguous() if cell.proj_size else None
+        peep = torch.stack((p["weight_ci"], p["weight_cf"], p["weight_co"])) if cell.peephole else None
+        ln = [p["ln_hh_weight"].contiguous(), p["ln_c_weight"].contiguous(), p["ln_c_bias"].contiguous()] \
+            if cell.layer_norm else []
+        return p["weight_hh"].contiguous(), w_hr, peep, ln
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        h0, c0 = state0
+        w_hh, w_hr, peep, ln = self._weights(p)
+        zh, zc = masks.zoneout
+        res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, w_hr, peep, masks.rmask, masks.valid,
+                               zh, zc, ln, reverse, keep)
+        out, h_n, c_n = res.pop("out"), res.pop("h"), res.pop("c")
+        return out, (h_n, c_n), ({"gates": xw, **res} if keep else {})  # xw holds the activated gates
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        cell = self.cell
+        w_hh, w_hr, peep, ln = self._weights(p)
+        zh, zc = masks.zoneout
+        res = ext.lstm_backward(dout, dstate[0], dstate[1], saved, w_hh, w_hr, peep, masks.rmask, masks.valid,
+                                zh, zc, ln, reverse)
+        dgates = res["dgates"]  # (T, B, 4H)
+        hr = saved["hr"]  # (T, B, P)
+        T, B, P = hr.shape
+        H = cell.hidden_size
+        grads: Params = {}
+        drec = res["drec"] if cell.layer_norm else dgates  # d(h W_hhᵀ)
+        grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr.view(T * B, P)
+        if cell.proj_size:
+            grads["weight_hr"] = res["dh"].view(T * B, P).t() @ saved["h_full"].view(T * B, H)
+        dsum = dgates.sum((0, 1))
+        cell.bias_grads(dsum, dsum, grads)
+        if cell.peephole:
+            c_in, c_new = saved["c_in"], saved["c_new"]
+            if c_in.shape[0] != T:  # only c_0 kept: c_{t-1} is the previous step's c_new
+                c_in = torch.cat((c_new[1:], c_in) if reverse else (c_in, c_new[:-1]))
+            grads["weight_ci"] = (dgates[..., :H] * c_in).sum((0, 1))
+            grads["weight_cf"] = (dgates[..., H:2 * H] * c_in).sum((0, 1))
+            grads["weight_co"] = (dgates[..., 3 * H:] * c_new).sum((0, 1))
+        if cell.layer_norm:
+            dcln = res["dcln"]
+            grads["ln_hh_weight"] = (dgates * saved["ln_xhat_h"]).sum((0, 1))
+            grads["ln_c_weight"] = (dcln * saved["ln_xhat_c"]).sum((0, 1))
+            grads["ln_c_bias"] = dcln.sum((0, 1))
+        return dgates, (res["dh0"], res["dc0"]), grads

@@ -5,7 +5,7 @@ map of the previous state with coefficients known for every step in advance:
 
     h_t = a_t ⊙ h_{t-1} + b_t            a_t, b_t functions of xw_t = W_ih x_t + b_ih
 
-A linear recurrence can be run by a parallel scan over time (rnnkit.scan) for training
+A linear recurrence can be run by a parallel scan over time (rnnkit.engine.scan) for training
 and one step at a time (:meth:`LinearRecurrenceCell.step`) for generation; both use the
 coefficients computed here, the one place the units' math lives.
 

@@ -7,7 +7,7 @@
 LRU, RG-LRU, S6, QRNN and the linear SRU are of this form (:mod:`rnnkit.cells.lru`, ...).
 The recurrence state s_t may have any shape per sequence ((H,), (N,) complex, (H, N))
 and be complex; because a_t and b_t do not depend on s, all states are one parallel scan
-over time (:func:`rnnkit.scan.run_scan_cell`), and one step of the same formulas
+over time (:func:`rnnkit.engine.scan.run_scan_cell`), and one step of the same formulas
 (:meth:`ScanCell.step`) is the sequential form, for generation.
 
 The layer state is ``(y, s)``: y the output at the last step, as every rnnkit layer's

@@ -26,7 +26,7 @@ class SRUCell(ScanCell):
 
     The v ⊙ c_{t-1} terms of the 2018 paper (``gate_recurrence=True``, v = ``weight_cf``,
     ``weight_cr``) make the gates, and so the recurrence, nonlinear in c: it runs step by
-    step (an element-wise loop, :func:`rnnkit.scan.run_steps`). Without them
+    step (an element-wise loop, :func:`rnnkit.engine.scan.run_steps`). Without them
     (``gate_recurrence=False``, the 2017 preprint's gates) c_t is a linear recurrence —
     the fo-pooling of the QRNN with z = x̃ — and runs as a parallel scan; then
     a = f, b = (1 - f) ⊙ x̃ and y = h is the readout.

@@ -28,7 +28,7 @@ def require_char_lm(run_dir, command: str) -> None:
 
 class NativeBuildProgress:
     """Shows the native build's progress events (``{"kind": "native", ...}``, see
-    :func:`rnnkit.native.load`) on ``stream``: one line rewritten in place on a terminal,
+    :func:`rnnkit.engine.native.load`) on ``stream``: one line rewritten in place on a terminal,
     otherwise a line every ``every`` seconds."""
 
     def __init__(self, stream=None, every: float = 10.0):

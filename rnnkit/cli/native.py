@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from .. import native
+    from ..engine import native
 
     progress = NativeBuildProgress(sys.stderr)
     t0 = time.monotonic()
@@ -45,7 +45,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from .. import native
+    from ..engine import native
 
     st = native.status()
     print(f"native loops: {'in use' if st.in_use else 'not in use: ' + str(st.reason)}")

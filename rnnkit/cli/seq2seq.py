@@ -14,7 +14,7 @@ from ._options import add_dataclass_options, given
 
 def register(subparsers) -> None:
     from ..data.seq2seq_tasks import SEQ2SEQ_TASKS
-    from ..models._layer_util import cell_names
+    from ..layers.registry import names as cell_names
     from ..models.seq2seq import ATTENTION_KINDS, SamplingSchedule, Seq2SeqConfig
     from ..tasks.seq2seq_train import Seq2SeqTrainConfig
 

@@ -12,7 +12,7 @@ from ._options import add_dataclass_options, given
 
 
 def register(subparsers) -> None:
-    from ..models._layer_util import cell_names
+    from ..layers.registry import names as cell_names
     from ..tasks.loop import OPTIMIZERS
     from ..tasks.run import TaskRunConfig
     from ..train.config import ON_NAN

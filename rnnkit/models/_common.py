@@ -16,7 +16,7 @@ from .. import checkpoint
 from ..data.vocabulary import Vocabulary
 from ..errors import CheckpointError
 from ..layers import make_layer
-from ._layer_util import cell_names
+from ..layers.registry import names as cell_names
 
 
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,

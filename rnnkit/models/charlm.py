@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .._config import option
 from ..data.text import Vocabulary
-from ..layers import LAYER_TYPES, make_layer
+from ..layers import make_layer, registry
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class CharLMConfig:
     """Architecture of a :class:`CharLM` (the vocabulary size comes from its vocabulary).
 
-    ``cell`` is any name of :data:`rnnkit.LAYER_TYPES` (or ``"irnn"``). The layer options
+    ``cell`` is any registered name (:func:`rnnkit.layers.registry.names`). The layer options
     (``layer_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout``, ``init``,
     ``forget_bias``, ``reset_after``) are passed to the layer only when they differ from
     the default, so a cell that lacks an option rejects it by name.
@@ -49,7 +49,7 @@ class CharLMConfig:
     forget_bias: float | None = option(None, "LSTM forget-gate bias")
 
     def __post_init__(self) -> None:
-        known = sorted([*LAYER_TYPES, "irnn"])
+        known = registry.names()
         if self.cell not in known:
             raise ValueError(f"unknown cell {self.cell!r}; expected one of {known}")
         for name in ("hidden_size", "num_layers", "embed_size"):

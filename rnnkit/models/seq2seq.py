@@ -36,10 +36,21 @@ import torch
 from torch import Tensor, nn
 
 from .._config import option
-from ._layer_util import as_states, build_layer, cell_names, from_states, probe_layer
+from ..layers import registry
 from .attention import SCORES, Attention
 
 ATTENTION_KINDS = (*SCORES, "none")
+
+
+def as_states(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A layer's final state as a tuple of (L·D, B, S) tensors, whatever the family."""
+    return (state,) if isinstance(state, Tensor) else tuple(state)
+
+
+def from_states(states: tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    """The inverse of :func:`as_states`: one tensor for one-state families."""
+    return states[0] if len(states) == 1 else states
+
 
 
 @dataclass
@@ -48,7 +59,7 @@ class Seq2SeqConfig:
 
     src_vocab_size: int = 0
     tgt_vocab_size: int = 0
-    #: any name of ``rnnkit.LAYER_TYPES`` or ``"irnn"``
+    #: any registered layer name (``rnnkit.layers.registry.names()``)
     cell: str = option("lstm", "recurrent cell of encoder and decoder")
     embedding_size: int = option(64, "symbol embedding size")
     #: decoder hidden size; also the width of the annotations (a bidirectional encoder
@@ -78,8 +89,8 @@ class Seq2SeqConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.cell not in cell_names():
-            raise ValueError(f"unknown cell {self.cell!r}; expected one of {cell_names()}")
+        if self.cell not in registry.names():
+            raise ValueError(f"unknown cell {self.cell!r}; expected one of {registry.names()}")
         smallest = min(self.src_vocab_size, self.tgt_vocab_size)
         for name in ("pad_id", "bos_id", "eos_id"):
             if not 0 <= getattr(self, name) < smallest:
@@ -191,16 +202,16 @@ class Seq2Seq(nn.Module):
         inter_dropout = c.dropout if L > 1 else 0.0
         self.src_embed = nn.Embedding(c.src_vocab_size, E, padding_idx=c.pad_id)
         self.tgt_embed = nn.Embedding(c.tgt_vocab_size, E, padding_idx=c.pad_id)
-        self.encoder = build_layer(c.cell, E, H // D, num_layers=L, bidirectional=c.bidirectional,
+        self.encoder = registry.build(c.cell, E, H // D, num_layers=L, bidirectional=c.bidirectional,
                                    dropout=inter_dropout)
-        K, _ = probe_layer(self.encoder, E)
+        K = self.encoder.output_size
         self.key_size = K
         self.bahdanau = c.attention == "additive"
         self.luong = c.attention in ("dot", "general", "concat")
         self.input_feeding = self.luong and c.input_feeding
         extra = K if self.bahdanau else (H if self.input_feeding else 0)
-        self.decoder = build_layer(c.cell, E + extra, H, num_layers=L, dropout=inter_dropout)
-        R, state_sizes = probe_layer(self.decoder, E + extra)
+        self.decoder = registry.build(c.cell, E + extra, H, num_layers=L, dropout=inter_dropout)
+        R, state_sizes = self.decoder.output_size, tuple(self.decoder.state_sizes)
         self.state_sizes = state_sizes
         self.bridge = nn.ModuleList(nn.Linear(K, L * S) for S in state_sizes)  # W_b per state entry
         if c.attention != "none":

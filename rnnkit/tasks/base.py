@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..models._layer_util import build_layer, probe_layer
+from ..layers import registry
 
 
 @dataclass
@@ -148,8 +148,8 @@ class TaskModel(nn.Module):
     def __init__(self, task: Task, cell: str = "lstm", hidden_size: int = 128, **layer_options):
         super().__init__()
         self.readout = task.readout
-        self.rnn = build_layer(cell, task.input_size, hidden_size, **layer_options)
-        out_size, _ = probe_layer(self.rnn, task.input_size)
+        self.rnn = registry.build(cell, task.input_size, hidden_size, **layer_options)
+        out_size = self.rnn.output_size
         self.head = nn.Linear(out_size, task.output_size)
 
     def forward(self, batch: Batch) -> Tensor:

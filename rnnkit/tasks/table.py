@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import TrainingError
-from ..models._layer_util import cell_names
+from ..layers.registry import names as cell_names
 from .run import TaskRunConfig, TaskRunResult, make_task, run_task
 
 #: per task, the settings of the table: short sequences so that a CPU budget of seconds

@@ -22,9 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import native
 from .._config import option
-from ..engine import uses_native_loops
+from ..engine import native, uses_native_loops
 from ..errors import TrainingError
 from .config import ON_NAN, TrainConfig
 

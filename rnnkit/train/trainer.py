@@ -168,7 +168,7 @@ class Trainer:
     vocab.json). ``callback(event)`` receives dicts with ``kind`` ∈ {"native", "start", "step",
     "eval", "sample", "checkpoint"}; it is how the CLI shows progress (library code does not
     print). "native" events come before "start", while the native loops are compiled or
-    another process's build is waited for (:func:`rnnkit.native.load`)."""
+    another process's build is waited for (:func:`rnnkit.engine.native.load`)."""
 
     def __init__(self, model: nn.Module, task, cfg: TrainConfig, run_dir: Path,
                  callback: rundir.Callback | None = None):
@@ -536,9 +536,8 @@ class Trainer:
     def _load_native_loops(self) -> None:
         """Build or load the native loops now, before the clock starts, when the model will
         run them: a first run's compile (up to a minute) must not eat the budget. The
-        build reports through the callback ("native" events, see :func:`rnnkit.native.load`)."""
-        from .. import native
-        from ..engine import uses_native_loops
+        build reports through the callback ("native" events, see :func:`rnnkit.engine.native.load`)."""
+        from ..engine import native, uses_native_loops
 
         if uses_native_loops(self.model, torch.bfloat16 if self.cfg.precision == "bf16" else None):
             native.load(progress=self._progress)

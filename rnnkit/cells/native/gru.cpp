@@ -16,7 +16,7 @@ namespace {
 // hin (T, B, H) = h_{t-1}, hr (T, B, H) = h_{t-1} ⊙ mask (only with a mask), and
 // aux (T, B, H): reset_after the recurrent n pre-activation h W_hnᵀ + b_hn, reset_before r ⊙ hr.
 template <typename T>
-std::vector<Tensor> gru_forward_impl(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh,
+Named gru_forward_impl(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh,
                                      c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
                                      c10::optional<Tensor> zh, bool reset_after, bool reverse, bool keep) {
   const int64_t Tn = xw.size(0), B = xw.size(1), H = h0.size(1);
@@ -99,15 +99,15 @@ std::vector<Tensor> gru_forward_impl(Tensor xw, Tensor h0, Tensor w_hh, c10::opt
       state_row_forward(o_t + r, hp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), H);
     }
   }
-  if (!keep) return {out, h};
-  return {out, h, hin_all, rm ? hr_all : hin_all, aux_all};
+  if (!keep) return {{"out", out}, {"h", h}};
+  return {{"out", out}, {"h", h}, {"hin", hin_all}, {"hr", rm ? hr_all : hin_all}, {"aux", aux_all}};
 }
 
 // Backward. Returns dxw (T, B, 3H) = the gradient of the input projection, drec (T, B, 3H) =
 // of the recurrent pre-activations (reset_after: h W_hhᵀ + b_hh; reset_before: the r,z GEMM
 // output and (r ⊙ hr) W_hnᵀ, equal to dxw) and dh_0.
 template <typename T>
-std::vector<Tensor> gru_backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor gates, Tensor hin_all,
+Named gru_backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor gates, Tensor hin_all,
                                       Tensor hr_all, Tensor aux_all, Tensor w_hh, c10::optional<Tensor> rmask,
                                       c10::optional<Tensor> valid, c10::optional<Tensor> zh, bool reset_after,
                                       bool reverse) {
@@ -197,12 +197,12 @@ std::vector<Tensor> gru_backward_impl(c10::optional<Tensor> dout, Tensor dhT, Te
     }
   }
   Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
-  return {dxw, drec, dh0};
+  return {{"dxw", dxw}, {"drec", drec}, {"dh0", dh0}};
 }
 
 }  // namespace
 
-std::vector<Tensor> gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh,
+Named gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh,
                                 c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                                 bool reset_after, bool reverse, bool keep) {
   for (auto* p : {&xw, &h0, &w_hh}) check(*p, "argument", xw);
@@ -215,11 +215,12 @@ std::vector<Tensor> gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional
   return gru_forward_impl<double>(xw, h0, w_hh, b_hh, rmask, valid, zh, reset_after, reverse, keep);
 }
 
-std::vector<Tensor> gru_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor gates, Tensor hin_all, Tensor hr_all,
-                                 Tensor aux_all, Tensor w_hh, c10::optional<Tensor> rmask,
-                                 c10::optional<Tensor> valid, c10::optional<Tensor> zh, bool reset_after,
-                                 bool reverse) {
-  for (auto* p : {&dhT, &gates, &hin_all, &hr_all, &aux_all, &w_hh}) check(*p, "argument", gates);
+Named gru_backward(c10::optional<Tensor> dout, Tensor dhT, const Named& saved, Tensor w_hh,
+                   c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                   bool reset_after, bool reverse) {
+  const Tensor &gates = entry(saved, "gates"), &hin_all = entry(saved, "hin"), &hr_all = entry(saved, "hr"),
+               &aux_all = entry(saved, "aux");
+  for (const Tensor* p : std::initializer_list<const Tensor*>{&dhT, &gates, &hin_all, &hr_all, &aux_all, &w_hh}) check(*p, "argument", gates);
   check_opt(dout, "dout", gates); check_opt(rmask, "rmask", gates); check_opt(valid, "valid", gates);
   check_opt(zh, "zoneout", gates);
   at::NoGradGuard no_grad;

@@ -1,5 +1,5 @@
 // rnnkit's native Jordan network time loop (rnnkit/cells/jordan.py): the forward and the
-// hand-written BPTT. Entry points, shapes and the activation codes (Act): common.h.
+// hand-written BPTT. Entry points, shapes and the activations (Act, act_from_name): common.h.
 //   h = φ(x W_ihᵀ + b + (y ⊙ mask) W_hhᵀ),   y' = ψ(h W_hoᵀ + b_ho)
 
 #include "common.h"
@@ -38,7 +38,7 @@ void activation_grad(int64_t act, const T* __restrict y, T* __restrict d, int64_
 // y_T and, when keep, yr (T, B, O) = the GEMM's input y_{t-1} ⊙ mask and y_new (T, B, O) =
 // ψ(...) before zoneout and lengths.
 template <typename T>
-std::vector<Tensor> jordan_forward_impl(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
+Named jordan_forward_impl(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
                                         c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
                                         c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse,
                                         bool keep) {
@@ -77,15 +77,15 @@ std::vector<Tensor> jordan_forward_impl(Tensor xw, Tensor y0, Tensor w_hh, Tenso
       state_row_forward(o_t + r, yp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), O);
     }
   }
-  if (!keep) return {out, y};
-  return {out, y, yr_all, yn_all};
+  if (!keep) return {{"out", out}, {"y", y}};
+  return {{"out", out}, {"y", y}, {"yr", yr_all}, {"y_new", yn_all}};
 }
 
 // Backward. Returns da (T, B, H) = the gradient of the input projection (= of the
 // recurrent pre-activation), dz (T, B, O) = of the output pre-activation, and dy_0. The
-// engine forms dW_ih, dW_hh (with yr), dW_ho (with h) and the biases from them.
+// binding (cells/jordan.py) forms dW_hh (with yr), dW_ho (with h) and the biases from them.
 template <typename T>
-std::vector<Tensor> jordan_backward_impl(c10::optional<Tensor> dout, Tensor dyT, Tensor h_all, Tensor yn_all,
+Named jordan_backward_impl(c10::optional<Tensor> dout, Tensor dyT, Tensor h_all, Tensor yn_all,
                                          Tensor w_hh, Tensor w_ho, c10::optional<Tensor> rmask,
                                          c10::optional<Tensor> valid, c10::optional<Tensor> zh, int64_t phi,
                                          int64_t psi, bool reverse) {
@@ -124,14 +124,15 @@ std::vector<Tensor> jordan_backward_impl(c10::optional<Tensor> dout, Tensor dyT,
     step_gemm<T>(dyg, da_t, w_hh, B, H, O, opts);  // dy_{t-1} = da W_hh (before the mask)
   }
   Tensor dy0 = rm ? dy_part.add(dy_gemm.mul(*rmask)) : dy_part.add(dy_gemm);
-  return {da, dz, dy0};
+  return {{"da", da}, {"dz", dz}, {"dy0", dy0}};
 }
 
 }  // namespace
 
-std::vector<Tensor> jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
-                                   c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                   c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse, bool keep) {
+Named jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
+                     c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                     const std::string& phi_name, const std::string& psi_name, bool reverse, bool keep) {
+  const int64_t phi = act_from_name(phi_name), psi = act_from_name(psi_name);
   for (auto* p : {&xw, &y0, &w_hh, &w_ho}) check(*p, "argument", xw);
   check_opt(b_ho, "bias_ho", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
   check_opt(zh, "zoneout", xw);
@@ -142,10 +143,12 @@ std::vector<Tensor> jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_h
   return jordan_forward_impl<double>(xw, y0, w_hh, w_ho, b_ho, rmask, valid, zh, phi, psi, reverse, keep);
 }
 
-std::vector<Tensor> jordan_backward(c10::optional<Tensor> dout, Tensor dyT, Tensor h_all, Tensor yn_all, Tensor w_hh,
-                                    Tensor w_ho, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                    c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse) {
-  for (auto* p : {&dyT, &h_all, &yn_all, &w_hh, &w_ho}) check(*p, "argument", h_all);
+Named jordan_backward(c10::optional<Tensor> dout, Tensor dyT, const Named& saved, Tensor w_hh, Tensor w_ho,
+                      c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                      const std::string& phi_name, const std::string& psi_name, bool reverse) {
+  const int64_t phi = act_from_name(phi_name), psi = act_from_name(psi_name);
+  const Tensor &h_all = entry(saved, "h"), &yn_all = entry(saved, "y_new");
+  for (const Tensor* p : std::initializer_list<const Tensor*>{&dyT, &h_all, &yn_all, &w_hh, &w_ho}) check(*p, "argument", h_all);
   check_opt(dout, "dout", h_all); check_opt(rmask, "rmask", h_all); check_opt(valid, "valid", h_all);
   check_opt(zh, "zoneout", h_all);
   at::NoGradGuard no_grad;

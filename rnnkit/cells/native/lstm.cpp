@@ -164,7 +164,7 @@ inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, c
 // tc (T, B, H) = tanh of c_t (of LN(c_t)), then with layer norm â and 1/σ of the recurrent
 // projection and of c_t, then with projection h_full (T, B, H) = o ⊙ tanh(...).
 template <typename T>
-std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
+Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                                  c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse,
@@ -278,31 +278,33 @@ std::vector<Tensor> forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c
       state_row_forward(o_t + r, hp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), P);
     }
   }
-  if (!keep) return {out, h, c};
-  std::vector<Tensor> res = {out, h, c, hr_all, cin_all, cnew_all, tc_all};
-  if (LN) res.insert(res.end(), {xh_all, rh_all, xc_all, rc_all});
-  if (PROJ) res.push_back(hf_all);
+  if (!keep) return {{"out", out}, {"h", h}, {"c", c}};
+  Named res = {{"out", out}, {"h", h}, {"c", c}, {"hr", hr_all}, {"c_in", cin_all}, {"c_new", cnew_all},
+               {"tc", tc_all}};
+  if (LN) res.insert({{"ln_xhat_h", xh_all}, {"ln_rstd_h", rh_all}, {"ln_xhat_c", xc_all}, {"ln_rstd_c", rc_all}});
+  if (PROJ) res.emplace("h_full", hf_all);
   return res;
 }
 
 // Backward. Returns dgates (T, B, 4H) = d(x W_ihᵀ + b) (= d(h W_hhᵀ) without layer norm)
 // for every step, dh_0 and dc_0, then with layer norm drec (T, B, 4H) = d(h W_hhᵀ) and dcln
 // (T, B, H) = d LN(c_t), then with projection dh (T, B, P) = the gradient reaching the
-// projected h (dW_hr = Σ dhᵀ h_full). The engine forms dW_hh, dW_ih, dx and the bias,
+// projected h (dW_hr = Σ dhᵀ h_full). The binding (cells/lstm.py) forms dW_hh, the bias,
 // peephole and layer-norm gradients from these with one reduction or GEMM each.
 template <typename T>
-std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT,
-                                  const std::vector<Tensor>& saved, Tensor w_hh, c10::optional<Tensor> w_hr,
+Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved, Tensor w_hh, c10::optional<Tensor> w_hr,
                                   c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                   c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                                   c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse) {
-  const Tensor& gates = saved[0];
-  const Tensor& cin_all = saved[1];
-  const Tensor& cnew_all = saved[2];
-  const Tensor& tc_all = saved[3];
+  const Tensor& gates = entry(saved, "gates");
+  const Tensor& cin_all = entry(saved, "c_in");
+  const Tensor& cnew_all = entry(saved, "c_new");
+  const Tensor& tc_all = entry(saved, "tc");
+  const bool LN = !ln.empty();
+  const Tensor xh_s = LN ? entry(saved, "ln_xhat_h") : Tensor(), rh_s = LN ? entry(saved, "ln_rstd_h") : Tensor();
+  const Tensor xc_s = LN ? entry(saved, "ln_xhat_c") : Tensor(), rc_s = LN ? entry(saved, "ln_rstd_c") : Tensor();
   const int64_t Tn = gates.size(0), B = gates.size(1), H = dcT.size(1), P = dhT.size(1);
   auto opts = gates.options();
-  const bool LN = !ln.empty();
   const bool PROJ = w_hr.has_value() && w_hr->defined();
   Tensor dgates = at::empty({Tn, B, 4 * H}, opts);
   // layer norm: the gradient of the raw recurrent GEMM output and of LN(c')'s output
@@ -346,10 +348,10 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
     const T* zc_t = zcp ? zcp + off : nullptr;
     T* drec_t = LN ? drec_all.data_ptr<T>() + t * B * 4 * H : nullptr;
     T* dcln_t = LN ? dcln_all.data_ptr<T>() + off : nullptr;
-    const T* xh_t = LN ? saved[4].data_ptr<T>() + t * B * 4 * H : nullptr;
-    const T* rh_t = LN ? saved[5].data_ptr<T>() + t * B : nullptr;
-    const T* xc_t = LN ? saved[6].data_ptr<T>() + off : nullptr;
-    const T* rc_t = LN ? saved[7].data_ptr<T>() + t * B : nullptr;
+    const T* xh_t = LN ? xh_s.data_ptr<T>() + t * B * 4 * H : nullptr;
+    const T* rh_t = LN ? rh_s.data_ptr<T>() + t * B : nullptr;
+    const T* xc_t = LN ? xc_s.data_ptr<T>() + off : nullptr;
+    const T* rc_t = LN ? rc_s.data_ptr<T>() + t * B : nullptr;
     T* dcn_s = LN ? dcn_tmp.data_ptr<T>() : nullptr;
     T* dhw = dh_all.data_ptr<T>() + (PROJ ? offp : 0);
     // 1. the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙ mask), the
@@ -404,15 +406,15 @@ std::vector<Tensor> backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor
     step_gemm<T>(dhg, LN ? drec_t : dg, w_hh, B, 4 * H, P, opts);  // dh_{t-1} from the recurrent GEMM
   }
   Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
-  std::vector<Tensor> res = {dgates, dh0, dc};
-  if (LN) res.insert(res.end(), {drec_all, dcln_all});
-  if (PROJ) res.push_back(dh_all);
+  Named res = {{"dgates", dgates}, {"dh0", dh0}, {"dc0", dc}};
+  if (LN) res.insert({{"drec", drec_all}, {"dcln", dcln_all}});
+  if (PROJ) res.emplace("dh", dh_all);
   return res;
 }
 
 }  // namespace
 
-std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
+Named lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                                  c10::optional<Tensor> peep,
                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
                                  c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln,
@@ -429,18 +431,18 @@ std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c
   return forward_impl<double>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse, keep);
 }
 
-std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, std::vector<Tensor> saved,
+Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved,
                                   Tensor w_hh, c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                   c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                                   c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse) {
-  TORCH_CHECK(saved.size() == (ln.empty() ? 4u : 8u), "rnnkit native LSTM: wrong number of saved tensors");
-  for (auto& t : saved) check(t, "saved tensor", saved[0]);
-  for (auto* p : {&dhT, &dcT, &w_hh}) check(*p, "argument", saved[0]);
-  check_opt(dout, "dout", saved[0]); check_opt(w_hr, "weight_hr", saved[0]); check_opt(peep, "peephole", saved[0]); check_opt(rmask, "rmask", saved[0]);
-  check_opt(valid, "valid", saved[0]); check_opt(zh, "zoneout h", saved[0]); check_opt(zc, "zoneout c", saved[0]);
-  for (auto& t : ln) check(t, "layer norm parameter", saved[0]);
+  const Tensor& g = entry(saved, "gates");
+  for (auto& kv : saved) check(kv.second, kv.first.c_str(), g);
+  for (auto* p : {&dhT, &dcT, &w_hh}) check(*p, "argument", g);
+  check_opt(dout, "dout", g); check_opt(w_hr, "weight_hr", g); check_opt(peep, "peephole", g); check_opt(rmask, "rmask", g);
+  check_opt(valid, "valid", g); check_opt(zh, "zoneout h", g); check_opt(zc, "zoneout c", g);
+  for (auto& t : ln) check(t, "layer norm parameter", g);
   at::NoGradGuard no_grad;
-  if (saved[0].scalar_type() == at::kFloat)
+  if (g.scalar_type() == at::kFloat)
     return backward_impl<float>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
   return backward_impl<double>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
 }

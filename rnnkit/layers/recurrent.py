@@ -1,5 +1,6 @@
-"""Recurrent layers with the torch.nn.RNN/LSTM/GRU signature, on the BPTT engine.
+"""The generic recurrent layer: a stack of any cell on the BPTT engine, and the gradient record.
 
+The classic layers (:mod:`rnnkit.layers.classic`) are thin subclasses that build their cell;
 ``rnnkit.LSTM(...)`` accepts what ``torch.nn.LSTM`` accepts (positional and keyword
 arguments, ``h0``/``(h0, c0)``, ``PackedSequence``, unbatched input) and has the same
 parameter names and shapes, so a ``torch.nn`` state_dict loads as it is. Beyond
@@ -21,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import engine
-from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
+from .. import engine
+from ..cells import Cell, LSTMCell
 
 INIT_SCHEMES = ("pytorch", "orthogonal", "identity", "xavier")
 
@@ -201,6 +202,18 @@ class Recurrent(nn.Module):
     # -- parameters -------------------------------------------------------------------------
     def _params(self, layer: int, direction: int) -> dict[str, Tensor]:
         return {n: getattr(self, a) for n, a in self._param_names[layer][direction].items()}
+
+    @property
+    def output_size(self) -> int:
+        """Features per step of the output: D·R (D = 2 if bidirectional, R the cell's output
+        size, e.g. proj_size for a projected LSTM)."""
+        return self.cell.output_size * self.num_directions
+
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """The size S_k of each state entry (each final state is (L·D, B, S_k)), e.g. (H,)
+        for the GRU, (P, H) for the LSTM (P = proj_size or H)."""
+        return tuple(self.cell.state_sizes())
 
     @property
     def num_directions(self) -> int:
@@ -417,172 +430,6 @@ class Recurrent(nn.Module):
         return s
 
 
-class RNN(Recurrent):
-    """Elman RNN, drop-in for ``torch.nn.RNN`` (see :class:`~rnnkit.cells.ElmanCell`)."""
-
-    proj_size = 0  # torch.nn.RNN has it, always 0
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        **options,
-    ):
-        _no_proj_size(options)
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'.")
-        _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
-        cell = ElmanCell(hidden_size, bias, nonlinearity)
-        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype, **options)
-        self.nonlinearity = nonlinearity
-
-    @property
-    def mode(self) -> str:
-        """torch.nn.RNN's ``mode``: ``"RNN_TANH"`` or ``"RNN_RELU"``."""
-        return "RNN_TANH" if self.nonlinearity == "tanh" else "RNN_RELU"
-
-
-class LSTM(Recurrent):
-    """LSTM, drop-in for ``torch.nn.LSTM`` (see :class:`~rnnkit.cells.LSTMCell`), plus
-    ``peephole``, ``layer_norm``, ``activation`` and ``recurrent_activation``."""
-
-    mode = "LSTM"  # torch.nn.LSTM's
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        device=None,
-        dtype=None,
-        *,
-        peephole: bool = False,
-        layer_norm: bool = False,
-        activation: str = "tanh",
-        recurrent_activation: str = "sigmoid",
-        **options,
-    ):
-        _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size)
-        cell = LSTMCell(hidden_size, bias, proj_size, peephole, layer_norm, activation, recurrent_activation)
-        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype, **options)
-        self.proj_size = proj_size
-
-
-class GRU(Recurrent):
-    """GRU, drop-in for ``torch.nn.GRU`` (see :class:`~rnnkit.cells.GRUCell`), plus
-    ``reset_after=False`` (Cho et al. 2014) and ``layer_norm``."""
-
-    mode = "GRU"  # torch.nn.GRU's
-    proj_size = 0  # torch.nn.GRU has it, always 0
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        reset_after: bool = True,
-        layer_norm: bool = False,
-        **options,
-    ):
-        _no_proj_size(options)
-        _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
-        cell = GRUCell(hidden_size, bias, reset_after, layer_norm)
-        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype, **options)
-
-
-class Jordan(Recurrent):
-    """Jordan network: hidden units driven by the previous output (see
-    :class:`~rnnkit.cells.JordanCell`). The output and the state have ``output_size``
-    features; stacked layers feed each other their outputs.
-
-    ``forward(input, y0=None, lengths=None, teacher=None)``: with ``teacher`` (T, B, O),
-    the given targets replace the network's own previous outputs (teacher forcing):
-    step t sees teacher[t-1] (y0 at t = 0), so all steps run in parallel.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        output_size: int,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        output_activation: str = "identity",
-        **options,
-    ):
-        cell = JordanCell(hidden_size, output_size, bias, nonlinearity, output_activation)
-        super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device, dtype, **options)
-        self.output_size = output_size
-
-    def forward(self, input, y0=None, lengths=None, teacher: Tensor | None = None):
-        if teacher is None:
-            return super().forward(input, y0, lengths)
-        if self.num_layers != 1 or self.bidirectional:
-            raise ValueError("teacher forcing needs a single unidirectional Jordan layer")
-        if isinstance(input, PackedSequence):
-            raise ValueError("teacher forcing takes a padded tensor with lengths=, not a PackedSequence")
-        x = input.transpose(0, 1) if self.batch_first and input.dim() == 3 else input
-        unbatched = x.dim() == 2
-        if unbatched:
-            x, teacher = x.unsqueeze(1), teacher.unsqueeze(1)
-            y0 = None if y0 is None else y0.unsqueeze(1)
-        elif self.batch_first:
-            teacher = teacher.transpose(0, 1)
-        self._check_input(x)
-        T, B, _ = x.shape
-        if tuple(teacher.shape) != (T, B, self.output_size):
-            raise ValueError(f"teacher must have shape {(T, B, self.output_size)} (time-major), "
-                             f"got {tuple(teacher.shape)}")
-        (y_init,) = self._initial_state(y0, B, x)
-        p = self._params(0, 0)
-        prev = torch.cat((y_init, teacher[:-1]), 0)  # (T, B, O): step t sees teacher[t-1]
-        a = x @ p["weight_ih"].t() + prev @ p["weight_hh"].t()  # (T, B, H)
-        if self.bias:
-            a = a + p["bias_ih"] + p["bias_hh"]
-        y = self.cell.output(self.cell.phi.forward(a), p)  # (T, B, O)
-        if lengths is not None:
-            lengths = self._check_lengths(lengths, T, B)
-            valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).to(y.device)
-            y = y * valid
-            y_n = y[(lengths - 1).to(y.device), torch.arange(B, device=y.device)].unsqueeze(0)
-        else:
-            y_n = y[-1:]
-        if unbatched:
-            return y.squeeze(1), y_n.squeeze(1)
-        return (y.transpose(0, 1) if self.batch_first else y), y_n
-
-
 @torch._disable_dynamo
 def _eager_forward(layer: Recurrent, input, hx, lengths):
     """``layer._forward`` outside dynamo's tracing: a graph break at the layer's boundary, so that
@@ -590,21 +437,3 @@ def _eager_forward(layer: Recurrent, input, hx, lengths):
     hand-written backward) each do what they are good at. ``torch._disable_dynamo`` imports
     dynamo on the first call only, so an uncompiled program never pays for it."""
     return layer._forward(input, hx, lengths)
-
-
-#: layer classes by the name the CLI and configs use (``--cell NAME``); new families register here
-LAYER_TYPES: dict[str, type[nn.Module]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "jordan": Jordan}
-
-
-def make_layer(name: str, input_size: int, hidden_size: int, **kwargs) -> nn.Module:
-    """Build a layer by its registered name, e.g. ``make_layer("lstm", 64, 256, num_layers=2,
-    layer_norm=True)``. ``"irnn"`` is the ReLU Elman RNN with identity init (Le et al. 2015)."""
-    if name == "irnn":
-        kwargs.setdefault("init", "identity")
-        return RNN(input_size, hidden_size, nonlinearity="relu", **kwargs)
-    try:
-        cls = LAYER_TYPES[name]
-    except KeyError:
-        known = sorted([*LAYER_TYPES, "irnn"])
-        raise ValueError(f"unknown cell {name!r}; expected one of {known}") from None
-    return cls(input_size, hidden_size, **kwargs)

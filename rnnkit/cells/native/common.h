@@ -1,12 +1,13 @@
 // rnnkit's native time loops: what the LSTM, GRU and Jordan loops share, and every entry
-// point with its arguments and their shapes (one .cpp per cell family implements its own;
-// module.cpp binds them for Python; rnnkit/native/__init__.py lists the sources and builds
-// them).
+// point with its arguments, their shapes and its named results (one .cpp per cell family
+// implements its own; module.cpp binds them for Python; SOURCES in rnnkit/engine/native.py
+// lists the files and builds them).
 //
 // Each loop runs the forward and the hand-written BPTT of its Python cell
-// (rnnkit/cells/lstm.py, gru.py, jordan.py) with the engine's per-step options of
-// rnnkit/engine.py (variational recurrent dropout, zoneout, lengths). The arithmetic is the
-// Python cell's, line by line; what changes is the cost per step: one GEMM call plus one
+// (rnnkit/cells/lstm.py, gru.py, jordan.py: each holds its binding, the NativeBinding that
+// calls these entry points and assembles the parameter gradients) with the engine's per-step
+// options of rnnkit/engine/bptt.py (variational recurrent dropout, zoneout, lengths). The
+// arithmetic is the Python cell's, line by line; what changes is the cost per step: one GEMM call plus one
 // fused pass over the gates, instead of a dozen tensor operations dispatched from Python.
 //
 // Layout: every tensor is contiguous, float32 or float64 (all of one call alike), on the
@@ -22,6 +23,11 @@
 //   zh, zc (T, B, S)  zoneout masks: the state keeps z ⊙ old + (1 - z) ⊙ new
 //   reverse           run the steps from T-1 down to 0 (the backward direction)
 //   keep              return what the backward needs (false under no_grad)
+//
+// Results are named (a Python dict): each forward returns "out" and the final state under
+// the state's names and, when keep, the tensors its backward reads; the Python binding keeps
+// them by name and hands them back as the backward's `saved` (with "gates" / "h", the
+// overwritten xw, added). Each backward returns its gradients by name.
 //
 // Only ATen's per-operator headers are included here (not torch/extension.h): the family
 // files then compile in a few seconds each, in parallel, and only module.cpp pays for the
@@ -42,11 +48,23 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace rnnkit_native {
 
 using at::Tensor;
+
+// The named results and saved tensors of the entry points (a dict on the Python side).
+using Named = std::map<std::string, Tensor>;
+
+// The entry `name` of a Named, or an error naming what is missing.
+inline const Tensor& entry(const Named& m, const char* name) {
+  auto it = m.find(name);
+  TORCH_CHECK(it != m.end(), "rnnkit native loop: no tensor named '", name, "' among the saved tensors");
+  return it->second;
+}
 
 // ---------------------------------------------------------------------------------------
 // Entry points
@@ -61,30 +79,31 @@ using at::Tensor;
 //   peep  (3, H)      the peephole weights w_ci, w_cf, w_co, or None
 //   rmask (B, P), valid (T, B), zh (T, B, P), zc (T, B, H): as above, or None
 //   ln    [] or [γ_h (4H), γ_c (H), β_c (H)]: layer norm of the recurrent projection and of c'
-// returns out (T, B, P), h_T (B, P), c_T (B, H) and, when keep, the backward's `saved`:
-//   hr (T, B, P) = h_{t-1} ⊙ rmask, c_in = c_{t-1} ((T, B, H) with zoneout or lengths,
-//   else (1, B, H) = c_0), c_new (T, B, H) = c_t before zoneout/lengths, tc = tanh(c_t)
-//   ((T, B, H); with layer norm (1, B, H) scratch), then with layer norm â_h (T, B, 4H),
-//   1/σ_h (T, B), â_c (T, B, H), 1/σ_c (T, B), then with projection h_full (T, B, H) =
-//   o ⊙ tanh(...) before W_hr.
-std::vector<Tensor> lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
-                                 c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
-                                 c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc,
-                                 std::vector<Tensor> ln, bool reverse, bool keep);
+// returns "out" (T, B, P), "h" = h_T (B, P), "c" = c_T (B, H) and, when keep:
+//   "hr" (T, B, P) = h_{t-1} ⊙ rmask, "c_in" = c_{t-1} ((T, B, H) with zoneout or lengths,
+//   else (1, B, H) = c_0), "c_new" (T, B, H) = c_t before zoneout/lengths, "tc" = tanh(c_t)
+//   ((T, B, H); with layer norm (1, B, H) scratch), with layer norm "ln_xhat_h" â_h
+//   (T, B, 4H), "ln_rstd_h" 1/σ_h (T, B), "ln_xhat_c" â_c (T, B, H), "ln_rstd_c" 1/σ_c
+//   (T, B), with projection "h_full" (T, B, H) = o ⊙ tanh(...) before W_hr.
+Named lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
+                   c10::optional<Tensor> peep, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                   c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse,
+                   bool keep);
 // lstm_backward
 //   dout  (T, B, P) or None, dhT (B, P), dcT (B, H): the gradients reaching the outputs
-//   saved [gates (T, B, 4H), c_in, c_new, tc] and with layer norm [â_h, 1/σ_h, â_c, 1/σ_c],
-//         as lstm_forward returned them
+//   saved "gates" (T, B, 4H) (the forward's xw), "c_in", "c_new", "tc" and with layer norm
+//         "ln_xhat_h", "ln_rstd_h", "ln_xhat_c", "ln_rstd_c", as lstm_forward returned them
+//         (other entries are ignored)
 //   w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse: as in the forward
-// returns dgates (T, B, 4H) = d(xw) (= d(h W_hhᵀ) without layer norm), dh_0 (B, P),
-//   dc_0 (B, H), then with layer norm drec (T, B, 4H) = d(h W_hhᵀ) and dcln (T, B, H) =
-//   d LN(c_t), then with projection dh (T, B, P), the gradient reaching the projected h
-//   (dW_hr = Σ dhᵀ h_full). The engine forms the weight gradients with one GEMM each.
-std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, std::vector<Tensor> saved,
-                                  Tensor w_hh, c10::optional<Tensor> w_hr, c10::optional<Tensor> peep,
-                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                  c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln,
-                                  bool reverse);
+// returns "dgates" (T, B, 4H) = d(xw) (= d(h W_hhᵀ) without layer norm), "dh0" (B, P),
+//   "dc0" (B, H), with layer norm "drec" (T, B, 4H) = d(h W_hhᵀ) and "dcln" (T, B, H) =
+//   d LN(c_t), with projection "dh" (T, B, P), the gradient reaching the projected h
+//   (dW_hr = Σ dhᵀ h_full). The binding (cells/lstm.py) forms the weight gradients with one
+//   GEMM or reduction each.
+Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved, Tensor w_hh,
+                    c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
+                    c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc,
+                    std::vector<Tensor> ln, bool reverse);
 
 // GRU (gru.cpp): rnnkit/cells/gru.py without layer norm, both forms.
 //
@@ -94,48 +113,61 @@ std::vector<Tensor> lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor
 //   b_hh  (3H) or None: the recurrent bias (reset_after only; reset_before has it in xw)
 //   rmask (B, H), valid (T, B), zh (T, B, H): as above, or None
 //   reset_after       true: n = tanh(x_n + r ⊙ (h W_hnᵀ + b_hn)) (cuDNN); false: the 2014 form
-// returns out (T, B, H), h_T (B, H) and, when keep, hin (T, B, H) = h_{t-1}, hr (T, B, H)
-//   = h_{t-1} ⊙ rmask (hin itself without a mask), aux (T, B, H) = reset_after
-//   h W_hnᵀ + b_hn, reset_before r ⊙ hr.
-std::vector<Tensor> gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh,
-                                c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                                bool reset_after, bool reverse, bool keep);
+// returns "out" (T, B, H), "h" = h_T (B, H) and, when keep, "hin" (T, B, H) = h_{t-1},
+//   "hr" (T, B, H) = h_{t-1} ⊙ rmask (hin itself without a mask), "aux" (T, B, H) =
+//   reset_after h W_hnᵀ + b_hn, reset_before r ⊙ hr.
+Named gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh, c10::optional<Tensor> rmask,
+                  c10::optional<Tensor> valid, c10::optional<Tensor> zh, bool reset_after, bool reverse, bool keep);
 // gru_backward
-//   dout (T, B, H) or None, dhT (B, H); gates (T, B, 3H), hin, hr, aux (T, B, H) as the
-//   forward returned them; w_hh, rmask, valid, zh, reset_after, reverse as in the forward
-// returns dxw (T, B, 3H) = d(xw), drec (T, B, 3H) = d of the recurrent pre-activations
+//   dout (T, B, H) or None, dhT (B, H); saved "gates" (T, B, 3H) (the forward's xw), "hin",
+//   "hr", "aux" (T, B, H) as the forward returned them; w_hh, rmask, valid, zh,
+//   reset_after, reverse as in the forward
+// returns "dxw" (T, B, 3H) = d(xw), "drec" (T, B, 3H) = d of the recurrent pre-activations
 //   (reset_after h W_hhᵀ + b_hh; reset_before the r,z GEMM output and (r ⊙ hr) W_hnᵀ, equal
-//   to dxw) and dh_0 (B, H).
-std::vector<Tensor> gru_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor gates, Tensor hin_all, Tensor hr_all,
-                                 Tensor aux_all, Tensor w_hh, c10::optional<Tensor> rmask,
-                                 c10::optional<Tensor> valid, c10::optional<Tensor> zh, bool reset_after,
-                                 bool reverse);
+//   to dxw) and "dh0" (B, H).
+Named gru_backward(c10::optional<Tensor> dout, Tensor dhT, const Named& saved, Tensor w_hh,
+                   c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                   bool reset_after, bool reverse);
 
 // Jordan network (jordan.cpp): rnnkit/cells/jordan.py, the recurrence from the previous output.
 //   h = φ(x W_ihᵀ + b + (y ⊙ rmask) W_hhᵀ),   y' = ψ(h W_hoᵀ + b_ho)
-// φ and ψ are coded as Act (the engine's _ACT_CODES; kHardSigmoid is PyTorch's hardsigmoid,
-// relu6(x + 3) / 6); each derivative is written through the activation's output, as in
-// rnnkit/cells/activations.py.
+// φ and ψ are given by their names in rnnkit/cells/activations.py; kActivations is the one
+// list of those with native code (the extension's `activations`; cells/jordan.py asks it
+// through NATIVE_ACTIVATIONS, which a test checks against it). "hard_sigmoid" is PyTorch's
+// hardsigmoid, relu6(x + 3) / 6; each derivative is written through the activation's
+// output, as in rnnkit/cells/activations.py.
 enum Act : int64_t { kIdentity = 0, kSigmoid = 1, kTanh = 2, kRelu = 3, kHardSigmoid = 4 };
+inline const std::vector<std::string>& activation_names() {  // indexed by Act
+  static const std::vector<std::string> names = {"identity", "sigmoid", "tanh", "relu", "hard_sigmoid"};
+  return names;
+}
+inline int64_t act_from_name(const std::string& name) {
+  const auto& names = activation_names();
+  for (size_t k = 0; k < names.size(); ++k) {
+    if (names[k] == name) return static_cast<int64_t>(k);
+  }
+  TORCH_CHECK(false, "rnnkit native loop: no native code for the activation '", name, "'");
+  return 0;
+}
 //
 // jordan_forward
 //   xw    (T, B, H)   x W_ihᵀ + b; overwritten with h
 //   y0 (B, O), w_hh (H, O), w_ho (O, H), b_ho (O) or None
 //   rmask (B, O), valid (T, B), zh (T, B, O): as above, or None
-//   phi, psi          Act codes of φ and ψ
-// returns out (T, B, O), y_T (B, O) and, when keep, yr (T, B, O) = y_{t-1} ⊙ rmask and
-//   y_new (T, B, O) = ψ(...) before zoneout and lengths.
-std::vector<Tensor> jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
-                                   c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                   c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse, bool keep);
+//   phi, psi          the names of φ and ψ (activation_names())
+// returns "out" (T, B, O), "y" = y_T (B, O) and, when keep, "yr" (T, B, O) = y_{t-1} ⊙ rmask
+//   and "y_new" (T, B, O) = ψ(...) before zoneout and lengths.
+Named jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::optional<Tensor> b_ho,
+                     c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                     const std::string& phi, const std::string& psi, bool reverse, bool keep);
 // jordan_backward
-//   dout (T, B, O) or None, dyT (B, O); h_all (T, B, H) (the forward's xw), yn_all (T, B, O)
-//   (its y_new); w_hh, w_ho, rmask, valid, zh, phi, psi, reverse as in the forward
-// returns da (T, B, H) = d(xw) (= of the recurrent pre-activation), dz (T, B, O) = of the
-//   output pre-activation, and dy_0 (B, O).
-std::vector<Tensor> jordan_backward(c10::optional<Tensor> dout, Tensor dyT, Tensor h_all, Tensor yn_all, Tensor w_hh,
-                                    Tensor w_ho, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                    c10::optional<Tensor> zh, int64_t phi, int64_t psi, bool reverse);
+//   dout (T, B, O) or None, dyT (B, O); saved "h" (T, B, H) (the forward's xw) and "y_new"
+//   (T, B, O); w_hh, w_ho, rmask, valid, zh, phi, psi, reverse as in the forward
+// returns "da" (T, B, H) = d(xw) (= of the recurrent pre-activation), "dz" (T, B, O) = of
+//   the output pre-activation, and "dy0" (B, O).
+Named jordan_backward(c10::optional<Tensor> dout, Tensor dyT, const Named& saved, Tensor w_hh, Tensor w_ho,
+                      c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                      const std::string& phi, const std::string& psi, bool reverse);
 
 // ---------------------------------------------------------------------------------------
 // Shared by the loops
@@ -188,7 +220,7 @@ inline void step_gemm(T* C, const T* A, const Tensor& W, int64_t M, int64_t K, i
   at::addmm_out(c, c, at::from_blob(const_cast<T*>(A), {M, K}, opts), W);
 }
 
-// The engine's per-step handling of lengths and zoneout (rnnkit/engine.py), for one row of
+// The engine's per-step handling of lengths and zoneout (rnnkit/engine/bptt.py), for one row of
 // n state units, shared by every loop below.
 //
 // Forward: `out` holds the step's new state; past the row's length (v = 0) the output is

@@ -1,5 +1,5 @@
 // The Python module of rnnkit's native loops: binds the entry points that common.h declares
-// (with their shapes) and lstm.cpp, gru.cpp, jordan.cpp implement. The only file that
+// (with their shapes and named results) and lstm.cpp, gru.cpp, jordan.cpp implement. The only file that
 // includes the Python binding headers (the slowest part of the build to compile).
 
 #include <torch/csrc/utils/pybind.h>
@@ -14,4 +14,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward, "GRU time loop, backward");
   m.def("jordan_forward", &jordan_forward, "Jordan network time loop, forward");
   m.def("jordan_backward", &jordan_backward, "Jordan network time loop, backward");
+  m.attr("activations") = pybind11::cast(activation_names());  // the activations with native code, by name
 }
