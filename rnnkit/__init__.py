@@ -1,6 +1,7 @@
 """rnnkit: every classic recurrent network with hand-written BPTT, drop-in for torch.nn."""
 
 from . import diagnostics
+from .bnlstm import BatchNormLSTM
 from .cells import Cell, ElmanCell, GRUCell, JordanCell, LSTMCell
 from .deploy import safe_globals, to_torch
 from .engine import LoopOptions
@@ -37,6 +38,7 @@ __all__ = [
     "LAYER_TYPES",
     "LSTM",
     "RNN",
+    "BatchNormLSTM",
     "Cell",
     "ElmanCell",
     "GRUCell",
