@@ -378,3 +378,51 @@ def test_gradient_norm_record():
     assert norms.shape == (4, 3)
     torch.testing.assert_close(norms[-1], torch.full((3,), H ** 0.5, dtype=torch.float64))
     assert (norms[0] > 0).all() and not torch.allclose(norms[0], norms[-1])
+
+
+# -- reachable from the models and the CLI ----------------------------------------------------------------------
+def test_cli_task_batch_norm(capsys):
+    from rnnkit.cli import main
+
+    assert main(["task", "reber", "--hidden-size", "8", "--max-steps", "2", "--eval-every", "2", "--test-size", "8",
+                 "--batch-norm"]) == 0  # Reber strings: lengths vary within a batch
+    out = capsys.readouterr().out
+    assert "batch_norm=True" in out and "after 2 steps" in out
+    assert main(["task", "temporal-order", "--seq-len", "10", "--max-steps", "1", "--batch-norm"] + ["--eval-every",
+                 "1", "--test-size", "8"]) == 0
+    assert "forget_bias=3.0, batch_norm=True" in capsys.readouterr().out  # with the task's own LSTM options
+    assert main(["task", "adding", "--cell", "gru", "--max-steps", "1", "--batch-norm"]) == 2
+    assert "--batch-norm needs --cell lstm, got --cell gru" in capsys.readouterr().err
+
+
+def test_charlm_trains_saves_and_resumes_with_batch_norm(tmp_path):
+    """The char LM with a batch-normalized LSTM (``rnnkit train --cell lstm --batch-norm``): the running
+    statistics go into the run directory, and an interrupted run resumes to the same losses."""
+    from rnnkit.models import CharLM, CharLMConfig
+    from rnnkit.train import TrainConfig, read_metrics, rundir
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n\n" for i in range(60)))
+    cfg = TrainConfig(batch_size=4, seq_len=8, max_steps=6, max_time=0, eval_every=3, sample_every=0,
+                      val_fraction=0.1, warmup_steps=0)
+    model = CharLMConfig(cell="lstm", hidden_size=8, embed_size=4, batch_norm=True)
+    full = rnnkit.train(corpus, tmp_path / "full", model, cfg)
+    assert full.steps == 6
+    saved = rundir.read_tensors(tmp_path / "full" / "model.safetensors", "")
+    assert saved["rnn.bn_hh_running_var_l0"].shape == (100, 4 * 8)
+    assert not torch.equal(saved["rnn.bn_hh_running_var_l0"][:8], torch.ones(8, 4 * 8))
+
+    def interrupt_at_4(event):
+        if event["kind"] == "step" and event["step"] == 4:
+            raise KeyboardInterrupt
+
+    rnnkit.train(corpus, tmp_path / "part", model, cfg, callback=interrupt_at_4)
+    rnnkit.train(corpus, tmp_path / "part", resume=True)
+    a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
+    assert [r["train_bpc"] for r in a] == [r["train_bpc"] for r in b]
+    loaded = rnnkit.load(tmp_path / "full", "latest")
+    assert isinstance(loaded.rnn, BatchNormLSTM)
+    assert torch.equal(loaded.rnn.bn_hh_running_var_l0, saved["rnn.bn_hh_running_var_l0"])
+    with pytest.raises(ValueError, match="does not accept the options"):
+        CharLM(CharLMConfig(cell="gru", batch_norm=True), loaded.vocab)
+    assert "".join(loaded.sample(20, seed=0))  # generation, one step at a time with batch 1, in eval mode

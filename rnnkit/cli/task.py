@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import replace
 
 import torch
 
@@ -43,6 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-steps", type=int, help="step budget (default: the task's, see --list; with --table: per "
                    "cell and task, instead of the time budget, so that the table does not depend on the "
                    "machine's speed)")
+    p.add_argument("--batch-norm", action="store_true",
+                   help="recurrent batch normalization (Cooijmans et al. 2017), with --cell lstm")
     p.add_argument("--eval-every", type=int, help="evaluate on the test set every N steps")
     p.add_argument("--test-size", type=int, help="sequences in the fresh test set")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
@@ -79,6 +82,10 @@ def run(args) -> int:
                            batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, clip_norm=args.clip,
                            max_steps=args.max_steps, max_time=args.max_time, eval_every=args.eval_every,
                            test_size=args.test_size, seed=args.seed, paper_settings=args.paper_settings).resolved()
+    if args.batch_norm:
+        if args.cell != "lstm":
+            raise ValueError(f"--batch-norm needs --cell lstm, got --cell {args.cell}")
+        config = replace(config, layer_options={**config.layer_options, "batch_norm": True})
     print(f"{make_task(args.name, config.seq_len).describe()} with {args.cell}: {describe_run(config)}")
     result = run_task(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
                                                        f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True))

@@ -18,6 +18,7 @@ _MODEL_OPTIONS = [
     ("--embed-size", "embed_size", int, "character embedding size"),
     ("--dropout", "dropout", float, "dropout on the recurrent output and between layers"),
     ("--layer-norm", "layer_norm", bool, "layer-normalised cell (LSTM, GRU)"),
+    ("--batch-norm", "batch_norm", bool, "recurrent batch normalization (LSTM; Cooijmans et al. 2017)"),
     ("--peephole", "peephole", bool, "LSTM peephole connections"),
     ("--recurrent-dropout", "recurrent_dropout", float, "variational dropout on the recurrent input"),
     ("--zoneout", "zoneout", float, "zoneout rate"),

@@ -29,7 +29,7 @@ class CharLMConfig:
     """Architecture of a :class:`CharLM` (the vocabulary size comes from its vocabulary).
 
     ``cell`` is any name of :data:`rnnkit.LAYER_TYPES` (or ``"irnn"``). The layer options
-    (``layer_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout``, ``init``,
+    (``layer_norm``, ``batch_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout``, ``init``,
     ``forget_bias``, ``reset_after``) are passed to the layer only when they differ from
     the default, so a cell that lacks an option rejects it by name.
     """
@@ -40,6 +40,7 @@ class CharLMConfig:
     embed_size: int = 64
     dropout: float = 0.0  # on the recurrent stack's output (and between its layers)
     layer_norm: bool = False
+    batch_norm: bool = False
     peephole: bool = False
     reset_after: bool = True
     recurrent_dropout: float = 0.0
