@@ -48,8 +48,7 @@ def batch_norm(a: Tensor, weight: Tensor, bias: Tensor | None, stats: Stats | No
     if stats is None:
         v, n = norm.valid, norm.n
         if v is None:
-            mean = a.mean(0)  # (F,)
-            var = (a - mean).square().mean(0)
+            var, mean = torch.var_mean(a, 0, correction=0)  # (F,) each
         else:
             mean = (a * v).sum(0) / n
             var = ((a - mean).square() * v).sum(0) / n
@@ -228,14 +227,37 @@ def _step_norms(run: BatchNormRun, dtype: torch.dtype) -> list[StepNorm | None]:
 
 
 @torch.no_grad()
-def _update_running(run: BatchNormRun, t: int, n: int, cache: tuple) -> None:
-    """running ← (1 - momentum) running + momentum · batch, variance unbiased (torch.nn.BatchNorm1d)."""
-    k = min(t, run.running["ih_mean"].shape[0] - 1)
+def _update_running(run: BatchNormRun, batches: list[tuple[int, int, tuple]]) -> None:
+    """running ← (1 - momentum) running + momentum · batch, the variance unbiased (n / (n - 1)), as
+    torch.nn.BatchNorm1d, for every step that normalized with its batch: ``batches`` holds
+    (t, n, the step's cache) in the order the steps ran. Rows below T_max - 1 are updated once
+    each, all at once; the shared row T_max - 1 once per step, in order."""
+    if not batches:
+        return
+    T_max = run.running["ih_mean"].shape[0]
+    once = [b for b in batches if b[0] < T_max - 1]
+    shared = [b for b in batches if b[0] >= T_max - 1]
     m = run.momentum
-    for s, bn in zip(STAT_NAMES, (cache[7], cache[8], cache[9])):
-        mean, var = bn[3], bn[4]
-        run.running[f"{s}_mean"][k].lerp_(mean.detach().to(run.running[f"{s}_mean"].dtype), m)
-        run.running[f"{s}_var"][k].lerp_((var.detach() * (n / (n - 1))).to(run.running[f"{s}_var"].dtype), m)
+    for j, s in enumerate(STAT_NAMES):
+        mean_buf, var_buf = run.running[f"{s}_mean"], run.running[f"{s}_var"]
+
+        def batch_stats(group: list, j: int = j, like: Tensor = mean_buf) -> tuple[Tensor, Tensor]:
+            bn = [cache[7 + j] for _, _, cache in group]
+            factor = torch.tensor([n / (n - 1) for _, n, _ in group], dtype=like.dtype, device=like.device)
+            mean = torch.stack([b[3] for b in bn]).to(like.dtype)  # (steps, F)
+            var = torch.stack([b[4] for b in bn]).to(like.dtype) * factor.unsqueeze(1)
+            return mean, var
+
+        if once:
+            rows = torch.tensor([t for t, _, _ in once], device=mean_buf.device)
+            mean, var = batch_stats(once)
+            mean_buf[rows] = mean_buf[rows].lerp_(mean, m)
+            var_buf[rows] = var_buf[rows].lerp_(var, m)
+        if shared:
+            mean, var = batch_stats(shared)
+            for k in range(len(shared)):
+                mean_buf[T_max - 1].lerp_(mean[k], m)
+                var_buf[T_max - 1].lerp_(var[k], m)
 
 
 def _loop(cell: BatchNormLSTMCell, xw: Tensor, state: State, p: Params, run: BatchNormRun,
@@ -246,6 +268,7 @@ def _loop(cell: BatchNormLSTMCell, xw: Tensor, state: State, p: Params, run: Bat
     T = xw.shape[0]
     outs: list[Tensor] = [None] * T  # type: ignore[list-item]
     caches: list = [None] * T
+    batches: list[tuple[int, int, tuple]] = []  # the steps that normalized with their batch's statistics
     for t in range(T - 1, -1, -1) if run.reverse else range(T):
         norm = norms[t]
         if norm is None:  # no sequence reaches step t
@@ -253,7 +276,7 @@ def _loop(cell: BatchNormLSTMCell, xw: Tensor, state: State, p: Params, run: Bat
             continue
         new, cache = cell.step(xw[t], state, p, norm)
         if update and norm.stats is None:
-            _update_running(run, t, norm.n, cache)
+            batches.append((t, norm.n, cache))
         if norm.valid is not None:
             v = run.valid[t]  # (B, 1) boolean
             new = tuple(torch.where(v, a, s) for a, s in zip(new, state))
@@ -265,6 +288,7 @@ def _loop(cell: BatchNormLSTMCell, xw: Tensor, state: State, p: Params, run: Bat
         if run.observe is not None:
             run.observe(t, new, cache)
         state = new
+    _update_running(run, batches)
     return torch.stack(outs), state, caches
 
 
