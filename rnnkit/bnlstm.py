@@ -38,10 +38,19 @@ class BatchNormLSTM(LSTM):
     statistics of step t are updated as torch.nn.BatchNorm1d's (``batch_norm_momentum``,
     unbiased variance); in evaluation the running ones. Steps t >= ``batch_norm_max_steps``
     (the paper's T_max; set it to the training length) share the statistics of step
-    T_max - 1. The statistics belong to the position t in the input, in both directions.
+    T_max - 1. The statistics belong to the position t in the input, in both directions; a
+    sequence fed in pieces (truncated BPTT, one step at a time) counts t from 0 in each piece.
+    The running averages trail fast-moving weights: re-estimate them after training with a
+    cumulative average (docs/new-units.md has the recipe) before evaluating.
     With ``lengths`` (or a PackedSequence) the batch statistics of a step count only the
     sequences that reach it; a step that only one sequence reaches uses its running
     statistics. γ starts at ``batch_norm_gain`` = 0.1, the paper's recommendation, β_c at 0.
+
+    Args, beyond rnnkit.LSTM's (inputs, outputs and shapes as torch.nn.LSTM):
+        batch_norm_max_steps: T_max, the steps with statistics of their own (default 100).
+        batch_norm_momentum: of the running statistics (0.1, as torch.nn.BatchNorm1d).
+        batch_norm_eps: ε added to the variance (1e-5).
+        batch_norm_gain: the initial γ of the three normalizations (0.1).
 
     Parameters per layer and direction, beyond torch.nn.LSTM's: ``bn_ih_weight_l{k}`` (4H),
     ``bn_hh_weight_l{k}`` (4H), ``bn_c_weight_l{k}`` (H), ``bn_c_bias_l{k}`` (H); buffers
@@ -124,7 +133,7 @@ class BatchNormLSTM(LSTM):
                     t.fill_(0.0 if name.endswith("mean") else 1.0)
 
     def reset_parameters(self) -> None:
-        """The LSTM weights by ``init``; γ = ``batch_norm_gain`` (Cooijmans et al. 2017, §4: 0.1
+        """The LSTM weights by ``init``; γ = ``batch_norm_gain`` (Cooijmans et al. 2017, on initializing γ: 0.1
         keeps the gradient flowing through time), β_c = 0; the running statistics reset."""
         super().reset_parameters()
         with torch.no_grad():

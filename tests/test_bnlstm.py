@@ -426,3 +426,13 @@ def test_charlm_trains_saves_and_resumes_with_batch_norm(tmp_path):
     with pytest.raises(ValueError, match="does not accept the options"):
         CharLM(CharLMConfig(cell="gru", batch_norm=True), loaded.vocab)
     assert "".join(loaded.sample(20, seed=0))  # generation, one step at a time with batch 1, in eval mode
+
+
+def test_torch_export_and_compile_give_the_eager_numbers():
+    m = make(dtype=torch.float32).eval()
+    randomize_running(m)
+    x = torch.randn(5, 2, I)
+    expected, _ = m(x)
+    exported = torch.export.export(m, (x,)).module()
+    torch.testing.assert_close(exported(x)[0], expected)
+    torch.testing.assert_close(torch.compile(m)(x)[0], expected)
