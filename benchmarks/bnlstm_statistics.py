@@ -4,7 +4,8 @@
 Trains ``rnnkit task``'s model with ``batch_norm=True`` for a step budget, then prints the test
 loss in evaluation mode with the running statistics (momentum 0.1), in training mode (the
 statistics of the test batch itself), and in evaluation mode after the population statistics
-are re-estimated over 50 fresh training batches (a cumulative average: momentum 1/(k+1))."""
+are re-estimated over 50 fresh training batches (``batch_norm_momentum=None``: a cumulative
+average)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  train mode, the test batch's own statistics:   {test_loss(copy.deepcopy(model), True):.4g}")
     rebuilt = copy.deepcopy(model)
     rebuilt.rnn.reset_running_stats()
+    rebuilt.rnn.batch_norm_momentum = None
     rebuilt.train()
     with torch.no_grad():
-        for k in range(50):
-            rebuilt.rnn.batch_norm_momentum = 1.0 / (k + 1)
+        for _ in range(50):
             rebuilt(task.sample(config.batch_size, generator))
     print(f"  eval, statistics re-estimated over 50 batches: {test_loss(rebuilt, False):.4g}")
     return 0

@@ -41,20 +41,22 @@ class BatchNormLSTM(LSTM):
     T_max - 1. The statistics belong to the position t in the input, in both directions; a
     sequence fed in pieces (truncated BPTT, one step at a time) counts t from 0 in each piece.
     The running averages trail fast-moving weights: re-estimate them after training with a
-    cumulative average (docs/new-units.md has the recipe) before evaluating.
+    cumulative average (``batch_norm_momentum = None``; docs/new-units.md) before evaluating.
     With ``lengths`` (or a PackedSequence) the batch statistics of a step count only the
     sequences that reach it; a step that only one sequence reaches uses its running
     statistics. γ starts at ``batch_norm_gain`` = 0.1, the paper's recommendation, β_c at 0.
 
     Args, beyond rnnkit.LSTM's (inputs, outputs and shapes as torch.nn.LSTM):
         batch_norm_max_steps: T_max, the steps with statistics of their own (default 100).
-        batch_norm_momentum: of the running statistics (0.1, as torch.nn.BatchNorm1d).
+        batch_norm_momentum: of the running statistics (0.1, as torch.nn.BatchNorm1d); None: a
+            cumulative average over the batches each step has seen (``bn_num_batches_tracked_l{k}``).
         batch_norm_eps: ε added to the variance (1e-5).
         batch_norm_gain: the initial γ of the three normalizations (0.1).
 
     Parameters per layer and direction, beyond torch.nn.LSTM's: ``bn_ih_weight_l{k}`` (4H),
     ``bn_hh_weight_l{k}`` (4H), ``bn_c_weight_l{k}`` (H), ``bn_c_bias_l{k}`` (H); buffers
-    ``bn_{ih,hh,c}_running_{mean,var}_l{k}`` (T_max, 4H or H) in the state_dict.
+    ``bn_{ih,hh,c}_running_{mean,var}_l{k}`` (T_max, 4H or H) and ``bn_num_batches_tracked_l{k}``
+    (T_max,) in the state_dict.
 
     Not combined with ``proj_size``, ``peephole``, ``layer_norm``, other activations,
     ``recurrent_dropout`` or ``zoneout`` (a ValueError names the conflict). Training needs a
@@ -77,7 +79,7 @@ class BatchNormLSTM(LSTM):
         *,
         batch_norm: bool = True,
         batch_norm_max_steps: int = 100,
-        batch_norm_momentum: float = 0.1,
+        batch_norm_momentum: float | None = 0.1,
         batch_norm_eps: float = 1e-5,
         batch_norm_gain: float = 0.1,
         **options,
@@ -96,11 +98,13 @@ class BatchNormLSTM(LSTM):
         for name, value, ok in (("batch_norm_momentum", batch_norm_momentum, lambda m: 0.0 <= m <= 1.0),
                                 ("batch_norm_eps", batch_norm_eps, lambda e: e > 0.0),
                                 ("batch_norm_gain", batch_norm_gain, lambda g: True)):
+            if value is None and name == "batch_norm_momentum":
+                continue
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not ok(value):
                 raise ValueError(f"{name} got an invalid value {value!r}")
         _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
         self.batch_norm_max_steps = batch_norm_max_steps
-        self.batch_norm_momentum = float(batch_norm_momentum)
+        self.batch_norm_momentum = None if batch_norm_momentum is None else float(batch_norm_momentum)
         self.batch_norm_eps = float(batch_norm_eps)
         self.batch_norm_gain = float(batch_norm_gain)
         factory = {"device": device, "dtype": dtype}
@@ -115,6 +119,8 @@ class BatchNormLSTM(LSTM):
                                          torch.zeros(batch_norm_max_steps, size, **factory))
                     self.register_buffer(self._stat_name(s, "var", layer, d),
                                          torch.ones(batch_norm_max_steps, size, **factory))
+                self.register_buffer(self._count_name(layer, d),
+                                     torch.zeros(batch_norm_max_steps, dtype=torch.long, device=device))
 
     batch_norm = True
 
@@ -122,15 +128,21 @@ class BatchNormLSTM(LSTM):
     def _stat_name(s: str, which: str, layer: int, d: int) -> str:
         return f"bn_{s}_running_{which}_l{layer}" + ("_reverse" if d else "")
 
+    @staticmethod
+    def _count_name(layer: int, d: int) -> str:
+        return f"bn_num_batches_tracked_l{layer}" + ("_reverse" if d else "")
+
     def _running(self, layer: int, d: int) -> dict[str, Tensor]:
-        return {f"{s}_{w}": getattr(self, self._stat_name(s, w, layer, d)) for s in STAT_NAMES for w in ("mean", "var")}
+        stats = {f"{s}_{w}": getattr(self, self._stat_name(s, w, layer, d))
+                 for s in STAT_NAMES for w in ("mean", "var")}
+        return {**stats, "count": getattr(self, self._count_name(layer, d))}
 
     def reset_running_stats(self) -> None:
-        """Running means to 0 and variances to 1, as torch.nn.BatchNorm1d."""
+        """Running means to 0, variances to 1 and counts to 0, as torch.nn.BatchNorm1d."""
         for layer in range(self.num_layers):
             for d in range(self.num_directions):
                 for name, t in self._running(layer, d).items():
-                    t.fill_(0.0 if name.endswith("mean") else 1.0)
+                    t.fill_(1.0 if name.endswith("var") else 0.0)
 
     def reset_parameters(self) -> None:
         """The LSTM weights by ``init``; γ = ``batch_norm_gain`` (Cooijmans et al. 2017, on initializing γ: 0.1

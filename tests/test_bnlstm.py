@@ -51,12 +51,17 @@ def plain_bn_lstm(m: BatchNormLSTM, x, state=None, lengths=None, running=None):
                     continue
                 row = min(t, m.batch_norm_max_steps - 1)
                 batch = m.training and len(rows) > 1
+                momentum = m.batch_norm_momentum or 0.0  # unused without a batch
+                if batch:  # as torch.nn.BatchNorm1d: count the batch; momentum None averages
+                    running[f"bn_num_batches_tracked{sfx}"][row] += 1
+                    if m.batch_norm_momentum is None:
+                        momentum = 1.0 / float(running[f"bn_num_batches_tracked{sfx}"][row])
 
-                def bn(a, s, gain, shift=None, sfx=sfx, row=row, batch=batch):
+                def bn(a, s, gain, shift=None, sfx=sfx, row=row, batch=batch, momentum=momentum):
                     stats = running if batch else before
                     mean = stats[f"bn_{s}_running_mean{sfx}"][row]
                     var = stats[f"bn_{s}_running_var{sfx}"][row]
-                    return F.batch_norm(a, mean, var, gain, shift, training=batch, momentum=m.batch_norm_momentum,
+                    return F.batch_norm(a, mean, var, gain, shift, training=batch, momentum=momentum,
                                         eps=m.batch_norm_eps)
 
                 hr, cr = h[rows], c[rows]
@@ -86,7 +91,8 @@ def make(num_layers=1, bidirectional=False, max_steps=100, dtype=torch.float64, 
 def randomize_running(m: BatchNormLSTM) -> None:
     with torch.no_grad():
         for name, b in m.named_buffers():
-            b.copy_(torch.rand_like(b) + 0.5 if "var" in name else torch.randn_like(b))
+            if "tracked" not in name:
+                b.copy_(torch.rand_like(b) + 0.5 if "var" in name else torch.randn_like(b))
 
 
 CONFIGS = {
@@ -97,6 +103,7 @@ CONFIGS = {
     "two_layers": dict(num_layers=2),
     "initial_state": dict(state=True),
     "shared_past_t_max": dict(max_steps=3, lengths=[6, 2, 4, 5]),
+    "cumulative_average": dict(max_steps=3, bidirectional=True, momentum=None),
 }
 
 
@@ -109,7 +116,13 @@ def _inputs(cfg, dtype=torch.float64, T=6, B=4):
 
 
 def _layer(cfg, dtype=torch.float64):
-    return make(cfg.get("num_layers", 1), cfg.get("bidirectional", False), cfg.get("max_steps", 100), dtype)
+    m = make(cfg.get("num_layers", 1), cfg.get("bidirectional", False), cfg.get("max_steps", 100), dtype,
+             batch_norm_momentum=cfg.get("momentum", 0.1))
+    with torch.no_grad():  # rows seen by some batches already
+        for name, b in m.named_buffers():
+            if "tracked" in name:
+                b.copy_(torch.randint(1, 5, b.shape))
+    return m
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -157,6 +170,21 @@ def test_running_statistics_update_like_batchnorm1d():
         bn(x[t] @ m.weight_ih_l0.detach().t())
     torch.testing.assert_close(m.bn_ih_running_mean_l0[2], bn.running_mean)
     torch.testing.assert_close(m.bn_ih_running_var_l0[2], bn.running_var)
+
+
+def test_momentum_none_is_a_cumulative_average_like_batchnorm1d():
+    """batch_norm_momentum=None: each row is the plain average of the batches that reached it (the
+    recipe that re-estimates population statistics after training), as nn.BatchNorm1d(momentum=None)."""
+    m = make(dtype=torch.float64, batch_norm_momentum=None)
+    bn = torch.nn.BatchNorm1d(H, momentum=None, eps=m.batch_norm_eps, dtype=torch.float64)
+    x = torch.randn(4, 2, 5, I, dtype=torch.float64)
+    with torch.no_grad():
+        for k in range(4):
+            m(x[k])
+            bn(x[k][0] @ m.weight_ih_l0.t()[:, :H])  # the i-gate block of step 0
+    torch.testing.assert_close(m.bn_ih_running_mean_l0[0, :H], bn.running_mean)
+    torch.testing.assert_close(m.bn_ih_running_var_l0[0, :H], bn.running_var)
+    assert m.bn_num_batches_tracked_l0[:2].tolist() == [4, 4] and m.bn_num_batches_tracked_l0[2] == 0
 
 
 def test_eval_uses_running_statistics():
@@ -305,7 +333,7 @@ def test_round_trips_keep_outputs_and_statistics(trip):
 def test_state_dict_round_trip():
     m = _trained(make(num_layers=2, dtype=torch.float32))
     sd = m.state_dict()
-    assert "bn_ih_running_mean_l1" in sd and "bn_c_bias_l0" in sd
+    assert "bn_ih_running_mean_l1" in sd and "bn_c_bias_l0" in sd and sd["bn_num_batches_tracked_l0"][0] == 1
     fresh = rnnkit.LSTM(I, H, 2, batch_norm=True).eval()
     x = torch.randn(4, 3, I)
     assert not torch.allclose(fresh(x)[0], m(x)[0])
@@ -347,6 +375,7 @@ def test_conflicting_options_name_the_conflict(option, value):
 
 
 @pytest.mark.parametrize("option, value", [("batch_norm_max_steps", 0), ("batch_norm_momentum", 1.5),
+                                           ("batch_norm_momentum", "0.1"),
                                            ("batch_norm_eps", 0.0)])
 def test_bad_batch_norm_options(option, value):
     with pytest.raises(ValueError, match=option):

@@ -187,8 +187,10 @@ class BatchNormRun:
     counts: list[int]
     training: bool
     eps: float
-    momentum: float
-    #: the running statistics by name ("ih_mean", "ih_var", "hh_mean", ...), each (T_max, F)
+    #: of the running statistics; None: a cumulative average (1 / the row's count)
+    momentum: float | None
+    #: the running statistics by name ("ih_mean", "ih_var", "hh_mean", ...), each (T_max, F),
+    #: and "count", (T_max,) int64: the batches each row has averaged
     running: dict[str, Tensor]
     #: per step, the statistics the step normalized with (None: its batch's); set after a
     #: forward, so that the double backward runs the same function again
@@ -219,7 +221,7 @@ def _step_norms(run: BatchNormRun, dtype: torch.dtype) -> list[StepNorm | None]:
             stats = None
         else:
             if snapshot is None:
-                snapshot = {k: v.detach().clone().to(dtype) for k, v in run.running.items()}
+                snapshot = {k: v.detach().clone().to(dtype) for k, v in run.running.items() if k != "count"}
             k = min(t, T_max - 1)
             stats = tuple((snapshot[f"{s}_mean"][k], snapshot[f"{s}_var"][k]) for s in STAT_NAMES)
         norms.append(StepNorm(valid, n, stats, run.eps))
@@ -228,16 +230,27 @@ def _step_norms(run: BatchNormRun, dtype: torch.dtype) -> list[StepNorm | None]:
 
 @torch.no_grad()
 def _update_running(run: BatchNormRun, batches: list[tuple[int, int, tuple]]) -> None:
-    """running ← (1 - momentum) running + momentum · batch, the variance unbiased (n / (n - 1)), as
-    torch.nn.BatchNorm1d, for every step that normalized with its batch: ``batches`` holds
-    (t, n, the step's cache) in the order the steps ran. Rows below T_max - 1 are updated once
-    each, all at once; the shared row T_max - 1 once per step, in order."""
+    """running ← (1 - m) running + m · batch, the variance unbiased (n / (n - 1)), m the momentum
+    or 1 / the row's count when it is None, as torch.nn.BatchNorm1d, for every step that
+    normalized with its batch: ``batches`` holds (t, n, the step's cache) in the order the steps
+    ran. Rows below T_max - 1 are updated once each, all at once; the shared row T_max - 1 once
+    per step, in order."""
     if not batches:
         return
     T_max = run.running["ih_mean"].shape[0]
     once = [b for b in batches if b[0] < T_max - 1]
     shared = [b for b in batches if b[0] >= T_max - 1]
-    m = run.momentum
+    count = run.running["count"]
+    like = run.running["ih_mean"]
+    if once:
+        rows = torch.tensor([t for t, _, _ in once], device=count.device)
+        count[rows] += 1
+        m_once = (torch.full((len(once), 1), run.momentum, dtype=like.dtype, device=like.device)
+                  if run.momentum is not None else 1.0 / count[rows].to(like.dtype).unsqueeze(1))  # (steps, 1)
+    m_shared = []
+    for _ in shared:
+        count[T_max - 1] += 1
+        m_shared.append(run.momentum if run.momentum is not None else 1.0 / float(count[T_max - 1]))
     for j, s in enumerate(STAT_NAMES):
         mean_buf, var_buf = run.running[f"{s}_mean"], run.running[f"{s}_var"]
 
@@ -251,11 +264,11 @@ def _update_running(run: BatchNormRun, batches: list[tuple[int, int, tuple]]) ->
         if once:
             rows = torch.tensor([t for t, _, _ in once], device=mean_buf.device)
             mean, var = batch_stats(once)
-            mean_buf[rows] = mean_buf[rows].lerp_(mean, m)
-            var_buf[rows] = var_buf[rows].lerp_(var, m)
+            mean_buf[rows] = mean_buf[rows].lerp_(mean, m_once)
+            var_buf[rows] = var_buf[rows].lerp_(var, m_once)
         if shared:
             mean, var = batch_stats(shared)
-            for k in range(len(shared)):
+            for k, m in enumerate(m_shared):
                 mean_buf[T_max - 1].lerp_(mean[k], m)
                 var_buf[T_max - 1].lerp_(var[k], m)
 
