@@ -255,14 +255,13 @@ def _update_running(run: BatchNormRun, batches: list[tuple[int, int, tuple]]) ->
         mean_buf, var_buf = run.running[f"{s}_mean"], run.running[f"{s}_var"]
 
         def batch_stats(group: list, j: int = j, like: Tensor = mean_buf) -> tuple[Tensor, Tensor]:
-            bn = [cache[7 + j] for _, _, cache in group]
+            bn = [cache[7 + j] for _, _, cache in group]  # a step's cache ends with its BN caches (ih, hh, c)
             factor = torch.tensor([n / (n - 1) for _, n, _ in group], dtype=like.dtype, device=like.device)
             mean = torch.stack([b[3] for b in bn]).to(like.dtype)  # (steps, F)
             var = torch.stack([b[4] for b in bn]).to(like.dtype) * factor.unsqueeze(1)
             return mean, var
 
         if once:
-            rows = torch.tensor([t for t, _, _ in once], device=mean_buf.device)
             mean, var = batch_stats(once)
             mean_buf[rows] = mean_buf[rows].lerp_(mean, m_once)
             var_buf[rows] = var_buf[rows].lerp_(var, m_once)
