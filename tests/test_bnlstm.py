@@ -6,8 +6,6 @@ gradgradcheck of the hand-written backward, the save/load round trips and the er
 from __future__ import annotations
 
 import copy
-import io
-import pickle
 
 import pytest
 import torch
@@ -17,6 +15,8 @@ import rnnkit
 from rnnkit import engine
 from rnnkit.bnlstm import BatchNormLSTM
 from rnnkit.cells.bnlstm import BatchNormLSTMCell
+
+from .test_dropin_pickle import LAYER_ROUND_TRIPS  # pickle, deepcopy, torch.save, weights_only
 
 I, H = 3, 4
 
@@ -302,26 +302,10 @@ def _trained(m: BatchNormLSTM) -> BatchNormLSTM:
     return m.eval()
 
 
-def _torch_save_load(module):
-    buffer = io.BytesIO()
-    torch.save(module, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=False)
-
-
-def _weights_only_load(module):
-    buffer = io.BytesIO()
-    torch.save(module, buffer)
-    buffer.seek(0)
-    with torch.serialization.safe_globals(rnnkit.safe_globals()):
-        return torch.load(buffer, weights_only=True)
-
-
-@pytest.mark.parametrize("trip", [lambda m: pickle.loads(pickle.dumps(m)), copy.deepcopy, _torch_save_load,
-                                  _weights_only_load], ids=["pickle", "deepcopy", "torch.save", "weights_only"])
+@pytest.mark.parametrize("trip", LAYER_ROUND_TRIPS)
 def test_round_trips_keep_outputs_and_statistics(trip):
     m = _trained(make(bidirectional=True, dtype=torch.float32))
-    loaded = trip(m)
+    loaded = LAYER_ROUND_TRIPS[trip](m)
     assert type(loaded) is BatchNormLSTM
     x = torch.randn(6, 3, I)
     assert torch.equal(loaded(x)[0], m(x)[0])
