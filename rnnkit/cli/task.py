@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,6 +27,8 @@ def register(subparsers) -> None:
     add_dataclass_options(p, TaskRunConfig, exclude=("task", "layer_options"), none_means="the task's, see --list",
                           flags={"clip_norm": ["--clip", "--clip-norm"]},
                           choices={"cell": cell_names(), "optimizer": OPTIMIZERS, "on_nan": ON_NAN})
+    p.add_argument("--batch-norm", action="store_true",
+                   help="recurrent batch normalization (Cooijmans et al. 2017), with --cell lstm")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="the run directory: weights, checkpoints, trainer state, metrics.jsonl (rnnkit info/report "
@@ -73,7 +76,7 @@ def run(args) -> int:
         if args.overwrite:
             raise ValueError("--resume continues the run in --out: not with --overwrite")
         budget = {k: v for k, v in options.items() if k in RESUMABLE}
-        other = sorted(set(options) - set(budget))
+        other = sorted(set(options) - set(budget)) + (["batch_norm"] if args.batch_norm else [])
         if other:
             raise ValueError(f"--resume keeps the run's settings; it takes only budget options, not "
                              f"{', '.join('--' + k.replace('_', '-') for k in other)}")
@@ -86,6 +89,10 @@ def run(args) -> int:
         if args.name is None:
             raise ValueError("name a task (rnnkit task --list shows them)")
         config = TaskRunConfig(task=args.name, **options).resolved()
+        if args.batch_norm:
+            if config.cell != "lstm":
+                raise ValueError(f"--batch-norm needs --cell lstm, got --cell {config.cell}")
+            config = replace(config, layer_options={**config.layer_options, "batch_norm": True})
         print(f"{make_task(args.name, config.seq_len).describe()} with {config.cell}: {describe_run(config)}")
     result = run_task(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
                                                        f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True),

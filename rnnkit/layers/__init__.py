@@ -4,6 +4,7 @@
   PackedSequence, bidirectional, learnable initial state, recurrent dropout, zoneout,
   initialisation schemes), and the gradient record;
 - :mod:`~rnnkit.layers.classic`: RNN, LSTM, GRU (drop-in for torch.nn) and the Jordan network;
+- :mod:`~rnnkit.layers.bnlstm`: the LSTM with recurrent batch normalization (``LSTM(batch_norm=True)``);
 - :mod:`~rnnkit.layers.elementwise`: IndRNN, minGRU, minLSTM (element-wise recurrences);
 - :mod:`~rnnkit.layers.modern`: sLSTM, mLSTM, LRU, RG-LRU, S6, QRNN, SRU;
 - :mod:`~rnnkit.layers.registry`: :func:`register`, :func:`names`, :func:`build`.
@@ -14,6 +15,7 @@ The registrations, one line a family, are at the bottom of this file.
 from __future__ import annotations
 
 from ..cells.cifg import CIFGCell
+from .bnlstm import BatchNormLSTM
 from .classic import GRU, LSTM, RNN, Jordan
 from .elementwise import IndRNN, MinGRU, MinLSTM
 from .modern import LRU, MLSTM, QRNN, RGLRU, S6, SLSTM, SRU
@@ -22,8 +24,8 @@ from .registry import LAYER_TYPES, build, make_layer, names, register
 
 # Pickles name a class by its module: the layers keep the path they have always had
 # (``rnnkit.layers.LSTM``), wherever in the package they are defined.
-for _cls in (Recurrent, GradientRecord, RNN, LSTM, GRU, Jordan, IndRNN, MinGRU, MinLSTM, SLSTM, MLSTM, LRU, RGLRU,
-             S6, QRNN, SRU):
+for _cls in (Recurrent, GradientRecord, RNN, LSTM, BatchNormLSTM, GRU, Jordan, IndRNN, MinGRU, MinLSTM, SLSTM, MLSTM,
+             LRU, RGLRU, S6, QRNN, SRU):
     _cls.__module__ = __name__
 del _cls
 
@@ -58,6 +60,7 @@ register("qrnn", QRNN)
 register("sru", SRU)
 register("cifg", CIFGCell)
 
-__all__ = ["GRU", "INIT_SCHEMES", "LAYER_TYPES", "LRU", "LSTM", "MLSTM", "QRNN", "RGLRU", "RNN", "S6", "SLSTM", "SRU",
+__all__ = ["BatchNormLSTM", "GRU", "INIT_SCHEMES", "LAYER_TYPES", "LRU", "LSTM", "MLSTM", "QRNN", "RGLRU", "RNN", "S6",
+           "SLSTM", "SRU",
            "GradientRecord", "IndRNN", "Jordan", "MinGRU", "MinLSTM", "Recurrent", "build", "irnn", "jordan",
            "make_layer", "names", "record_gradient_norms", "register"]

@@ -52,9 +52,17 @@ class RNN(Recurrent):
 
 class LSTM(Recurrent):
     """LSTM, drop-in for ``torch.nn.LSTM`` (see :class:`~rnnkit.cells.LSTMCell`), plus
-    ``peephole``, ``layer_norm``, ``activation`` and ``recurrent_activation``."""
+    ``peephole``, ``layer_norm``, ``activation`` and ``recurrent_activation``; with
+    ``batch_norm=True`` recurrent batch normalization (:class:`rnnkit.layers.BatchNormLSTM`)."""
 
     mode = "LSTM"  # torch.nn.LSTM's
+
+    def __new__(cls, *args, batch_norm: bool = False, **kwargs):
+        if batch_norm and cls is LSTM:  # recurrent batch normalization: its own layer (layers/bnlstm.py)
+            from .bnlstm import BatchNormLSTM
+
+            cls = BatchNormLSTM
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -73,8 +81,11 @@ class LSTM(Recurrent):
         layer_norm: bool = False,
         activation: str = "tanh",
         recurrent_activation: str = "sigmoid",
+        batch_norm: bool = False,
         **options,
     ):
+        if batch_norm:
+            raise ValueError(f"batch_norm=True builds rnnkit.LSTM's BatchNormLSTM, not a {type(self).__name__}")
         _check_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size)
         cell = LSTMCell(hidden_size, bias, proj_size, peephole, layer_norm, activation, recurrent_activation)
         super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,

@@ -30,7 +30,7 @@ class CharLMConfig:
     """Architecture of a :class:`CharLM` (the vocabulary size comes from its vocabulary).
 
     ``cell`` is any registered name (:func:`rnnkit.layers.registry.names`). The layer options
-    (``layer_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout``, ``init``,
+    (``layer_norm``, ``batch_norm``, ``peephole``, ``recurrent_dropout``, ``zoneout``, ``init``,
     ``forget_bias``, ``reset_after``) are passed to the layer only when they differ from
     the default, so a cell that lacks an option rejects it by name.
     """
@@ -41,6 +41,7 @@ class CharLMConfig:
     embed_size: int = option(64, "character embedding size")
     dropout: float = option(0.0, "dropout on the recurrent output and between layers")
     layer_norm: bool = option(False, "layer-normalised cell (LSTM, GRU)")
+    batch_norm: bool = option(False, "recurrent batch normalization (LSTM; Cooijmans et al. 2017)")
     peephole: bool = option(False, "LSTM peephole connections")
     reset_after: bool = option(True, "GRU: the reset gate after the recurrent product (the cuDNN form)")
     recurrent_dropout: float = option(0.0, "variational dropout on the recurrent input")
