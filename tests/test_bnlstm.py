@@ -275,7 +275,7 @@ def test_never_the_native_or_generic_loop(monkeypatch):
 
     monkeypatch.setattr(engine, "run", refuse)
     monkeypatch.setattr(engine, "run_reference", refuse)
-    monkeypatch.setattr(engine, "_native_function", refuse)
+    monkeypatch.setattr(engine.native, "dispatch", refuse)
     x = torch.randn(5, 3, I)
     expected, _, _ = plain_bn_lstm(m, x)
     out, _ = m(x)

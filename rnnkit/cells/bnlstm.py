@@ -106,6 +106,11 @@ class BatchNormLSTMCell(LSTMCell):
     def __init__(self, hidden_size: int, bias: bool = True):
         super().__init__(hidden_size, bias)
 
+    def native_binding(self) -> None:
+        """None: the statistics of each time step are outside the native LSTM loop, which
+        the LSTM cell this one extends would otherwise offer."""
+        return None
+
     def param_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
         H = self.hidden_size
         shapes = super().param_shapes(input_size)
