@@ -128,13 +128,12 @@ def test_gemm_timer_subtracts_the_call_overhead_and_caches():
 
 
 def test_generation_twin_has_the_same_weights_and_draws_the_same_characters():
-    from rnnkit.cli.sample import sample_many
 
     lm, twin = bench.generation_pair("gru", 16)
     start = lm.vocab.id("\n")
     ids = twin.sample(20, 3, start, torch.Generator().manual_seed(4))  # (20, 3)
     texts = ["".join(lm.vocab.chars[i] for i in col) for col in ids.t().tolist()]
-    assert sample_many(lm, 3, 20, seed=4) == texts
+    assert lm.sample_many(3, 20, seed=4) == texts
     assert "".join(lm.sample(20, seed=4)) == "".join(lm.vocab.chars[i] for i in twin.sample(
         20, 1, start, torch.Generator().manual_seed(4))[:, 0].tolist())
 

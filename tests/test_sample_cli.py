@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from rnnkit.cli import main
-from rnnkit.cli.sample import sample_many
 from rnnkit.data.text import Vocabulary
 from rnnkit.models.charlm import CharLM, CharLMConfig
 
@@ -26,26 +25,26 @@ def _model(cell="lstm", num_layers=1):
 def test_one_sample_is_exactly_charlm_sample(cell, num_layers, options):
     model = _model(cell, num_layers)
     single = "".join(model.sample(80, seed=11, **options))
-    assert sample_many(model, 1, 80, seed=11, **options) == [single]
+    assert model.sample_many(1, 80, seed=11, **options) == [single]
 
 
 def test_many_samples_are_reproducible_and_each_is_a_distinct_draw():
     model = _model()
-    texts = sample_many(model, 5, 50, seed=4)
+    texts = model.sample_many(5, 50, seed=4)
     assert len(texts) == 5 and all(len(t) == 50 for t in texts)
     assert set("".join(texts)) <= set(model.vocab.chars)
-    assert sample_many(model, 5, 50, seed=4) == texts
+    assert model.sample_many(5, 50, seed=4) == texts
     assert len(set(texts)) == 5  # a batch is not one sample repeated
-    assert sample_many(model, 5, 50, seed=5) != texts
+    assert model.sample_many(5, 50, seed=5) != texts
     # argmax: every row is the greedy continuation, which CharLM.sample also gives
     greedy = "".join(model.sample(30, argmax=True, prime="def"))
-    assert sample_many(model, 3, 30, argmax=True, prime="def") == [greedy] * 3
+    assert model.sample_many(3, 30, argmax=True, prime="def") == [greedy] * 3
 
 
-@pytest.mark.parametrize("n", [0, -2])
+@pytest.mark.parametrize("n", [0, -2, 1.5, True])
 def test_bad_num_samples_is_an_error(n):
-    with pytest.raises(ValueError, match=f"num_samples must be a positive integer, got {n}"):
-        sample_many(_model(), n, 10)
+    with pytest.raises(ValueError, match=f"num_samples must be a positive integer, got {n!r}"):
+        _model().sample_many(n, 10)
 
 
 @pytest.fixture(scope="module")

@@ -435,10 +435,9 @@ def generation_pair(family: str, hidden: int, vocab: int = 96, device: str | tor
 def generation_throughput(family: str, hidden: int, n_steps: int, batch: int, rounds: int,
                           warmup: int = 1, device: str | torch.device = "cpu") -> dict[str, list[float]]:
     """Characters per second of each round, ``batch`` sequences of ``n_steps`` characters:
-    rnnkit through ``CharLM.sample`` at batch 1 and :func:`rnnkit.cli.sample.sample_many`
+    rnnkit through ``CharLM.sample`` at batch 1 and :meth:`CharLM.sample_many`
     (``rnnkit sample --num-samples``) above; torch.nn through :class:`CharSampler` with the
     same weights. The two alternate within each round."""
-    from ..cli.sample import sample_many
 
     device = torch.device(device)
     lm, twin = generation_pair(family, hidden, device=device)
@@ -449,7 +448,7 @@ def generation_throughput(family: str, hidden: int, n_steps: int, batch: int, ro
         if batch == 1:
             "".join(lm.sample(n, seed=0))
         else:
-            sample_many(lm, batch, n, seed=0)
+            lm.sample_many(batch, n, seed=0)
 
     runs = {"rnnkit": rnnkit_run,
             "torch.nn": lambda n: twin.sample(n, batch, start, torch.Generator(device=device).manual_seed(0))}
@@ -841,7 +840,7 @@ def to_markdown(results: dict) -> str:
     if sampling.get("rows"):
         lines += ["", f"## Generation (characters/s, hidden {sampling['hidden']}, {sampling['steps']} characters "
                   "per sequence)", "",
-                  "rnnkit: `CharLM.sample` at batch 1, `rnnkit sample --num-samples` (`sample_many`) above; "
+                  "rnnkit: `CharLM.sample` at batch 1, `rnnkit sample --num-samples` (`CharLM.sample_many`) above; "
                   "torch.nn: the same embedding → layer → head on the torch.nn layer with the same weights, one "
                   "step at a time. Median chars/s (fastest–slowest round); ×nn = rnnkit / torch.nn, median of "
                   "the per-round ratios (worst round).", "",

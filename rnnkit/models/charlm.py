@@ -114,6 +114,37 @@ class CharLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def _sampling_start(self, length: int, temperature: float, top_k: int | None, prime: str, seed: int | None,
+                        argmax: bool) -> tuple[torch.Generator, Tensor]:
+        """The checked options' random generator and the prime's ids (T,) (see :meth:`sample`)."""
+        if length < 0:
+            raise ValueError(f"length must be non-negative, got {length}")
+        if not argmax and not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k}")
+        gen = torch.Generator(device=self.head.weight.device)
+        gen.manual_seed(int(seed) if seed is not None else secrets.randbits(63))  # leaves the global RNG alone
+        if prime:
+            ids, n_unknown = self.vocab.encode(prime)
+            if n_unknown:
+                log.warning("%d character(s) of the prime are not in the vocabulary; using the unknown symbol",
+                            n_unknown)
+        else:
+            ids = torch.tensor([self.vocab.id("\n")])
+        return gen, ids.long().to(self.head.weight.device)
+
+    @staticmethod
+    def _draw(last: Tensor, temperature: float, top_k: int | None, gen: torch.Generator, argmax: bool) -> Tensor:
+        """The next character of each sequence from its logits ``last`` (N, V) → (N,) ids."""
+        if argmax:
+            return last.argmax(1)
+        scaled = last / temperature
+        if top_k is not None and top_k < scaled.shape[1]:
+            kth = scaled.topk(top_k, dim=1).values[:, -1:]  # (N, 1)
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        return torch.multinomial(scaled.softmax(1), 1, generator=gen).view(-1)
+
     @torch.no_grad()
     def sample(self, length: int, temperature: float = 1.0, top_k: int | None = None, prime: str = "",
                seed: int | None = None, argmax: bool = False) -> Iterator[str]:
@@ -126,41 +157,48 @@ class CharLM(nn.Module):
         Characters of ``prime`` outside the vocabulary become the unknown symbol (warned).
         With no prime, generation starts as after a newline.
         """
-        if length < 0:
-            raise ValueError(f"length must be non-negative, got {length}")
-        if not argmax and not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k}")
-        device = self.head.weight.device
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(seed) if seed is not None else secrets.randbits(63))  # leaves the global RNG alone
-        if prime:
-            ids, n_unknown = self.vocab.encode(prime)
-            if n_unknown:
-                log.warning("%d character(s) of the prime are not in the vocabulary; using the unknown symbol",
-                            n_unknown)
-        else:
-            ids = torch.tensor([self.vocab.id("\n")])
+        gen, ids = self._sampling_start(length, temperature, top_k, prime, seed, argmax)
         was_training = self.training
         self.eval()
         try:
-            logits, state = self(ids.long().to(device).unsqueeze(1))  # (T, 1, V)
-            last = logits[-1, 0]  # (V,)
+            logits, state = self(ids.unsqueeze(1))  # (T, 1, V)
+            last = logits[-1]  # (1, V)
             for _ in range(length):
-                if argmax:
-                    nxt = int(last.argmax())
-                else:
-                    scaled = last / temperature
-                    if top_k is not None and top_k < scaled.numel():
-                        kth = scaled.topk(top_k).values[-1]
-                        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-                    nxt = int(torch.multinomial(scaled.softmax(0), 1, generator=gen))
-                yield self.vocab.chars[nxt]
-                logits, state = self(torch.tensor([[nxt]], device=device), state)
-                last = logits[0, 0]
+                nxt = self._draw(last, temperature, top_k, gen, argmax)  # (1,)
+                yield self.vocab.chars[int(nxt)]
+                logits, state = self(nxt.view(1, 1), state)
+                last = logits[0]
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def sample_many(self, num_samples: int, length: int, temperature: float = 1.0, top_k: int | None = None,
+                    prime: str = "", seed: int | None = None, argmax: bool = False) -> list[str]:
+        """``num_samples`` texts of ``length`` characters after ``prime``, generated together as
+        one batch (one step of the whole batch per character, state carried): the batched
+        form of :meth:`sample`, with the same options. With one sample and the same seed it
+        returns exactly what :meth:`sample` yields; with more, the draws of the samples
+        interleave, so sample 1 of N differs from the single sample of that seed."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        gen, ids = self._sampling_start(length, temperature, top_k, prime, seed, argmax)
+        N = num_samples
+        drawn = torch.empty(length, N, dtype=torch.long)  # (length, N) character ids
+        was_training = self.training
+        self.eval()
+        try:
+            logits, state = self(ids.unsqueeze(1).expand(-1, N).contiguous())  # (T, N, V)
+            last = logits[-1]  # (N, V)
+            for t in range(length):
+                nxt = self._draw(last, temperature, top_k, gen, argmax)  # (N,)
+                drawn[t] = nxt
+                if t + 1 < length:
+                    logits, state = self(nxt.view(1, N), state)
+                    last = logits[0]
+        finally:
+            self.train(was_training)
+        chars = self.vocab.chars
+        return ["".join(chars[i] for i in row) for row in drawn.t().tolist()]
 
     def describe(self) -> dict:
         return {"config": asdict(self.config), "vocab_size": len(self.vocab), "parameters": self.num_parameters()}
