@@ -3,7 +3,11 @@ options generated from dataclasses) is :mod:`rnnkit.cli._options`."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
+from collections.abc import Iterator
 
 from ._options import duration  # noqa: F401  (its old home; the one parser is in _options)
 
@@ -139,3 +143,17 @@ class TrainingBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+@contextlib.contextmanager
+def rank_zero_output() -> Iterator[None]:
+    """Under torchrun only rank 0 reports: the other ranks' stdout goes to the null device
+    and their log shows warnings only (a single process is rank 0)."""
+    from ..train.distributed import DistEnv
+
+    if DistEnv.from_env().is_main:
+        yield
+        return
+    logging.getLogger("rnnkit").setLevel(logging.WARNING)
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        yield

@@ -42,6 +42,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ._common import rank_zero_output
+
+    with rank_zero_output():  # under torchrun rank 0 reports
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..tasks import TASKS
     from ..tasks.run import RESUMABLE, TaskRunConfig, make_task, run_task
     from ..tasks.table import TableConfig, format_table, progress_line, run_table

@@ -30,7 +30,7 @@ from .._version import __version__
 from ..data.seq2seq_tasks import Pair, Vocab, generate, make_batch, read_tsv, sequence_metrics
 from ..errors import CheckpointError, DataError
 from ..models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, sequence_loss
-from ..train import rundir
+from ..train import distributed, rundir
 from ..train.config import ON_NAN, TrainConfig
 from .loop import EvalPoint, LoopResult, run_trainer
 
@@ -259,6 +259,9 @@ def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoin
     events; after a Ctrl-C ``run.loop.interrupted`` is true."""
     if config is None and not resume:
         raise ValueError("give a Seq2SeqTrainConfig (None only with resume)")
+    if distributed.DistEnv.from_env().enabled:
+        raise ValueError("seq2seq training does not run under torchrun yet (its pair and scheduled-sampling "
+                         "streams are not split between the ranks): run it as one process")
     stored = None
     if resume:
         if out is None:

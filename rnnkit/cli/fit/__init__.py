@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--demo trains a model; --eval/--predict take a saved model and --data FILE")
     elif args.data is None and not (args.model == "generator" and args.predict is not None):
         raise ValueError("--eval/--predict need --data FILE")
-    from .._common import TrainingBar
+    from .._common import TrainingBar, rank_zero_output
 
-    with TrainingBar(args.quiet) as args.bar:  # the trainer's progress (rnnkit.cli.fit._shared.run_options)
+    # the trainer's progress (rnnkit.cli.fit._shared.run_options); under torchrun rank 0 reports
+    with rank_zero_output(), TrainingBar(args.quiet) as args.bar:
         return _module(args.model).run(args)
