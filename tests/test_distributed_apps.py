@@ -42,9 +42,10 @@ def _same_weights_on_both_ranks(ranks_dir: Path) -> dict:
 
 
 def test_a_fit_model_under_torchrun_follows_the_single_process_run(tmp_path):
-    # 41 rows: 4 held out, 37 trained on in batches of 8 -> the last batch of each epoch has 5
-    # examples, split 2/3 between the ranks (the loss weighting is exercised); 10 steps cross an epoch
-    rows = [f"{i % 3},{(i * 7) % 5},{(i * 3) % 4},{(i * 5) % 3},{i % 2}" for i in range(41)]
+    # 37 rows: 4 held out, 33 trained on in batches of 8 -> the last batch of each epoch has 1
+    # example: rank 0 has none of it (a zero loss), rank 1's loss weighs 2 (the weighting is
+    # exercised); 10 steps cross an epoch boundary
+    rows = [f"{i % 3},{(i * 7) % 5},{(i * 3) % 4},{(i * 5) % 3},{i % 2}" for i in range(37)]
     data = tmp_path / "rows.csv"
     data.write_text("\n".join(rows) + "\n")
     args = ["fit", "classifier", "--data", str(data), "--format", "numeric", "--no-header", "--hidden-size", "8",
@@ -92,3 +93,37 @@ def test_a_task_under_torchrun(tmp_path):
     # a resume needs the same number of processes (the streams are per rank)
     with pytest.raises(CheckpointError, match="torchrun --nproc_per_node 2"):
         run_task(None, out=out, resume=True)
+
+
+def test_seq2seq_training_refuses_torchrun(monkeypatch, tmp_path):
+    from rnnkit.tasks.seq2seq_train import Seq2SeqTrainConfig, train_seq2seq
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="does not run under torchrun yet"):
+        train_seq2seq(Seq2SeqTrainConfig(task="reverse", max_steps=1), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("examples", [10, 11])
+@pytest.mark.parametrize("world", [2, 3])
+def test_example_task_ranks_take_contiguous_shares_of_each_batch(world, examples, monkeypatch):
+    from rnnkit.train import distributed
+    from rnnkit.train.examples import ExampleTask
+
+    task = ExampleTask(list(range(examples)), 4, lambda chosen: list(chosen), lambda m, b: None, seed=3)
+    full = list(task.batches(0, epoch=1))  # 3 batches: 4, 4 and the rest
+    assert [(n, total) for n, total, _ in full] == [(4, 4), (4, 4), (examples - 8, examples - 8)]
+    shards = []
+    for rank in range(world):
+        monkeypatch.setattr(distributed, "_current", distributed.DistEnv(rank, world, rank, world))
+        shards.append(list(task.batches(0, epoch=1)))
+    for b, (n, total, data) in enumerate(full):
+        parts = [shards[r][b] for r in range(world)]
+        assert all(p[1] == total for p in parts)  # every rank knows the whole batch's size
+        assert sum(p[0] for p in parts) == n
+        assert [x for p in parts for x in (p[2] or [])] == data  # in rank order: the same global batch
+    if world == 3:  # 3 examples over 3 ranks: one each; 4 over 3: 1, 1, 2
+        assert [shards[r][0][0] for r in range(3)] == [1, 1, 2]
+    if world == 3 and examples == 10:  # 2 examples over 3 ranks: rank 0 has none of the last batch
+        assert shards[0][2] == (0, 2, None)

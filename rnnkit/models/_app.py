@@ -145,11 +145,11 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
             examples = chosen(model)
             if env.is_main:  # under torchrun rank 0 writes the run
                 rundir.write_json(run / rundir.CONFIG, {
-                "format_version": rundir.FORMAT_VERSION, "model_type": model_type, "model": asdict(model.config),
-                "train": asdict(fc.train_config()), "fit": asdict(fc),
-                "data": {**(data or {}), "examples": len(examples)}, "rnnkit_version": __version__,
-                # the model's saved fields, as Model.save() writes them (Model.load reads the run)
-                "kind": model_type, "config": asdict(model.config), **model.saved_fields()})
+                    "format_version": rundir.FORMAT_VERSION, "model_type": model_type, "model": asdict(model.config),
+                    "train": asdict(fc.train_config()), "fit": asdict(fc),
+                    "data": {**(data or {}), "examples": len(examples)}, "rnnkit_version": __version__,
+                    # the model's saved fields, as Model.save() writes them (Model.load reads the run)
+                    "kind": model_type, "config": asdict(model.config), **model.saved_fields()})
         task = ExampleTask(examples, fc.batch_size, lambda chosen: collate(model, chosen), loss_fn, eval_fn,
                            seed=fc.seed)
         trainer = Trainer(model, task, fc.train_config(), run,
