@@ -1,6 +1,7 @@
-"""``rnnkit fit MODEL`` and ``rnnkit task NAME`` under torchrun: 2 CPU processes (gloo) on
-localhost finish, rank 0 writes the run directory, every rank ends with the same weights,
-and a fit model follows the single-process run with the same global batch."""
+"""``rnnkit fit MODEL``, ``rnnkit task NAME`` and ``rnnkit seq2seq train`` under torchrun: 2
+CPU processes (gloo) on localhost finish, rank 0 writes the run directory, every rank ends
+with the same weights, and a fit model follows the single-process run with the same global
+batch."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 from rnnkit.cli import main
 from rnnkit.errors import CheckpointError
 from rnnkit.tasks import run_task
+from rnnkit.tasks.seq2seq_train import train_seq2seq
 from rnnkit.train import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,14 +97,21 @@ def test_a_task_under_torchrun(tmp_path):
         run_task(None, out=out, resume=True)
 
 
-def test_seq2seq_training_refuses_torchrun(monkeypatch, tmp_path):
-    from rnnkit.tasks.seq2seq_train import Seq2SeqTrainConfig, train_seq2seq
-
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    with pytest.raises(ValueError, match="does not run under torchrun yet"):
-        train_seq2seq(Seq2SeqTrainConfig(task="reverse", max_steps=1), out=tmp_path / "run")
-    assert not (tmp_path / "run").exists()  # refused before anything was made
+def test_seq2seq_under_torchrun(tmp_path):
+    ranks, out = tmp_path / "ranks", tmp_path / "run"
+    ranks.mkdir()
+    proc = torchrun(ranks, "seq2seq", "train", "--task", "reverse", "--hidden-size", "16", "--batch-size", "8",
+                    "--max-steps", "4", "--eval-every", "2", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("after 4 steps") == 1  # only rank 0 reports
+    assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("step ")] == ["2", "4"]
+    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]
+    assert json.loads((out / "config.json").read_text())["seq2seq"]["batch_size"] == 8  # the global batch
+    _same_weights_on_both_ranks(ranks)
+    rngs = load_file(out / "trainer_state.safetensors")["task.rngs"]  # each rank's pair stream (seed + rank)
+    assert rngs.shape[0] == 2 and not torch.equal(rngs[0], rngs[1])
+    with pytest.raises(CheckpointError, match="torchrun --nproc_per_node 2"):
+        train_seq2seq(None, out=out, resume=True)
 
 
 @pytest.mark.parametrize("examples", [10, 11])

@@ -82,6 +82,13 @@ def _threads(n: int) -> None:
 
 
 def run_train(args) -> int:
+    from ._common import rank_zero_output
+
+    with rank_zero_output():  # under torchrun rank 0 reports
+        return _run_train(args)
+
+
+def _run_train(args) -> int:
     from dataclasses import replace
 
     from ..models.seq2seq import SamplingSchedule, Seq2SeqConfig
