@@ -132,7 +132,7 @@ def test_task_cli_passes_only_what_was_given(capsys, monkeypatch):
 
     seen = {}
 
-    def fake_run_task(config, on_eval=None):
+    def fake_run_task(config, on_eval=None, callback=None):  # callback: the progress bar
         seen["config"] = config
         return SimpleNamespace(verdict="not run", loop=SimpleNamespace(steps=0, seconds=0.0))
 

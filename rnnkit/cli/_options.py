@@ -130,3 +130,9 @@ def given(args: argparse.Namespace, cls) -> dict:
     """The fields of the dataclass ``cls`` the user gave on the command line."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
             if getattr(args, f.name, None) is not None}
+
+
+def add_quiet(parser, help: str = "no progress bar (the per-evaluation lines stay)") -> None:
+    """``--quiet``: the flag of the training commands that turns their progress bar off
+    (:class:`rnnkit.cli._common.TrainingBar`)."""
+    parser.add_argument("--quiet", action="store_true", help=help)

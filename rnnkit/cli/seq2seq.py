@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from . import add_command
-from ._options import add_dataclass_options, given
+from ._options import add_dataclass_options, add_quiet, given
 
 
 def register(subparsers) -> None:
@@ -49,6 +49,7 @@ def register(subparsers) -> None:
                           flags={"clip_norm": ["--clip", "--clip-norm"], "target_exact_match": ["--target"],
                                  "beam_size": ["--beam"]})
     t.add_argument("--threads", type=int, default=1)
+    add_quiet(t)
     t.set_defaults(run=run_train)
 
     e = sub.add_parser("eval", help="exact-match and per-token accuracy of a trained model")
@@ -81,11 +82,19 @@ def _threads(n: int) -> None:
 
 
 def run_train(args) -> int:
+    from ._common import rank_zero_output
+
+    with rank_zero_output():  # under torchrun rank 0 reports
+        return _run_train(args)
+
+
+def _run_train(args) -> int:
     from dataclasses import replace
 
     from ..models.seq2seq import SamplingSchedule, Seq2SeqConfig
     from ..tasks.seq2seq_train import RESUMABLE, Seq2SeqTrainConfig, _config_from_json, train_seq2seq
     from ..train import rundir
+    from ._common import TrainingBar
 
     _threads(args.threads)
     out = Path(args.out)
@@ -114,9 +123,10 @@ def run_train(args) -> int:
         sampling = SamplingSchedule(**given(args, SamplingSchedule))
         config = Seq2SeqTrainConfig(task=args.task, train_file=args.data, test_file=args.test_data, model=model,
                                     sampling=sampling, **options)
-    run = train_seq2seq(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
-                                                        f"train loss {p.train_loss:.4f}  {p.verdict}", flush=True),
-                        out=out, resume=args.resume, overwrite=args.overwrite)
+    with TrainingBar(args.quiet) as bar:
+        run = train_seq2seq(config, on_eval=lambda p: bar.line(f"step {p.step:6d}  {p.seconds:7.1f}s  "
+                                                              f"train loss {p.train_loss:.4f}  {p.verdict}"),
+                            out=out, resume=args.resume, overwrite=args.overwrite, callback=bar)
     if run.loop.interrupted:
         print(f"interrupted after {run.loop.steps} steps: checkpoint in {out}; resume with the same command and "
               f"--resume", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from . import add_command
-from ._options import add_dataclass_options, given
+from ._options import add_dataclass_options, add_quiet, given
 
 
 def register(subparsers) -> None:
@@ -37,14 +37,23 @@ def register(subparsers) -> None:
                    help="continue the run in --out exactly where its last checkpoint (or Ctrl-C) left it; budget "
                         "options (--max-steps, --max-time, --eval-every, --checkpoint-every, --on-nan) may change")
     p.add_argument("--overwrite", action="store_true", help="allow --out to replace a run already there")
+    add_quiet(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from ._common import rank_zero_output
+
+    with rank_zero_output():  # under torchrun rank 0 reports
+        return _run(args)
+
+
+def _run(args) -> int:
     from ..tasks import TASKS
     from ..tasks.run import RESUMABLE, TaskRunConfig, make_task, run_task
     from ..tasks.table import TableConfig, format_table, progress_line, run_table
     from ..train import rundir
+    from ._common import TrainingBar
 
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
@@ -94,9 +103,10 @@ def run(args) -> int:
                 raise ValueError(f"--batch-norm needs --cell lstm, got --cell {config.cell}")
             config = replace(config, layer_options={**config.layer_options, "batch_norm": True})
         print(f"{make_task(args.name, config.seq_len).describe()} with {config.cell}: {describe_run(config)}")
-    result = run_task(config, on_eval=lambda p: print(f"step {p.step:6d}  {p.seconds:7.1f}s  "
-                                                       f"train loss {p.train_loss:.4g}  {p.verdict}", flush=True),
-                      **run_dir)
+    with TrainingBar(args.quiet) as bar:
+        result = run_task(config, on_eval=lambda p: bar.line(f"step {p.step:6d}  {p.seconds:7.1f}s  "
+                                                             f"train loss {p.train_loss:.4g}  {p.verdict}"),
+                          callback=bar, **run_dir)
     if getattr(result.loop, "interrupted", False):
         where = (f"checkpoint in {args.out}; resume with the same command and --resume" if args.out
                  else "nothing saved (give --out DIR to keep a checkpoint)")

@@ -23,7 +23,7 @@ from torch import nn
 
 from .._version import __version__
 from ..errors import CheckpointError
-from ..train import rundir
+from ..train import distributed, rundir
 from ..train.examples import ExampleTask
 from ..train.fit import FitConfig, FitResult
 from ..train.trainer import Trainer, TrainResult
@@ -43,7 +43,6 @@ def register(model_type: str, model_cls, config_cls) -> None:
 
 #: the files of a run directory the trainer and this module write
 RUN_FILES = rundir.RUN_FILES
-_directory = rundir.run_directory
 
 
 def _fit_result(run: Path, result: TrainResult, fc: FitConfig, task: ExampleTask) -> FitResult:
@@ -112,10 +111,15 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
     forecaster's windows); ``collate(model, examples)`` builds a batch, ``loss_fn(model, batch)`` is its loss,
     ``eval_fn(model)`` the validation score (lower is better). ``out``: the run directory
     (exact ``resume``, Ctrl-C checkpoint, metrics.jsonl, ``rnnkit info``/``report``);
-    ``callback`` receives the trainer's events; ``data`` is recorded in config.json."""
+    ``callback`` receives the trainer's events; ``data`` is recorded in config.json.
+
+    Under torchrun (``WORLD_SIZE`` in the environment) this joins the process group and
+    trains data-parallel, each rank on its share of every batch (see
+    :mod:`rnnkit.train.examples`): rank 0 writes the run directory and calls ``log`` and
+    ``callback``; every rank returns rank 0's model and result."""
     fc = fit_config or FitConfig()
     chosen = examples if callable(examples) else (lambda model: examples)
-    with _directory(out, resume, overwrite) as run:
+    with distributed.session() as (env, _), distributed.run_directory(out, resume, overwrite) as run:
         if resume:
             cfg = rundir.read_config(run)
             if cfg["model_type"] != model_type:
@@ -133,24 +137,29 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
                 raise CheckpointError(f"cannot resume: the data now has {len(examples)} training examples, the run "
                                       f"was trained on {cfg.get('data', {}).get('examples')} (did the data change?)")
             cfg["fit"], cfg["train"] = asdict(fc), asdict(fc.train_config())
-            rundir.write_json(run / rundir.CONFIG, cfg)
+            if env.is_main:
+                rundir.write_json(run / rundir.CONFIG, cfg)
         else:
             torch.manual_seed(fc.seed)
             model = make_model()
             examples = chosen(model)
-            rundir.write_json(run / rundir.CONFIG, {
-                "format_version": rundir.FORMAT_VERSION, "model_type": model_type, "model": asdict(model.config),
-                "train": asdict(fc.train_config()), "fit": asdict(fc),
-                "data": {**(data or {}), "examples": len(examples)}, "rnnkit_version": __version__,
-                # the model's saved fields, as Model.save() writes them (Model.load reads the run)
-                "kind": model_type, "config": asdict(model.config), **model.saved_fields()})
+            if env.is_main:  # under torchrun rank 0 writes the run
+                rundir.write_json(run / rundir.CONFIG, {
+                    "format_version": rundir.FORMAT_VERSION, "model_type": model_type, "model": asdict(model.config),
+                    "train": asdict(fc.train_config()), "fit": asdict(fc),
+                    "data": {**(data or {}), "examples": len(examples)}, "rnnkit_version": __version__,
+                    # the model's saved fields, as Model.save() writes them (Model.load reads the run)
+                    "kind": model_type, "config": asdict(model.config), **model.saved_fields()})
         task = ExampleTask(examples, fc.batch_size, lambda chosen: collate(model, chosen), loss_fn, eval_fn,
                            seed=fc.seed)
-        trainer = Trainer(model, task, fc.train_config(), run, _progress(log, callback, fc.eval_every, task))
+        trainer = Trainer(model, task, fc.train_config(), run,
+                          _progress(log, callback, fc.eval_every, task) if env.is_main else None)
         if resume:
             trainer.restore()
         result = trainer.run()
-        if (run / rundir.BEST).exists():
+        if env.is_main and (run / rundir.BEST).exists():
             rundir.load_state_into(model, run / rundir.BEST)
         model.eval()
-        return model, _fit_result(run, result, fc, task)
+        # under torchrun every rank returns rank 0's model and result (rank 0 read the run)
+        distributed.broadcast_module(model)
+        return model, distributed.broadcast_object(_fit_result(run, result, fc, task) if env.is_main else None)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .._config import option
 from .._version import __version__
 from ..errors import CheckpointError
-from ..train import rundir
+from ..train import distributed, rundir
 from ..train.config import ON_NAN, TrainConfig
 from .base import Batch, Task, TaskDefaults, TaskModel
 from .loop import EvalPoint, LoopConfig, LoopResult, make_optimizer, run_trainer
@@ -158,13 +158,19 @@ class SyntheticStream:
     def __init__(self, task: Task, config: TaskRunConfig, test: Batch, stop_when_solved: bool = True):
         self.task, self.config, self.test = task, config, test
         self.stop_when_solved = stop_when_solved
-        self.generator = torch.Generator().manual_seed(config.seed)
+        env = distributed.current()
+        if config.batch_size % env.world_size:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by the {env.world_size} processes of "
+                             f"the torchrun job; each rank draws batch_size / {env.world_size} sequences")
+        self.rank, self.world = env.rank, env.world_size
+        self.generator = torch.Generator().manual_seed(config.seed + env.rank)
 
     def batches(self, start: int, epoch: int = 0) -> Iterator[Batch]:
         """Fresh batches without end (``start``/``epoch`` do not matter: the generator's state
-        is the position)."""
+        is the position). Under torchrun rank r draws batch_size / N sequences from its own
+        stream, seeded with seed + r (rank 0's is the single process's)."""
         while True:
-            yield self.task.sample(self.config.batch_size, self.generator)
+            yield self.task.sample(self.config.batch_size // self.world, self.generator)
 
     def loss(self, model: nn.Module, batch: Batch, carry):
         return self.task.loss(model(batch), batch), None, batch.x.shape[1]
@@ -190,12 +196,22 @@ class SyntheticStream:
         return make_optimizer(params, LoopConfig(lr=c.lr, optimizer=c.optimizer, max_steps=1))
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"generator": self.generator.get_state()}
+        """The stream's position; under torchrun every rank's (``generators``: one row per
+        rank), gathered on each rank (rank 0 writes them)."""
+        state = self.generator.get_state()
+        if self.world == 1:
+            return {"generator": state}
+        return {"generators": distributed.all_gather_batch(state.unsqueeze(0), 0)}  # (N, S)
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if "generator" not in state:
+        if "generator" not in state and "generators" not in state:
             raise CheckpointError("the trainer state has no task.generator: not a `rnnkit task` run")
-        self.generator.set_state(state["generator"])
+        ranks = state["generators"].shape[0] if "generators" in state else 1
+        if ranks != self.world:
+            how = f"torchrun --nproc_per_node {ranks}" if ranks > 1 else "one process (no torchrun)"
+            raise CheckpointError(f"cannot resume: the run's batches were drawn by {ranks} process(es), this is "
+                                  f"{self.world}; resume it with {how}")
+        self.generator.set_state(state["generators"][self.rank].clone() if ranks > 1 else state["generator"])
 
 
 def train_config(config: TaskRunConfig) -> TrainConfig:
@@ -236,7 +252,14 @@ def run_task(config: TaskRunConfig | None, on_eval: Callable[[EvalPoint], None] 
     keeps the run's). Without ``out`` the run uses a temporary directory, removed afterwards.
     ``on_eval`` receives each evaluation, ``callback`` the trainer's events. A Ctrl-C
     (KeyboardInterrupt in the loop) ends the run with a checkpoint; ``result.loop.interrupted``
-    says so. A NaN/Inf loss or gradient raises TrainingError (``on_nan="stop"``)."""
+    says so. A NaN/Inf loss or gradient raises TrainingError (``on_nan="stop"``).
+
+    Under torchrun (``WORLD_SIZE`` in the environment) this joins the process group and
+    trains data-parallel: rank r draws batch_size / N sequences of every batch from its own
+    stream (seed + r), every rank takes rank 0's evaluation (so they agree on solved), rank
+    0 writes the run directory and calls ``on_eval`` and ``callback``; every rank returns
+    rank 0's model and result. A run resumes with the number of processes it was trained
+    with."""
     if config is None and not resume:
         raise ValueError("give a TaskRunConfig (None only with resume)")
     if resume:
@@ -246,7 +269,7 @@ def run_task(config: TaskRunConfig | None, on_eval: Callable[[EvalPoint], None] 
     else:
         config = config.resolved()
     task = make_task(config.task, config.seq_len)  # a bad setting leaves no run directory behind
-    with rundir.run_directory(out, resume, overwrite) as run:
+    with distributed.session() as (env, _), distributed.run_directory(out, resume, overwrite) as run:
         model_config = TaskModelConfig(config.task, config.cell, config.hidden_size, config.seq_len,
                                        config.layer_options)
         torch.manual_seed(config.seed)
@@ -260,7 +283,12 @@ def run_task(config: TaskRunConfig | None, on_eval: Callable[[EvalPoint], None] 
                     "rnnkit_version": __version__}
         if resume:
             rundir.check_resume(run, model_config, None, "fp32", cfg_json["model"], rundir.read_config(run))
-        rundir.write_json(run / rundir.CONFIG, cfg_json)
-        loop = run_trainer(model, stream, tc, run, resume, on_eval, callback)
+        if env.is_main:  # under torchrun rank 0 writes the run
+            rundir.write_json(run / rundir.CONFIG, cfg_json)
+        loop = run_trainer(model, stream, tc, run, resume, on_eval if env.is_main else None,
+                           callback if env.is_main else None)
+        # every rank returns rank 0's weights and result (rank 0 read the run's history)
+        distributed.broadcast_module(model)
+        loop = distributed.broadcast_object(loop if env.is_main else None)
     model.eval()
     return TaskRunResult(config, task, model, loop)

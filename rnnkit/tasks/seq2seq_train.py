@@ -30,7 +30,7 @@ from .._version import __version__
 from ..data.seq2seq_tasks import Pair, Vocab, generate, make_batch, read_tsv, sequence_metrics
 from ..errors import CheckpointError, DataError
 from ..models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, sequence_loss
-from ..train import rundir
+from ..train import distributed, rundir
 from ..train.config import ON_NAN, TrainConfig
 from .loop import EvalPoint, LoopResult, run_trainer
 
@@ -162,15 +162,23 @@ class Seq2SeqStream:
         self.config, self.draw, self.test = config, draw, test
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.pad_id = model.config.pad_id
-        self.rng = random.Random(config.seed)
-        self.sampling_gen = torch.Generator().manual_seed(config.seed + 7)
+        env = distributed.current()
+        if config.batch_size % env.world_size:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by the {env.world_size} processes of "
+                             f"the torchrun job; each rank draws batch_size / {env.world_size} pairs")
+        self.rank, self.world = env.rank, env.world_size
+        # under torchrun each rank draws from streams of its own (rank 0's are the single process's)
+        self.rng = random.Random(config.seed + env.rank)
+        self.sampling_gen = torch.Generator().manual_seed(config.seed + 7 + 1_000_003 * env.rank)
 
     def batches(self, start: int, epoch: int = 0) -> Iterator[tuple[int, object]]:
         """(step, batch) without end; ``start`` is the step of the first (the stream has one
-        epoch), which sets the scheduled-sampling probability."""
+        epoch), which sets the scheduled-sampling probability. Under torchrun rank r draws
+        batch_size / N pairs of every batch from its own streams (seeded with seed + r)."""
         step = start
         while True:
-            yield step, make_batch(self.draw(self.config.batch_size, self.rng), self.src_vocab, self.tgt_vocab)
+            pairs = self.draw(self.config.batch_size // self.world, self.rng)
+            yield step, make_batch(pairs, self.src_vocab, self.tgt_vocab)
             step += 1
 
     def loss(self, model: nn.Module, batch, carry):
@@ -199,12 +207,25 @@ class Seq2SeqStream:
         return torch.optim.Adam(params, lr=self.config.lr)
 
     def state_dict(self) -> dict[str, Tensor]:
+        """Both streams' positions; under torchrun every rank's (one row per rank, with the
+        suffix ``s``: ``rngs``...), gathered on each rank (rank 0 writes them)."""
         version, words, gauss = self.rng.getstate()
-        return {"rng": torch.tensor([version, *words], dtype=torch.int64),
-                "rng_gauss": torch.tensor([math.nan if gauss is None else gauss], dtype=torch.float64),
-                "sampling_generator": self.sampling_gen.get_state()}
+        state = {"rng": torch.tensor([version, *words], dtype=torch.int64),
+                 "rng_gauss": torch.tensor([math.nan if gauss is None else gauss], dtype=torch.float64),
+                 "sampling_generator": self.sampling_gen.get_state()}
+        if self.world == 1:
+            return state
+        return {k + "s": distributed.all_gather_batch(t.unsqueeze(0), 0) for k, t in state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        ranks = state["rngs"].shape[0] if "rngs" in state else 1
+        if ranks != self.world:
+            how = f"torchrun --nproc_per_node {ranks}" if ranks > 1 else "one process (no torchrun)"
+            raise CheckpointError(f"cannot resume: the run's batches were drawn by {ranks} process(es), this is "
+                                  f"{self.world}; resume it with {how}")
+        if ranks > 1:
+            state = {k[:-1]: t[self.rank].clone() for k, t in state.items()
+                     if k in ("rngs", "rng_gausss", "sampling_generators")}
         try:
             rng, gauss = state["rng"].tolist(), float(state["rng_gauss"][0])
             self.rng.setstate((int(rng[0]), tuple(int(w) for w in rng[1:]), None if math.isnan(gauss) else gauss))
@@ -256,7 +277,13 @@ def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoin
     ``config`` may then change only the budget (max_steps, max_time, eval_every,
     checkpoint_every, on_nan, target_exact_match; None keeps the run's). Without ``out`` the
     run uses a temporary directory, removed afterwards. ``callback`` receives the trainer's
-    events; after a Ctrl-C ``run.loop.interrupted`` is true."""
+    events; after a Ctrl-C ``run.loop.interrupted`` is true.
+
+    Under torchrun (``WORLD_SIZE`` in the environment) this joins the process group and
+    trains data-parallel: rank r draws batch_size / N pairs of every batch from its own
+    streams (seed + r), every rank takes rank 0's evaluation, rank 0 writes the run and calls
+    ``on_eval`` and ``callback``; every rank returns rank 0's weights and result. A run
+    resumes with the number of processes it was trained with."""
     if config is None and not resume:
         raise ValueError("give a Seq2SeqTrainConfig (None only with resume)")
     stored = None
@@ -269,7 +296,7 @@ def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoin
     draw, test, vocab_sample = _data(config)
     src_vocab = Vocab.build((s for s, _ in vocab_sample), config.level)
     tgt_vocab = Vocab.build((t for _, t in vocab_sample), config.level)
-    with rundir.run_directory(out, resume, overwrite) as run_dir:
+    with distributed.session() as (env, _), distributed.run_directory(out, resume, overwrite) as run_dir:
         if stored is not None and (stored.get("src_vocab"), stored.get("tgt_vocab")) != (
                 asdict(src_vocab), asdict(tgt_vocab)):
             raise CheckpointError(f"cannot resume: the data now gives other vocabularies than the run's in {run_dir} "
@@ -284,11 +311,16 @@ def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoin
         tc = train_config(config)
         data = {"task": config.task, "train_file": config.train_file, "test_file": config.test_file,
                 "test_pairs": len(test)}
-        rundir.write_json(run_dir / rundir.CONFIG, {
-            "format_version": rundir.FORMAT_VERSION, "model_type": "seq2seq", "model": model_config.to_dict(),
-            "train": asdict(tc), "seq2seq": asdict(config), "data": data, "src_vocab": asdict(src_vocab),
-            "tgt_vocab": asdict(tgt_vocab), "rnnkit_version": __version__})
-        loop = run_trainer(model, stream, tc, run_dir, resume, on_eval, callback)
+        if env.is_main:  # under torchrun rank 0 writes the run
+            rundir.write_json(run_dir / rundir.CONFIG, {
+                "format_version": rundir.FORMAT_VERSION, "model_type": "seq2seq", "model": model_config.to_dict(),
+                "train": asdict(tc), "seq2seq": asdict(config), "data": data, "src_vocab": asdict(src_vocab),
+                "tgt_vocab": asdict(tgt_vocab), "rnnkit_version": __version__})
+        loop = run_trainer(model, stream, tc, run_dir, resume, on_eval if env.is_main else None,
+                           callback if env.is_main else None)
+        # every rank returns rank 0's weights and result (rank 0 read the run's history)
+        distributed.broadcast_module(model)
+        loop = distributed.broadcast_object(loop if env.is_main else None)
     model.eval()
     return Seq2SeqRun(model, src_vocab, tgt_vocab, test, loop)
 

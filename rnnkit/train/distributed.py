@@ -16,10 +16,13 @@ the trajectory of the single-process run with batch B up to floating-point round
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -202,3 +205,44 @@ def on_main(fn: Callable[[], T]) -> T | None:
         name, text = message[0]
         raise _ERRORS.get(name, RuntimeError)(f"(on rank 0) {text}")
     return result
+
+
+@contextlib.contextmanager
+def session(device: str | torch.device = "cpu") -> Iterator[tuple[DistEnv, torch.device]]:
+    """:func:`setup` for the length of a run: joins the torchrun process group (if there is
+    one and it is not joined yet) and leaves it afterwards; a single process is rank 0 of 1."""
+    joined = DistEnv.from_env().enabled and not (dist.is_available() and dist.is_initialized())
+    env, device = setup(device)
+    try:
+        yield env, device
+    finally:
+        if joined:
+            shutdown()
+
+
+@contextlib.contextmanager
+def run_directory(out, resume: bool, overwrite: bool) -> Iterator[Path]:
+    """:func:`rnnkit.train.rundir.run_directory` on rank 0, which writes the run; the other
+    ranks get the same directory on ``resume`` (the trainer's restore reads it) and otherwise
+    an empty temporary one of their own that nothing is written to. An error of rank 0 (an
+    ``--out`` already taken...) is every rank's (:func:`on_main`)."""
+    from . import rundir
+
+    if not _current.enabled:
+        with rundir.run_directory(out, resume, overwrite) as run:
+            yield run
+        return
+    with contextlib.ExitStack() as stack:
+        run = on_main(lambda: stack.enter_context(rundir.run_directory(out, resume, overwrite)))
+        if not _current.is_main:
+            run = Path(out) if resume else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rnnkit-rank-")))
+        yield run
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers with rank 0's (in place)."""
+    if not _current.enabled:
+        return
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            dist.broadcast(t, 0)

@@ -12,10 +12,15 @@ LM, :class:`~rnnkit.train.examples.ExampleTask` for models trained on a list of 
                                                  (lower is better); None: no validation data. A
                                                  dict holds it under metric_keys["val"] and more
                                                  figures (numbers, booleans, short strings), all
-                                                 recorded in metrics.jsonl and the "eval" event
+                                                 recorded in metrics.jsonl and the "eval" event;
+                                                 under torchrun rank 0's result is every rank's
     sample(model, seed) -> str | None            optional: text for the progress callback
     solved(metrics) -> bool                      optional: stop once an evaluation (its dict, or
                                                  {metric_keys["val"]: value}) says solved
+    ddp_module(model) -> nn.Module               optional: the module DistributedDataParallel wraps
+                                                 under torchrun (default: the model), e.g. one
+                                                 whose forward computes the loss; ``loss`` then
+                                                 receives the DDP wrapper of it
     make_optimizer(params) -> Optimizer          optional: the optimiser (default AdamW with
                                                  lr and weight_decay of the TrainConfig); the
                                                  trainer sets its learning rate every step
@@ -204,7 +209,8 @@ class Trainer:
         if self.dist.enabled:
             device = next(model.parameters()).device
             self.train_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device] if device.type == "cuda" else None)
+                task.ddp_module(model) if hasattr(task, "ddp_module") else model,
+                device_ids=[device] if device.type == "cuda" else None)
         if self.dist.enabled and cfg.on_nan == "rollback":
             raise ValueError("--on-nan rollback is not available under torchrun (every rank would have to roll "
                              "back together); use --on-nan stop")
@@ -567,6 +573,8 @@ class Trainer:
         evaluation's figures for the metrics record: ``{metric_keys["val"]: value, ...}``
         (the value None without validation data)."""
         result = self.task.evaluate(self.model)
+        if self.dist.enabled:  # every rank takes rank 0's figures: the same best weights, the same solved
+            result = distributed.broadcast_object(result)
         figures = dict(result) if isinstance(result, dict) else {self.keys["val"]: result}
         val = figures.get(self.keys["val"])
         if val is not None and not math.isfinite(val):

@@ -34,7 +34,7 @@ def _module(name: str):
 def register(subparsers) -> None:
     from ...train.fit import FitConfig
     from .. import add_command
-    from .._options import add_dataclass_options
+    from .._options import add_dataclass_options, add_quiet
 
     fit = add_command(subparsers, "fit", help="train, evaluate or apply a tagger/classifier/forecaster/generator",
                       description="Train a tagger, classifier, forecaster or generator on a file or a built-in "
@@ -69,6 +69,7 @@ def register(subparsers) -> None:
         mode.add_argument("--threads", type=int, default=1, metavar="N",
                           help="torch CPU threads (default: 1; small recurrent models run fastest on one thread, "
                                "and several threads on a busy machine can be many times slower)")
+        add_quiet(mode)
         data = p.add_argument_group("data format")
         module.add_data_options(data)
         data.add_argument("--delimiter", default=None, help="CSV delimiter (default: tab for .tsv, comma otherwise)")
@@ -95,4 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--demo trains a model; --eval/--predict take a saved model and --data FILE")
     elif args.data is None and not (args.model == "generator" and args.predict is not None):
         raise ValueError("--eval/--predict need --data FILE")
-    return _module(args.model).run(args)
+    from .._common import TrainingBar, rank_zero_output
+
+    # the trainer's progress (rnnkit.cli.fit._shared.run_options); under torchrun rank 0 reports
+    with rank_zero_output(), TrainingBar(args.quiet) as args.bar:
+        return _module(args.model).run(args)

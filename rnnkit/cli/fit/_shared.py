@@ -1,4 +1,4 @@
-"""What the ``rnnkit fit`` models share: the progress line, the hold-out split, --out
+"""What the ``rnnkit fit`` models share: the progress line and bar, the hold-out split, --out
 checks, the writer of --output, and the readers of the classifier's and the generator's
 CSV files."""
 
@@ -11,13 +11,16 @@ from pathlib import Path
 from ...errors import DataError
 
 
-def log_progress(entry: dict) -> None:
+def progress_line(entry: dict) -> str:
+    """The line of an evaluation window's end (``fit``'s ``log`` entry)."""
     parts = [f"step {entry['step']:>6}", f"{entry['seconds']:7.1f}s"]
     if "loss" in entry:
         parts.append(f"train loss {entry['loss']:.4f}")
     if "score" in entry:
         parts.append(f"validation score {entry['score']:.4f} (lower is better)")
-    print("  " + "  ".join(parts), flush=True)
+    return "  " + "  ".join(parts)
+
+
 
 
 def split_holdout(items: list, share: float, seed: int) -> tuple[list, list]:
@@ -52,8 +55,12 @@ def check_out(args) -> None:
 
 
 def run_options(args) -> dict:
-    """The run-directory keywords of ``train_<model>``: out, resume, overwrite."""
-    return {"out": args.out, "resume": args.resume, "overwrite": args.overwrite}
+    """The run keywords of ``train_<model>``: out, resume, overwrite, and the progress: the
+    bar of the command (``args.bar``, a :class:`~rnnkit.cli._common.TrainingBar`) as the
+    trainer's callback, the per-evaluation lines printed above it."""
+    bar = args.bar
+    return {"out": args.out, "resume": args.resume, "overwrite": args.overwrite, "callback": bar,
+            "log": lambda entry: bar.line(progress_line(entry))}
 
 
 def fit_config(args):

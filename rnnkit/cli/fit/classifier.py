@@ -7,7 +7,6 @@ import argparse
 from ._shared import (
     config_from,
     interrupted,
-    log_progress,
     prf_table,
     read_classification,
     run_options,
@@ -75,8 +74,7 @@ def run(args) -> int:
     vx, vy = [p[0] for p in valid], [p[1] for p in valid]
     sx, sy = [p[0] for p in test], [p[1] for p in test]
     print(f"training a classifier on {len(train)} examples, validating on {len(valid)}; {config}")
-    model, result = train_classifier(tx, ty, (vx, vy), config, fit_config, log=log_progress,
-                                     **run_options(args))
+    model, result = train_classifier(tx, ty, (vx, vy), config, fit_config, **run_options(args))
     if interrupted(args, result):
         return 130
     scores, base = model.evaluate(sx, sy), majority_baseline(ty, sy)

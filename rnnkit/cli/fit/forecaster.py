@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._shared import config_from, interrupted, log_progress, run_options, save, writer
+from ._shared import config_from, interrupted, run_options, save, writer
 from ._shared import fit_config as fit_config_of
 
 
@@ -66,7 +66,7 @@ def run(args) -> int:
     n = len(series[target])
     print(f"training a forecaster on the first {1 - args.test_fraction:.0%} of {n} rows; {config}")
     model, result, first_test = train_forecaster(series, target, features, config, fit_config, args.test_fraction,
-                                                 log=log_progress, **run_options(args))
+                                                 **run_options(args))
     if interrupted(args, result):
         return 130
     scores = model.evaluate(series, first_test, season or 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ._shared import (
     config_from,
     interrupted,
-    log_progress,
     read_classification,
     run_options,
     save,
@@ -63,8 +62,7 @@ def run(args) -> int:
     vx, vy = [p[0] for p in valid], [p[1] for p in valid]
     sx, sy = [p[0] for p in test], [p[1] for p in test]
     print(f"training a generator on {len(train)} sequences, validating on {len(valid)}; {config}")
-    model, result = train_generator(tx, ty, (vx, vy), config, fit_config, log=log_progress,
-                                    **run_options(args))
+    model, result = train_generator(tx, ty, (vx, vy), config, fit_config, **run_options(args))
     if interrupted(args, result):
         return 130
     bits, base = model.bits_per_symbol(sx, sy), unigram_bits(tx, sx)

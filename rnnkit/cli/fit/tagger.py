@@ -8,7 +8,6 @@ from pathlib import Path
 from ._shared import (
     config_from,
     interrupted,
-    log_progress,
     prf_table,
     run_options,
     save,
@@ -71,8 +70,7 @@ def run(args) -> int:
         test = read_conll(args.test, args.token_column, args.tag_column) if args.test else valid
     config, fit_config = config_from(TaggerConfig, args), fit_config_of(args)
     print(f"training a tagger on {len(train)} sentences, validating on {len(valid)}; {config}")
-    model, result = train_tagger(train, valid, config, fit_config, log=log_progress,
-                                 **run_options(args))
+    model, result = train_tagger(train, valid, config, fit_config, **run_options(args))
     if interrupted(args, result):
         return 130
     scores, base = model.evaluate(test), majority_baseline(train, test)
