@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
@@ -163,3 +165,15 @@ def test_the_seq2seq_flags_keep_their_old_spellings():
     assert given(args, Seq2SeqConfig) == {"bidirectional": False, "input_feeding": False, "hidden_size": 16}
     assert given(args, SamplingSchedule) == {"kind": "linear", "epsilon_min": 0.25}
     assert given(args, Seq2SeqTrainConfig) == {"task": "sort", "target_exact_match": 0.9, "beam_size": 3}
+
+
+def test_gradflow_options_come_from_its_config(tmp_path):
+    from rnnkit.diagnostics.gradflow import GradFlowConfig
+
+    args = build_parser().parse_args(["gradflow", "--seq-len", "7", "--clip", "1.5", "--init", "orthogonal"])
+    assert given(args, GradFlowConfig) == {"seq_len": 7, "clip": 1.5, "init": "orthogonal"}
+    assert GradFlowConfig(**given(args, GradFlowConfig)).clip_steps == GradFlowConfig.clip_steps
+    done = subprocess.run([sys.executable, "-m", "rnnkit", "gradflow", "--seq-len", "0"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "rnnkit gradflow: error: --seq-len must be positive, got 0"]

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import engine
+from .._config import option
 from ..layers import GradientRecord, Recurrent, make_layer, record_gradient_norms
 from .observe import observe
 
@@ -127,22 +128,21 @@ def jacobian_spectral_norms(layer: Recurrent, x: Tensor, layer_index: int = 0, d
 class GradFlowConfig:
     """A fresh layer, a random input sequence and a loss at the last step only."""
 
-    cells: tuple[str, ...] = ("rnn", "lstm", "gru")
-    seq_len: int = 100
-    hidden_size: int = 64
-    input_size: int = 16
-    batch_size: int = 16
-    init: str = "pytorch"
-    #: multiplies weight_hh after initialisation (> 1 drives the Elman RNN to explode)
-    scale: float = 1.0
-    #: LSTM forget-gate bias (None: the init's own; 1 in Jozefowicz et al. 2015, larger keeps
-    #: f ≈ 1 so the cell state carries the gradient far back)
-    forget_bias: float | None = None
-    seed: int = 0
-    #: max-norm for the clipping demonstration (None: no demonstration)
-    clip: float | None = None
-    clip_steps: int = 60
-    clip_lr: float = 0.1
+    cells: tuple[str, ...] = option(("rnn", "lstm", "gru"), "the cells to draw")
+    seq_len: int = option(100, "time steps T")
+    hidden_size: int = option(64, "H")
+    input_size: int = option(16, "I")
+    batch_size: int = option(16, "B")
+    init: str = option("pytorch", "initialisation")
+    scale: float = option(1.0, "multiply weight_hh by this after init (> 1 drives the Elman RNN to explode)")
+    forget_bias: float | None = option(None, "LSTM forget-gate bias (none: the init's own; 1 in Jozefowicz et al. "
+                                             "2015, larger keeps f ≈ 1 so the cell state carries the gradient far "
+                                             "back)")
+    seed: int = option(0, "random seed")
+    clip: float | None = option(None, "also train on a memory task with and without clipping the gradient norm "
+                                      "to this")
+    clip_steps: int = option(60, "SGD steps of the clipping demonstration")
+    clip_lr: float = option(0.1, "learning rate of the clipping demonstration")
 
 
 @dataclass
