@@ -153,6 +153,10 @@ def test_an_old_fit_directory_still_loads_and_evaluates(tmp_path, capsys):
     write_conll(tmp_path / "test.conll", sentences[:5])
     assert main(["fit", "tagger", "--eval", str(tmp_path / "old"), "--data", str(tmp_path / "test.conll")]) == 0
     assert "span F1 (micro)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "old")]) == 0
+    out = capsys.readouterr().out
+    params = sum(p.numel() for p in model.parameters())
+    assert "format: earlier" in out and "model: tagger " in out and f"parameters: {params:,}" in out
 
 
 def test_resume_needs_the_same_data_and_a_valid_config(tmp_path):

@@ -76,7 +76,10 @@ def test_a_run_directory_of_another_model_type(tmp_path, capsys, config, found, 
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "model.safetensors").write_bytes(b"")
     msg = _error(capsys, [command[0], str(tmp_path), *command[1:]])
-    assert found in msg and "rnnkit train" in msg
+    if command == ["info"]:  # info describes the earlier formats too: it reads the (here empty) weights
+        assert "model.safetensors" in msg
+    else:
+        assert found in msg and "rnnkit train" in msg
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -204,6 +204,10 @@ def test_a_directory_of_the_earlier_format_still_loads(tmp_path, capsys):
     assert "4 pairs, beam 1: exact match" in capsys.readouterr().out
     assert main(["report", str(old)]) == 0
     assert "Attention" in html.unescape((old / "report.html").read_text(encoding="utf-8"))
+    capsys.readouterr()
+    assert main(["info", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "format: earlier" in out and "model: seq2seq " in out and '"hidden_size": 8' in out
 
 
 def test_the_cli_resume_options_are_checked(tmp_path, capsys):

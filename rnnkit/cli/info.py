@@ -21,6 +21,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..train import rundir
 
+    if _earlier_format(args.run_dir) is not None:
+        return _describe_earlier(args.run_dir)
     cfg = rundir.read_config(args.run_dir)
     model = rundir.load(args.run_dir, "latest")
     metrics = rundir.read_metrics(args.run_dir)
@@ -44,6 +46,51 @@ def run(args: argparse.Namespace) -> int:
     print(f"last {name}: {value:.4f}" if value is not None else f"last {name}: -")
     name = val_key.replace("_", " ").replace("val ", "best val ")
     print(f"{name}: {min(vals):.4f}" if vals else f"{name}: -")
+    return 0
+
+
+def _earlier_format(run_dir) -> str | None:
+    """"fit" or "seq2seq" for a directory in a format from before the one run directory
+    (``Model.save`` / old ``rnnkit fit --out``; the old ``rnnkit seq2seq train``), else None."""
+    path = Path(run_dir) / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # read_config says what is wrong
+    if not isinstance(cfg, dict) or "model_type" in cfg or "format_version" in cfg:
+        return None
+    if isinstance(cfg.get("kind"), str):
+        return "fit"
+    if str(cfg.get("format", "")).startswith("rnnkit-seq2seq"):
+        return "seq2seq"
+    return None
+
+
+def _describe_earlier(run_dir) -> int:
+    """What a directory of an earlier format holds: its model, config and parameters (these
+    formats kept no training metrics). The weights are loaded, so a damaged file is a
+    one-line error naming it."""
+    from dataclasses import asdict, is_dataclass
+
+    if _earlier_format(run_dir) == "fit":
+        from .. import models
+
+        kind = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))["kind"]
+        classes = {"tagger": models.Tagger, "classifier": models.Classifier, "forecaster": models.Forecaster,
+                   "generator": models.Generator}
+        if kind not in classes:
+            raise ValueError(f"{run_dir} holds a model of kind {kind!r}; rnnkit fit writes {sorted(classes)}")
+        model = classes[kind].load(run_dir)
+        config, reader = model.config, f"rnnkit fit {kind} --eval/--predict"
+    else:
+        from ..tasks.seq2seq_train import load_run
+
+        model, _, _ = load_run(run_dir)
+        kind, config, reader = "seq2seq", model.config, "rnnkit seq2seq eval/translate"
+    print(f"run: {run_dir}")
+    print(f"format: earlier (before the one run-directory format; no training metrics); read by {reader}")
+    print(f"model: {kind} " + json.dumps(asdict(config) if is_dataclass(config) else config))
+    print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
     return 0
 
 

@@ -114,8 +114,9 @@ def read_config(run_dir: str | os.PathLike) -> dict:
         elif str(cfg.get("format", "")).startswith("rnnkit-seq2seq"):
             other = "a sequence-to-sequence model written by `rnnkit seq2seq`"
         if other:
-            raise CheckpointError(f"{run} holds {other}; this command reads the character language models "
-                                  f"written by `rnnkit train`")
+            raise CheckpointError(f"{run} holds {other} in the format from before run directories; this command "
+                                  f"reads the run directories of `rnnkit train` (and of `fit`/`task`/`seq2seq "
+                                  f"train --out`); `rnnkit info` describes it")
     version = cfg.get("format_version")
     if version != FORMAT_VERSION:
         if isinstance(version, int) and not isinstance(version, bool):
