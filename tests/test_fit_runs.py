@@ -8,11 +8,8 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +29,8 @@ from rnnkit.models.tagger import Tagger, TaggerConfig
 from rnnkit.models.tagger_app import train_tagger
 from rnnkit.train import rundir
 from rnnkit.train.fit import FitConfig
+
+from .runs import ctrl_c_after_three_steps, interrupt_at, weights
 
 ROOT = Path(__file__).resolve().parent.parent
 FIT = dict(batch_size=8, max_steps=9, eval_every=4, lr=1e-2)
@@ -68,25 +67,13 @@ def _generator(**kw):
 TRAIN = {"tagger": _tagger, "classifier": _classifier, "forecaster": _forecaster, "generator": _generator}
 
 
-def _interrupt_at(step: int):
-    def callback(event: dict) -> None:
-        if event["kind"] == "step" and event["step"] == step:
-            raise KeyboardInterrupt  # what Ctrl-C raises in the loop
-
-    return callback
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return rundir.read_tensors(path, "weights")
-
-
 @pytest.mark.parametrize("name", sorted(TRAIN))
-def test_resume_after_an_interrupt_gives_bit_identical_weights(name, tmp_path):
+def test_resume_after_an_interrupt_gives_bit_identicalweights(name, tmp_path):
     """Interrupted at step 5 (Ctrl-C checkpoint) and resumed to step 9: the same losses,
     validation scores and weights as one uninterrupted run."""
     _, (full, full_result) = TRAIN[name](out=tmp_path / "full")
     assert full_result.steps == 9 and full_result.stopped_by == "max_steps"
-    _, (_, first) = TRAIN[name](out=tmp_path / "part", callback=_interrupt_at(5))
+    _, (_, first) = TRAIN[name](out=tmp_path / "part", callback=interrupt_at(5))
     assert first.stopped_by == "interrupted" and first.steps == 5
     assert json.loads((tmp_path / "part" / rundir.STATE_JSON).read_text())["step"] == 5
     _, (resumed, result) = TRAIN[name](out=tmp_path / "part", resume=True)
@@ -96,7 +83,7 @@ def test_resume_after_an_interrupt_gives_bit_identical_weights(name, tmp_path):
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     assert [r.get("val_score") for r in a] == [r.get("val_score") for r in b]
     for file in (rundir.LATEST, rundir.BEST):
-        wa, wb = _weights(tmp_path / "full" / file), _weights(tmp_path / "part" / file)
+        wa, wb = weights(tmp_path / "full" / file), weights(tmp_path / "part" / file)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert result.best_score == full_result.best_score and result.evaluations == full_result.evaluations
     sa, sb = full.state_dict(), resumed.state_dict()  # both hold the best weights
@@ -109,7 +96,7 @@ def test_a_run_directory_loads_with_its_best_weights_by_every_loader(name, tmp_p
     cfg = json.loads((tmp_path / "run" / rundir.CONFIG).read_text())
     assert (cfg["format_version"], cfg["model_type"], cfg["kind"]) == (rundir.FORMAT_VERSION, name, name)
     assert cfg["model"] == cfg["config"] and cfg["train"]["max_steps"] == 9 and cfg["fit"]["eval_every"] == 4
-    best = _weights(tmp_path / "run" / rundir.BEST)
+    best = weights(tmp_path / "run" / rundir.BEST)
     for loaded in (rnnkit.load(tmp_path / "run"), cls.load(tmp_path / "run")):
         assert type(loaded) is cls and not loaded.training
         assert all(torch.equal(loaded.state_dict()[k], best[k]) for k in best)
@@ -117,7 +104,7 @@ def test_a_run_directory_loads_with_its_best_weights_by_every_loader(name, tmp_p
     assert result.best_step in (4, 8, 9) and result.best_score == min(s for _, s in result.evaluations)
 
 
-def test_without_a_directory_the_run_leaves_nothing_and_keeps_the_best_weights(tmp_path, monkeypatch):
+def test_without_a_directory_the_run_leaves_nothing_and_keeps_the_bestweights(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, (model, result) = _classifier()
     assert list(tmp_path.iterdir()) == []
@@ -162,7 +149,7 @@ def test_an_old_fit_directory_still_loads_and_evaluates(tmp_path, capsys):
 def test_resume_needs_the_same_data_and_a_valid_config(tmp_path):
     sentences = slot_filling_data(40, seed=0)
     train_tagger(sentences[:32], None, TaggerConfig(hidden_size=8, char_channels=4), FitConfig(**FIT),
-                 out=tmp_path / "run", callback=_interrupt_at(3))
+                 out=tmp_path / "run", callback=interrupt_at(3))
     with pytest.raises(rnnkit.errors.CheckpointError, match="31 training examples, the run was trained on 32"):
         train_tagger(sentences[:31], None, out=tmp_path / "run", resume=True)
     cfg = json.loads((tmp_path / "run" / rundir.CONFIG).read_text())
@@ -180,19 +167,7 @@ def test_ctrl_c_in_rnnkit_fit_leaves_a_loadable_checkpoint_and_resume_finishes(t
     argv = [sys.executable, "-m", "rnnkit", "fit", "tagger", "--data", str(tmp_path / "train.conll"),
             "--out", str(run), "--hidden-size", "8", "--char-channels", "4", "--batch-size", "4",
             "--eval-every", "1000", "--checkpoint-every", "0", "--max-steps", "100000"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:  # wait for training to be under way
-        if len(rundir.read_metrics(run)) >= 3:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "resume with the same command and --resume" in err
-    step = json.loads((run / rundir.STATE_JSON).read_text())["step"]
-    assert step >= 3 and [r["step"] for r in rundir.read_metrics(run)] == list(range(1, step + 1))
+    step, env = ctrl_c_after_three_steps(argv, run)
     assert type(rnnkit.load(run, "latest")) is Tagger
     res = subprocess.run([*argv[:-1], str(step + 2), "--resume"], env=env, capture_output=True, text=True,
                          timeout=120)

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +33,8 @@ from rnnkit.tasks.seq2seq_train import (
 )
 from rnnkit.train import rundir
 
+from .runs import ctrl_c_after_three_steps, interrupt_at, weights
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -44,18 +43,6 @@ def _config(**kw) -> Seq2SeqTrainConfig:
                  sampling=SamplingSchedule("linear", epsilon_min=0.5, k=1.0, c=0.05), batch_size=8, test_size=12,
                  max_steps=14, max_time=None, eval_every=5)
     return Seq2SeqTrainConfig(**{**small, **kw})
-
-
-def _interrupt_at(step: int):
-    def callback(event: dict) -> None:
-        if event["kind"] == "step" and event["step"] == step:
-            raise KeyboardInterrupt  # what Ctrl-C raises in the loop
-
-    return callback
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return rundir.read_tensors(path, "weights")
 
 
 def _old_train_seq2seq(config: Seq2SeqTrainConfig):
@@ -114,7 +101,7 @@ def _tsv(tmp_path: Path) -> Path:
 def test_resume_after_an_interrupt_is_bit_identical(source, tmp_path):
     data = {} if source == "task" else {"task": None, "train_file": str(_tsv(tmp_path))}
     full = train_seq2seq(_config(**data), out=tmp_path / "full")
-    part = train_seq2seq(_config(**data), out=tmp_path / "part", callback=_interrupt_at(7))
+    part = train_seq2seq(_config(**data), out=tmp_path / "part", callback=interrupt_at(7))
     assert part.loop.interrupted and part.loop.steps == 7
     resumed = train_seq2seq(None, out=tmp_path / "part", resume=True)
     assert resumed.loop.steps == 14 and not resumed.loop.interrupted
@@ -123,14 +110,14 @@ def test_resume_after_an_interrupt_is_bit_identical(source, tmp_path):
     for key in ("train_loss", "val_score", "test_token_accuracy"):
         assert [r.get(key) for r in a] == [r.get(key) for r in b]
     for file in (rundir.LATEST, rundir.BEST):
-        wa, wb = _weights(tmp_path / "full" / file), _weights(tmp_path / "part" / file)
+        wa, wb = weights(tmp_path / "full" / file), weights(tmp_path / "part" / file)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert [p.metrics for p in resumed.loop.history] == [p.metrics for p in full.loop.history]
 
 
 def test_resume_needs_the_same_data(tmp_path):
     tsv = _tsv(tmp_path)
-    train_seq2seq(_config(task=None, train_file=str(tsv)), out=tmp_path / "run", callback=_interrupt_at(3))
+    train_seq2seq(_config(task=None, train_file=str(tsv)), out=tmp_path / "run", callback=interrupt_at(3))
     tsv.write_text("xyz\tzyx\n" * 20, encoding="utf-8")
     with pytest.raises(rnnkit.errors.CheckpointError, match="other vocabularies"):
         train_seq2seq(None, out=tmp_path / "run", resume=True)
@@ -162,7 +149,7 @@ def test_info_report_and_the_loaders_read_a_run(tmp_path, capsys):
     cfg = json.loads((tmp_path / "run" / rundir.CONFIG).read_text())
     assert (cfg["format_version"], cfg["model_type"]) == (rundir.FORMAT_VERSION, "seq2seq")
     assert cfg["seq2seq"]["max_steps"] == 14 and cfg["train"]["eval_every"] == 5
-    latest, best = _weights(tmp_path / "run" / rundir.LATEST), _weights(tmp_path / "run" / rundir.BEST)
+    latest, best = weights(tmp_path / "run" / rundir.LATEST), weights(tmp_path / "run" / rundir.BEST)
     model, sv, tv = load_run(tmp_path / "run")
     assert all(torch.equal(model.state_dict()[k], latest[k]) for k in latest)  # the final weights, as before
     assert all(torch.equal(run.model.state_dict()[k], latest[k]) for k in latest)
@@ -231,19 +218,7 @@ def test_ctrl_c_in_seq2seq_train_leaves_a_loadable_checkpoint_and_resume_finishe
     argv = [sys.executable, "-m", "rnnkit", "seq2seq", "train", "--task", "reverse", "--hidden-size", "8",
             "--embedding-size", "6", "--batch-size", "4", "--test-size", "6", "--eval-every", "100000",
             "--out", str(run), "--max-steps", "1000000"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:  # wait for training to be under way
-        if len(rundir.read_metrics(run)) >= 3:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "resume with the same command and --resume" in err
-    step = json.loads((run / rundir.STATE_JSON).read_text())["step"]
-    assert step >= 3 and [r["step"] for r in rundir.read_metrics(run)] == list(range(1, step + 1))
+    step, env = ctrl_c_after_three_steps(argv, run)
     assert type(load_run(run)[0]) is Seq2Seq
     res = subprocess.run([sys.executable, "-m", "rnnkit", "seq2seq", "train", "--out", str(run), "--resume",
                           "--max-steps", str(step + 2)], env=env, capture_output=True, text=True, timeout=120)

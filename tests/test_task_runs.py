@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,8 @@ from rnnkit.tasks.adding import AddingProblem
 from rnnkit.tasks.run import make_task
 from rnnkit.train import rundir
 
+from .runs import ctrl_c_after_three_steps, interrupt_at, weights
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,18 +31,6 @@ def _config(name: str, **kw) -> TaskRunConfig:
     small = dict(seq_len=None if name == "reber" else 12, hidden_size=6, batch_size=8, test_size=16,
                  max_steps=14, eval_every=5)
     return TaskRunConfig(task=name, **{**small, **kw})
-
-
-def _interrupt_at(step: int):
-    def callback(event: dict) -> None:
-        if event["kind"] == "step" and event["step"] == step:
-            raise KeyboardInterrupt  # what Ctrl-C raises in the loop
-
-    return callback
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return rundir.read_tensors(path, "weights")
 
 
 def _old_run_task(config: TaskRunConfig):
@@ -101,7 +88,7 @@ def test_resume_after_an_interrupt_is_bit_identical(name, tmp_path):
     """Interrupted at step 7 and resumed to step 14: the same batches (the generator's state
     is restored), losses, test figures and weights as one uninterrupted run."""
     full = run_task(_config(name), out=tmp_path / "full")
-    part = run_task(_config(name), out=tmp_path / "part", callback=_interrupt_at(7))
+    part = run_task(_config(name), out=tmp_path / "part", callback=interrupt_at(7))
     assert part.loop.interrupted and part.loop.steps == 7
     assert json.loads((tmp_path / "part" / rundir.STATE_JSON).read_text())["step"] == 7
     resumed = run_task(None, out=tmp_path / "part", resume=True)
@@ -111,7 +98,7 @@ def test_resume_after_an_interrupt_is_bit_identical(name, tmp_path):
     for key in ("train_loss", "val_score", "test_verdict"):
         assert [r.get(key) for r in a] == [r.get(key) for r in b]
     for file in (rundir.LATEST, rundir.BEST):
-        wa, wb = _weights(tmp_path / "full" / file), _weights(tmp_path / "part" / file)
+        wa, wb = weights(tmp_path / "full" / file), weights(tmp_path / "part" / file)
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert [p.metrics for p in resumed.loop.history] == [p.metrics for p in full.loop.history]
     assert resumed.verdict == full.verdict
@@ -176,7 +163,7 @@ def test_a_nan_loss_stops_or_rolls_back(monkeypatch, tmp_path):
 def test_info_report_and_load_read_a_task_run(tmp_path, capsys):
     r = run_task(_config("temporal-order"), out=tmp_path / "run")
     model = rnnkit.load(tmp_path / "run")
-    best = _weights(tmp_path / "run" / rundir.BEST)
+    best = weights(tmp_path / "run" / rundir.BEST)
     assert type(model) is TaskModel and all(torch.equal(model.state_dict()[k], best[k]) for k in best)
     assert main(["info", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
@@ -213,19 +200,7 @@ def test_ctrl_c_in_rnnkit_task_leaves_a_loadable_checkpoint_and_resume_finishes(
     argv = [sys.executable, "-m", "rnnkit", "task", "adding", "--seq-len", "10", "--hidden-size", "6",
             "--batch-size", "4", "--test-size", "8", "--eval-every", "100000", "--out", str(run),
             "--max-steps", "1000000"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:  # wait for training to be under way
-        if len(rundir.read_metrics(run)) >= 3:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "resume with the same command and --resume" in err
-    step = json.loads((run / rundir.STATE_JSON).read_text())["step"]
-    assert step >= 3 and [r["step"] for r in rundir.read_metrics(run)] == list(range(1, step + 1))
+    step, env = ctrl_c_after_three_steps(argv, run)
     assert type(rnnkit.load(run, "latest")) is TaskModel
     res = subprocess.run([sys.executable, "-m", "rnnkit", "task", "--out", str(run), "--resume", "--max-steps",
                           str(step + 2)], env=env, capture_output=True, text=True, timeout=120)
