@@ -11,6 +11,7 @@ markers of the output file::
     python benchmarks/charlm_compare.py                       # 3 seeds, 5 min, 2 threads
     python benchmarks/charlm_compare.py --seeds 0 --max-time 1m --rnnkit-args "--cell lstm"
     python benchmarks/charlm_compare.py --render-only
+    python benchmarks/charlm_compare.py --threads 1 --clock cpu   # a busy machine: CPU seconds
 
 The machine should be otherwise idle: a time budget measures throughput as much as
 learning. The load average at the start of each run is recorded next to its result.
@@ -60,7 +61,8 @@ def run_baseline(args, seed: int, env: dict) -> dict:
 
 
 def budget_args(args) -> list[str]:
-    return ["--max-steps", str(args.max_steps)] if args.max_steps else ["--max-time", args.max_time]
+    budget = ["--max-steps", str(args.max_steps)] if args.max_steps else ["--max-time", args.max_time]
+    return budget + (["--clock", args.clock] if getattr(args, "clock", "wall") != "wall" else [])
 
 
 def data_args(args) -> list[str]:
@@ -69,7 +71,7 @@ def data_args(args) -> list[str]:
 
 def key(kind: str, args, seed: int) -> str:
     extra = args.rnnkit_args if kind == "rnnkit" else ""
-    return json.dumps([kind, extra, seed, args.max_time, args.max_steps, args.threads, args.data or []])
+    return json.dumps([kind, extra, seed, args.max_time, args.max_steps, args.threads, args.data or [], args.clock])
 
 
 def render(results: dict, args) -> str:
@@ -88,6 +90,8 @@ def render(results: dict, args) -> str:
         return f"{statistics.mean(vals):.3f} ± {sd:.3f} (n={len(vals)})"
 
     budget = f"{args.max_steps} steps" if args.max_steps else f"{args.max_time} of training"
+    if args.clock == "cpu" and not args.max_steps:
+        budget = f"{args.max_time} of CPU time"
     command = ["python", "benchmarks/charlm_compare.py", *budget_args(args), "--threads", str(args.threads),
                *data_args(args), *(["--rnnkit-args", args.rnnkit_args] if args.rnnkit_args else [])]
     lines = [f"Produced by `{shlex.join(command)}` "
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-time", default="5m", help="training budget of each run (default 5m)")
     p.add_argument("--max-steps", type=int, default=0, help="a step budget instead (for quick checks)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of each run (default 2)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="what --max-time counts in both programs: wall seconds (default) or the process's CPU "
+                        "seconds (with --threads 1: the time on an idle core, fair on a busy machine)")
     p.add_argument("--data", action="append", help="corpus (default: the Python standard library sources)")
     p.add_argument("--rnnkit-args", default="", help="extra `rnnkit train` options, e.g. \"--cell lstm\"")
     p.add_argument("--results", default=str(ROOT / "docs" / "charlm_compare.json"))

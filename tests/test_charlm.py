@@ -1,5 +1,6 @@
 """The character language model, the trainer and the run directory (library level)."""
 
+import importlib
 import json
 import logging
 import math
@@ -191,3 +192,30 @@ def test_sampling_leaves_the_global_rng_alone():
     "".join(model.sample(10))
     "".join(model.sample(10, seed=1))
     assert torch.equal(before, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_the_time_budget_counts_the_chosen_clock(tmp_path, monkeypatch, clock):
+    # each reading of the chosen clock advances it by one second and the other clock stands
+    # still, so a 5-second budget stops after a fixed number of steps on that clock only
+    trainer_mod = importlib.import_module("rnnkit.train.trainer")
+
+    ticks = {"t": 0.0}
+
+    def tick():
+        ticks["t"] += 1.0
+        return ticks["t"]
+
+    fake_time = type("T", (), {"monotonic": staticmethod(lambda: 0.0), "process_time": staticmethod(lambda: 0.0),
+                               "time": staticmethod(__import__("time").time)})
+    setattr(fake_time, "process_time" if clock == "cpu" else "monotonic", staticmethod(tick))
+    monkeypatch.setattr(trainer_mod, "time", fake_time)
+    corpus, cfg, model, out = _small_train(tmp_path, clock, max_steps=0, max_time=5, eval_every=0, clock=clock)
+    result = rnnkit.train(corpus, out, model, cfg)
+    rows = read_metrics(out)
+    assert result.steps == 5 and [r["time"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_an_unknown_clock_is_named():
+    with pytest.raises(ValueError, match="clock must be one of"):
+        TrainConfig(clock="gpu")

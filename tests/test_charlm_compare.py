@@ -27,3 +27,17 @@ def test_compare_runs_both_and_tabulates_their_results(tmp_path):
     # cached: a second call trains nothing and writes the same table
     again = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "seed 0: val" not in again.stdout and output.read_text() == doc
+
+
+def test_a_cpu_clock_reaches_both_programs_and_the_table(tmp_path):
+    corpus = tmp_path / "corpus.py"
+    corpus.write_text("def f(x):\n    return x + 1\n\n" * 300, encoding="utf-8")
+    results, output = tmp_path / "cmp.json", tmp_path / "charlm.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "charlm_compare.py"), "--seeds", "0", "--max-time", "1",
+           "--clock", "cpu", "--threads", "1", "--data", str(corpus), "--results", str(results),
+           "--output", str(output)]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
+    runs = json.loads(results.read_text())
+    assert {json.loads(k)[-1] for k in runs} == {"cpu"}
+    assert all("--clock cpu" in r["command"] and r["steps"] >= 1 for r in runs.values())
+    assert "1 of CPU time" in output.read_text() and "--clock cpu" in output.read_text()

@@ -10,6 +10,7 @@ from .._config import option
 SCHEDULES = ("constant", "linear", "cosine")
 ON_NAN = ("stop", "rollback")
 PRECISIONS = ("fp32", "bf16", "fp64")
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass
@@ -26,6 +27,11 @@ class TrainConfig:
 
     after a linear warm-up over ``warmup_steps``. A time budget makes the schedule depend on
     the machine's speed, so only step budgets are reproducible run to run.
+
+    ``clock`` says what ``max_time`` counts: ``"wall"`` seconds, or ``"cpu"`` — the CPU seconds
+    of the training process (all its threads; ``time.process_time``). On one thread
+    (``OMP_NUM_THREADS=1``) a CPU budget is the wall time the run would take on an idle core,
+    whatever else the machine runs: comparisons "at equal time" stay fair on a shared machine.
 
     A NaN/Inf loss or gradient stops training with a TrainingError naming the step and the
     parameters whose gradient is not finite (``on_nan="stop"``), or (``"rollback"``) restores
@@ -54,6 +60,8 @@ class TrainConfig:
     nan_lr_factor: float = option(0.5, "each rollback multiplies the learning rate by this")
     nan_max_retries: int = option(3, "rollbacks allowed before training stops")
     precision: str = option("fp32", "fp32, bf16 (autocast forward pass) or fp64")
+    clock: str = option("wall", "what --max-time counts: wall seconds, or cpu seconds of this process "
+                                "(one thread: the time on an idle core, even on a busy machine)")
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
@@ -69,6 +77,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {self.clock!r}")
         if self.on_nan not in ON_NAN:
             raise ValueError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
         if not 0.0 < self.nan_lr_factor <= 1.0:

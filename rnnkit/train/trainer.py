@@ -442,7 +442,8 @@ class Trainer:
         self._load_native_loops()
         self.callback({"kind": "start", "step": self.step, "elapsed": self.elapsed,
                        "progress": cfg.progress(self.step, self.elapsed)})
-        t_last = time.monotonic()
+        clock = time.process_time if cfg.clock == "cpu" else time.monotonic
+        t_last = clock()
         try:
             while self._budget_left() and not self._stop and not self.solved:
                 for batch in self.task.batches(self.chunk, self.epoch):
@@ -483,7 +484,7 @@ class Trainer:
                     self.carry = carry
                     self.step += 1
                     self.chunk += 1
-                    now = time.monotonic()
+                    now = clock()
                     dt, t_last = now - t_last, now
                     self.elapsed += dt
                     train_bpc = float(loss.detach()) * self.loss_scale
@@ -498,13 +499,13 @@ class Trainer:
                         record.update(self._evaluate_and_save(
                             lambda figures, rec=record: write_record({**rec, **figures}, sync=True)))
                         evaluated_at = self.step
-                        t_last = time.monotonic()  # evaluation time is not training time...
+                        t_last = clock()  # evaluation time is not training time...
                         self.elapsed += t_last - now  # ...but it is spent from the budget
                         self.elapsed = distributed.broadcast_float(self.elapsed, self._device())
                     elif cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         write_record(record, sync=True)
                         self.save()
-                        t_last = time.monotonic()
+                        t_last = clock()
                         self.elapsed += t_last - now
                         self.elapsed = distributed.broadcast_float(self.elapsed, self._device())
                     else:
@@ -515,7 +516,7 @@ class Trainer:
                         text = self.task.sample(model, cfg.seed + self.step) if self.dist.is_main else None
                         if text is not None:
                             self.callback({"kind": "sample", "step": self.step, "text": text})
-                        t_last = time.monotonic()
+                        t_last = clock()
                         self.elapsed += t_last - now
                         self.elapsed = distributed.broadcast_float(self.elapsed, self._device())
                     if not self._budget_left() or self._stop or self.solved:
