@@ -226,3 +226,11 @@ def test_a_layer_run_one_step_at_a_time_is_left_out(runs, tmp_path):
     own in the forward pass, so only the encoder is drawn (and its gates)."""
     page = _report(runs["seq2seq"], tmp_path / "r.html")
     assert set(_json(page, "gradflow-data")["grad_norms"]) == {"encoder.l0", "encoder.l0_reverse"}
+
+
+def test_a_seq2seq_run_without_attention_gets_the_gradient_flow_and_no_attention(tmp_path):
+    """(Before the probe the report of such a run was the error "there is nothing to draw".)"""
+    _seq2seq(tmp_path / "run", attention="none")
+    page = _report(tmp_path / "run", tmp_path / "r.html")
+    assert 'id="attention"' not in page and 'id="curves"' in page
+    assert set(_json(page, "gradflow-data")["grad_norms"]) == {"encoder.l0", "encoder.l0_reverse", "decoder.l0"}

@@ -366,6 +366,8 @@ def report_probe(model: Seq2Seq | None, run_dir: Path, cfg: dict, text: str | No
     model, src_vocab, tgt_vocab = load_run(run_dir, "best")
     train = read_run_info(run_dir).config.get("train") or {}
     task, seed = train.get("task"), train.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):  # (an earlier format's config: unchecked there)
+        seed = 0
     probe = Probe(model)
     if task is not None:
         batch = make_batch(generate(task, 8, seed + 3_000_003), src_vocab, tgt_vocab)
