@@ -16,6 +16,7 @@ Without a directory (``out=None``) the run goes into a temporary one, removed af
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -26,11 +27,13 @@ import torch
 from torch import Tensor, nn
 
 from .._version import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from ..train import distributed, rundir
 from ..train.examples import ExampleTask
 from ..train.fit import FitConfig, FitResult
 from ..train.trainer import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
 
 #: FitConfig fields a resumed run may change (its budget and reporting)
 RESUMABLE = ("max_steps", "max_time", "eval_every", "checkpoint_every", "on_nan")
@@ -59,7 +62,7 @@ def register(model_type: str, model_cls, config_cls, probe: Callable | None = No
             path = run_dir / rundir.PROBE
             if not path.exists():
                 return Probe(model, missing=f"the gradient flow needs a run trained by rnnkit {__version__} or "
-                                            f"later, which stores a few validation examples with the run "
+                                            f"later, which stores a few of the data's examples with the run "
                                             f"({rundir.PROBE}); this run has none")
             try:
                 tensors, metadata = rundir.read_safetensors(path, "report probe")
@@ -82,10 +85,19 @@ def batch_tensors(batch) -> dict[str, Tensor]:
 
 
 def _write_probe(run: Path, model: nn.Module, collate: Callable, probe: tuple[str, Sequence]) -> None:
+    """Store the first examples as probe.safetensors; examples the model cannot collate (a
+    validation label it does not know...) leave the run without it, with a warning: the
+    report then says so, and the training is not the worse for it."""
     source, examples = probe
     chosen = list(examples)[:PROBE_EXAMPLES]
-    if chosen:
-        rundir.save_tensors(run / rundir.PROBE, batch_tensors(collate(model, chosen)), {"source": source})
+    if not chosen:
+        return
+    try:
+        batch = batch_tensors(collate(model, chosen))
+    except (ValueError, KeyError, IndexError, TypeError, DataError) as e:
+        log.warning("the report's probe sample (%s) was not stored: %s", rundir.PROBE, e)
+        return
+    rundir.save_tensors(run / rundir.PROBE, batch, {"source": source})
 
 
 #: the files of a run directory the trainer and this module write
