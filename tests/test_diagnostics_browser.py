@@ -117,6 +117,32 @@ def test_clicking_a_correlated_unit_row_selects_it(page):
     assert page.find_element("id", "unit").get_attribute("value") == unit
 
 
+def test_a_report_without_text_loads_and_its_gradient_flow_numbers_parse(browser, tmp_path):
+    """The page of a model without text (a fit, task or seq2seq run): no page script, the
+    plots decode, and the embedded gradient-flow numbers are the JSON the report computed."""
+    import json
+
+    import torch
+
+    import rnnkit
+
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(3, 5)
+    x = torch.randn(7, 4, 3)
+    probe = dg.Probe(layer, loss=lambda m: m(x)[0][-1].pow(2).sum(), what="a random batch </script><b>")
+    path = dg.write_report(tmp_path / "report.html", None, [{"step": s, "train_loss": 1 / s} for s in range(1, 9)],
+                           probe=probe)
+    assert _open(browser, path) == []
+    sizes = browser.execute_script("return Array.from(document.images).map(i => [i.complete, i.naturalWidth]);")
+    assert len(sizes) == 3 and all(c and w > 100 for c, w in sizes)  # curves, gradient flow, gate saturation
+    numbers = browser.execute_script("return JSON.parse(document.getElementById('gradflow-data').textContent)")
+    page = path.read_text(encoding="utf-8")
+    want = json.loads(re.search(r'id="gradflow-data">(.*?)</script>', page, re.S).group(1))
+    assert numbers == want and len(numbers["grad_norms"]["lstm.l0"]) == 7
+    assert numbers["measured_on"] == "a random batch </script><b>"
+    assert browser.execute_script("return document.scripts.length") == 1
+
+
 # -- hostile texts ---------------------------------------------------------------------------
 #: each sets window.__injected if the page ever runs it as script
 HOSTILE = {
@@ -142,8 +168,9 @@ def test_hostile_text_is_shown_literally_and_only_the_page_script_runs(browser, 
                            config=dg.ReportConfig(grad_window=30, grad_batch=2))
     assert _open(browser, path) == []
     assert browser.execute_script("return typeof window.__injected") == "undefined"
-    # nothing of the text became markup: the page's two plots and two scripts, and no more
-    assert browser.execute_script("return [document.images.length, document.scripts.length]") == [2, 2]
+    # nothing of the text became markup: the page's two plots and three scripts (the activations'
+    # and the gradient flow's JSON, the page's own), and no more
+    assert browser.execute_script("return [document.images.length, document.scripts.length]") == [2, 3]
     shown = re.sub("[\ud800-\udfff]", "\ufffd", text)
     assert browser.execute_script("return document.getElementById('text').textContent") == shown
     assert browser.execute_script("return document.querySelectorAll('#text span').length") == len(text)

@@ -21,6 +21,7 @@ from .gradflow import (
 from .observe import Observation, observe
 from .report import (
     AttentionExample,
+    Probe,
     ReportConfig,
     ReportData,
     analyse,
@@ -49,6 +50,7 @@ __all__ = [
     "GradFlowConfig",
     "GradFlowResult",
     "Observation",
+    "Probe",
     "ReportConfig",
     "ReportData",
     "UnitCorrelation",

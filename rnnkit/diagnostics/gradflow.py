@@ -47,21 +47,23 @@ def gradient_flow(model: nn.Module, loss_fn: Callable[[], Tensor]) -> GradientRe
     return record
 
 
-def _layer_inputs(layer: Recurrent, x: Tensor) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
-    """Run the layer on x (T, B, I) in eval mode and return, for every layer/direction key, its
-    input sequence (T, B, ·) and the observed states."""
+def _layer_inputs(layer: Recurrent, x: Tensor, state=None) -> tuple[Tensor, dict[str, dict[str, Tensor]]]:
+    """Run the layer on x (T, B, I) from ``state`` (the layer's ``hx``; None: its own initial
+    state) in eval mode and return, for every layer/direction key, its input sequence
+    (T, B, ·) and the observed states."""
     was_training = layer.training
     layer.eval()
     try:
         with torch.no_grad(), observe(layer) as obs:
-            layer(x)
+            layer(x, state)
     finally:
         layer.train(was_training)
     states = {k.split(".", 1)[1]: v for k, v in obs.states.items()}
     return x, states
 
 
-def recurrent_jacobians(layer: Recurrent, x: Tensor, layer_index: int = 0, direction: int = 0) -> Tensor:
+def recurrent_jacobians(layer: Recurrent, x: Tensor, layer_index: int = 0, direction: int = 0,
+                        state=None) -> Tensor:
     """The Jacobians J_t = ∂s_t/∂s_{t-1} of one layer/direction along the sequence x.
 
     s is the full state, its entries concatenated ([h; c] for the LSTM, h for Elman/GRU);
@@ -71,6 +73,8 @@ def recurrent_jacobians(layer: Recurrent, x: Tensor, layer_index: int = 0, direc
 
     Args:
         layer: an rnnkit layer; x: (T, B, I) time-major input.
+        state: the initial state the layer starts from (its ``hx``: (L·D, B, S) or a tuple of
+            them; None: the layer's own), e.g. a decoder's state set by its encoder.
     Returns:
         (T-1, B, S, S) with S = Σ state sizes; index t-1 holds J_t for t = 1..T-1 in the
         direction's own order of steps (a reverse direction's first step is t = T-1).
@@ -86,7 +90,7 @@ def recurrent_jacobians(layer: Recurrent, x: Tensor, layer_index: int = 0, direc
     if direction not in range(layer.num_directions):
         raise ValueError(f"direction must be 0{' or 1' if layer.bidirectional else ''}, got {direction}")
     cell = layer.cell
-    _, states = _layer_inputs(layer, x)
+    _, states = _layer_inputs(layer, x, state)
     if layer_index == 0:
         inp = x
     else:
@@ -115,9 +119,10 @@ def recurrent_jacobians(layer: Recurrent, x: Tensor, layer_index: int = 0, direc
     return J.view(T - 1, B, *J.shape[1:])  # (T-1, B, S, S)
 
 
-def jacobian_spectral_norms(layer: Recurrent, x: Tensor, layer_index: int = 0, direction: int = 0) -> Tensor:
+def jacobian_spectral_norms(layer: Recurrent, x: Tensor, layer_index: int = 0, direction: int = 0,
+                            state=None) -> Tensor:
     """σ_max(∂s_t/∂s_{t-1}) along x: (T-1, B). See :func:`recurrent_jacobians`."""
-    J = recurrent_jacobians(layer, x, layer_index, direction)
+    J = recurrent_jacobians(layer, x, layer_index, direction, state)
     return torch.linalg.matrix_norm(J, ord=2)
 
 

@@ -1,7 +1,12 @@
 """One self-contained HTML page about a trained model: training curves, gradient flow,
 gate saturation, the text coloured by any hidden unit (picked live in the page), the units
 that track the built-in signals, and attention maps. No network access: images are PNG
-data URIs, script and style are inline, activations are embedded as base64 bytes."""
+data URIs, script and style are inline, activations are embedded as base64 bytes.
+
+What the page measures a model on comes from its :class:`Probe`: a batch and its loss
+(gradient flow through time, gate saturation), a text (the text sections of character
+models) and attention examples. ``rnnkit report`` gets it from the hook each model type
+registers with its run directories (``rundir.register_model_type(..., probe=)``)."""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import base64
 import html
 import json
 import logging
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import Recurrent
-from .gates import observed_gate_saturation
+from .gates import SIGMOID_GATES, GateSaturation, gate_saturation, observed_gate_saturation
 from .gradflow import gradient_flow, jacobian_spectral_norms
-from .observe import Observation
+from .observe import Observation, observe
 from .plots import (
     plot_attention,
     plot_gate_saturation,
@@ -65,6 +71,34 @@ class AttentionExample:
 
 
 @dataclass
+class Probe:
+    """What the report measures a trained model on (given by its model type's hook).
+
+    - ``loss(model)``: runs the forward pass on a fixed batch and returns a scalar loss; the
+      gradient flow through time (‖∂L/∂h_t‖ per step, batch mean over the steps inside each
+      sequence's length), the step Jacobians' spectral norms and the gate saturation are
+      measured on every rnnkit layer it runs over a whole sequence at once (a layer called
+      one step at a time, like an attention decoder's, has no time axis of its own there).
+      None: a character model measured on windows of ``text`` (the char LM's interface).
+    - ``what``: one line under the figure: the batch and the loss.
+    - ``text``: the characters coloured by hidden units (character models), observed by
+      ``observe_text(model, text)`` (an :class:`Observation` with one step per character;
+      default :func:`~rnnkit.diagnostics.text_activations`).
+    - ``attention``: attention maps to draw.
+    - ``missing``: one line saying why there is no gradient flow (e.g. a run from before the
+      probe sample was stored); the rest of the report is made as usual.
+    """
+
+    model: nn.Module | None = None
+    loss: Callable[[nn.Module], Tensor] | None = None
+    what: str = ""
+    text: str | None = None
+    observe_text: Callable[[nn.Module, str], Observation] | None = None
+    attention: list[AttentionExample] = field(default_factory=list)
+    missing: str | None = None
+
+
+@dataclass
 class _Section:
     anchor: str
     title: str
@@ -82,23 +116,51 @@ class ReportData:
     observation: Observation | None = None
     correlations: dict[str, list[UnitCorrelation]] = field(default_factory=dict)
     attention: list[AttentionExample] = field(default_factory=list)
+    #: gate saturation per layer key, over the text (text models) or the probe's batch
+    saturation: dict[str, GateSaturation] = field(default_factory=dict)
+    #: the line under the gradient-flow figure (what it was measured on), or why there is none
+    gradflow_note: str = ""
+    gradflow_missing: str | None = None
 
 
 def analyse(model: nn.Module | None, metrics: Sequence[Mapping] = (), text: str | None = None,
-            attention: Sequence[AttentionExample] = (), config: ReportConfig | None = None) -> ReportData:
+            attention: Sequence[AttentionExample] = (), config: ReportConfig | None = None, *,
+            probe: Probe | None = None) -> ReportData:
     """Compute the report's measurements.
 
-    ``model`` has the char-LM interface (``.vocab.encode``, ``.embed``, ``.rnn``,
-    ``forward(idx (T, B)) -> (logits (T, B, V), state)``); with a model and a text, the
-    gradient flow is measured on ``grad_batch`` windows of the text with the cross-entropy of
-    the prediction after the window's last character as the loss.
+    Without a ``probe`` (or with one whose ``loss`` is None), ``model`` has the char-LM
+    interface (``.vocab.encode``, ``.embed``, ``.rnn``, ``forward(idx (T, B)) -> (logits
+    (T, B, V), state)``); with a model and a text, the gradient flow is measured on
+    ``grad_batch`` windows of the text with the cross-entropy of the prediction after the
+    window's last character as the loss. With a ``probe`` the model, text and attention
+    examples not given come from it and the gradient flow is measured on its batch.
     """
     cfg = config or ReportConfig()
     data = ReportData(metrics=[dict(m) for m in metrics], attention=list(attention))
+    observe_text = text_activations
+    if probe is not None:
+        model = probe.model if model is None else model
+        text = probe.text if text is None else text
+        data.attention.extend(probe.attention)
+        observe_text = probe.observe_text or text_activations
+        data.gradflow_missing = probe.missing
+        if model is not None and probe.loss is not None and probe.missing is None:
+            _probe_gradient_flow(model, probe, cfg, data)
     if model is None or not text:
         return data
     text = text[: cfg.max_chars]
     data.text = text
+    if probe is None or (probe.loss is None and probe.missing is None):
+        _window_gradient_flow(model, text, cfg, data)
+    data.observation = observe_text(model, text)
+    data.saturation = observed_gate_saturation(data.observation)
+    for name, signal in SIGNALS.items():
+        data.correlations[name] = correlated_units(data.observation, signal(text), top_k=cfg.top_k)
+    return data
+
+
+def _window_gradient_flow(model: nn.Module, text: str, cfg: ReportConfig, data: ReportData) -> None:
+    """The char LM's gradient flow: ``grad_batch`` windows of the text, the loss at the last."""
     idx = encode_text(model, text)
     if len(idx) < 3:
         raise ValueError(f"text must have at least 3 characters for the analysis, got {len(idx)}")
@@ -130,10 +192,99 @@ def analyse(model: nn.Module | None, metrics: Sequence[Mapping] = (), text: str 
                     data.jacobian_norms[key] = jacobian_spectral_norms(rnn, x, layer, d).mean(1)
     finally:
         model.train(was_training)
-    data.observation = text_activations(model, text)
-    for name, signal in SIGNALS.items():
-        data.correlations[name] = correlated_units(data.observation, signal(text), top_k=cfg.top_k)
-    return data
+    data.gradflow_note = (f"the cross-entropy of the prediction after the last character of {len(starts)} "
+                          f"{T}-character windows of the text")
+
+
+def _select(state, index: Tensor):
+    """The sequences ``index`` of a layer's ``hx`` (a (L·D, B, S) tensor, a tuple of them, or None)."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state[:, index]
+    return tuple(s[:, index] for s in state)
+
+
+def _probe_gradient_flow(model: nn.Module, probe: Probe, cfg: ReportConfig, data: ReportData) -> None:
+    """Gradient flow, step Jacobians and gate saturation of every rnnkit layer that
+    ``probe.loss`` runs once over whole sequences (time-major, at least 2 steps); steps past
+    a sequence's length (its ``lengths``) are left out of the means."""
+    names = {m: name or type(m).__name__.lower() for name, m in model.named_modules() if isinstance(m, Recurrent)}
+    calls: dict[str, list[tuple]] = {}
+
+    def remember(module, args, kwargs) -> None:
+        x = args[0] if args else kwargs.get("input")
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        lengths = args[2] if len(args) > 2 else kwargs.get("lengths")
+        calls.setdefault(names[module], []).append((x, hx, lengths))
+
+    was_training = model.training
+    model.eval()
+    handles = [m.register_forward_pre_hook(remember, with_kwargs=True) for m in names]
+    try:
+        with torch.no_grad(), observe(model) as obs:
+            probe.loss(model)
+    finally:
+        for h in handles:
+            h.remove()
+    try:
+        record = gradient_flow(model, lambda: probe.loss(model))
+        layers = {}  # name → (layer, x (T, B, I), hx, mask (T, B) or None)
+        for m, name in names.items():
+            seen = calls.get(name, [])
+            if len(seen) != 1 or m.batch_first or not isinstance(seen[0][0], Tensor) or seen[0][0].dim() != 3:
+                continue
+            x, hx, lengths = seen[0]
+            if x.shape[0] < 2:
+                continue
+            mask = None
+            if lengths is not None:
+                lengths = torch.as_tensor(lengths).to(x.device)
+                mask = torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
+            layers[name] = (m, x, hx, lengths, mask)
+        for key, norms in record.norms.items():  # norms (T, B)
+            name = key.rsplit(".", 1)[0]
+            if name not in layers:
+                continue
+            mask = layers[name][4]
+            if mask is None or mask.shape != norms.shape:
+                data.grad_norms[key] = norms.mean(1)
+            else:
+                w = mask.to(norms.dtype)
+                data.grad_norms[key] = (norms * w).sum(1) / w.sum(1).clamp_min(1)
+        for name, (m, x, hx, lengths, _) in layers.items():
+            state = sum(m.cell.state_sizes())
+            if state > cfg.jacobian_max_state:
+                log.warning("step Jacobians of %s left out: the state has %d numbers per layer (more than %d)",
+                            name, state, cfg.jacobian_max_state)
+                continue
+            # the longest sequences, whole: their steps are the real ones in both directions
+            if lengths is None:
+                index, T = torch.arange(min(cfg.jacobian_sequences, x.shape[1])), x.shape[0]
+            else:
+                T = int(lengths.max())
+                index = (lengths == T).nonzero().flatten()[: cfg.jacobian_sequences].cpu()
+            if T < 2:
+                continue
+            xs = x[:T, index.to(x.device)].detach()
+            for layer in range(m.num_layers):
+                for d in range(m.num_directions):
+                    key = f"{name}.l{layer}" + ("_reverse" if d else "")
+                    data.jacobian_norms[key] = jacobian_spectral_norms(m, xs, layer, d, _select(hx, index)).mean(1)
+    finally:
+        model.train(was_training)
+    for key, gates in obs.gates.items():
+        name = key.rsplit(".", 1)[0]
+        sig = {n: v for n, v in gates.items() if n in SIGMOID_GATES}
+        if name in layers and sig:
+            mask = layers[name][4]
+            first = next(iter(sig.values()))
+            data.saturation[key] = gate_saturation(sig, mask if mask is not None and mask.shape == first.shape[:2]
+                                                   else None)
+    if not data.grad_norms:
+        data.gradflow_missing = ("no rnnkit layer of the model runs over a whole sequence at once in its forward "
+                                 "pass, so there is no gradient flow through time to draw")
+    data.gradflow_note = probe.what
 
 
 # -- HTML -----------------------------------------------------------------------------------------
@@ -212,6 +363,11 @@ _JS = """
 """
 
 
+def _finite_list(v: Tensor) -> list[float | None]:
+    """The values as JSON numbers (a non-finite value, which JSON cannot hold, as null)."""
+    return [x if math.isfinite(x) else None for x in v.detach().double().cpu().tolist()]
+
+
 def _img(fig, alt: str) -> str:
     b64 = base64.b64encode(png_bytes(fig)).decode("ascii")
     return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
@@ -280,25 +436,33 @@ def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapp
         except ValueError as e:
             log.warning("training curves left out: %s", e)
     if data.grad_norms:
-        fig = plot_gradient_norms(data.grad_norms, data.jacobian_norms or None,
-                                  title="‖∂L/∂h_t‖, loss at the last step")
+        fig = plot_gradient_norms(data.grad_norms, data.jacobian_norms or None, title="‖∂L/∂h_t‖")
+        numbers = {"grad_norms": {k: _finite_list(v) for k, v in data.grad_norms.items()},
+                   "jacobian_norms": {k: _finite_list(v) for k, v in data.jacobian_norms.items()},
+                   "measured_on": data.gradflow_note}
         sections.append(_Section("gradflow", "Gradient flow through time", _img(fig, "gradient flow") +
-                                 f'<p class="note">Left: the norm of the gradient of the loss at the last '
-                                 f"character of {cfg.grad_window}-character windows with respect to the hidden "
-                                 "state at each earlier step (mean over windows); a steep fall means the model "
-                                 "cannot learn from far back. Right: the largest singular value of the "
-                                 "step-to-step Jacobian; below the dashed line 1 every step shrinks the "
-                                 "gradient.</p>"))
+                                 f'<p class="note">Measured on {html.escape(data.gradflow_note)}. Left: the norm '
+                                 "of the gradient of that loss with respect to the hidden state at each step "
+                                 "(mean over the sequences that reach the step); a steep fall towards the early "
+                                 "steps means the model cannot learn from far back. Right: the largest singular "
+                                 "value of the step-to-step Jacobian; below the dashed line 1 every step shrinks "
+                                 "the gradient. The numbers are in the page (gradflow-data).</p>"
+                                 f'<script type="application/json" id="gradflow-data">{_json_script(numbers)}'
+                                 "</script>"))
+    elif data.gradflow_missing:
+        sections.append(_Section("gradflow", "Gradient flow through time",
+                                 f'<p class="note">{html.escape(data.gradflow_missing)}</p>'))
     obs = data.observation
+    if data.saturation:
+        over = "over the text" if obs is not None else f"over {html.escape(data.gradflow_note)}"
+        sections.append(_Section("gates", "Gate saturation",
+                                 _img(plot_gate_saturation(data.saturation), "gate saturation") +
+                                 '<p class="note">Each point is one gate unit: how often it is nearly closed '
+                                 f"(&lt; 0.1, x axis) and nearly open (&gt; 0.9, y axis) {over} "
+                                 "(Karpathy, Johnson &amp; Fei-Fei 2015). Points near the right edge are "
+                                 "units that almost always let information through, e.g. forget gates that "
+                                 "keep long-term memory.</p>"))
     if obs is not None:
-        sat = observed_gate_saturation(obs)
-        if sat:
-            sections.append(_Section("gates", "Gate saturation", _img(plot_gate_saturation(sat), "gate saturation") +
-                                     '<p class="note">Each point is one gate unit: how often it is nearly closed '
-                                     "(&lt; 0.1, x axis) and nearly open (&gt; 0.9, y axis) over the text "
-                                     "(Karpathy, Johnson &amp; Fei-Fei 2015). Points near the right edge are "
-                                     "units that almost always let information through, e.g. forget gates that "
-                                     "keep long-term memory.</p>"))
         blocks = _activation_blocks(obs, cfg.max_units_shown)
         index = {(b["key"], b["state"]): k for k, b in enumerate(blocks)}
         start = {"block": 0, "unit": 0}
@@ -358,9 +522,9 @@ def render_html(data: ReportData, config: ReportConfig | None = None, info: Mapp
 
 def build_report(model: nn.Module | None, metrics: Sequence[Mapping] = (), text: str | None = None, *,
                  attention: Sequence[AttentionExample] = (), config: ReportConfig | None = None,
-                 info: Mapping | None = None) -> str:
+                 info: Mapping | None = None, probe: Probe | None = None) -> str:
     """:func:`analyse` then :func:`render_html`: the HTML page as a string."""
-    data = analyse(model, metrics, text, attention, config)
+    data = analyse(model, metrics, text, attention, config, probe=probe)
     return render_html(data, config, info)
 
 

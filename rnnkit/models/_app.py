@@ -6,12 +6,17 @@ forecaster, generator) share: a run on the one :class:`~rnnkit.train.Trainer` wi
                    "rnnkit_version"} + the model's saved fields ("kind", "config", its
                    vocabularies / scaling), so `Tagger.load(DIR)` reads it as well
     model.safetensors / best.safetensors / trainer_state.* / metrics.jsonl   (the trainer's)
+    probe.safetensors   the first PROBE_EXAMPLES validation examples (training examples without
+                        validation data) as one collated batch: what `rnnkit report` measures
+                        the gradient flow on, since the data itself is not in the run directory
 
 Without a directory (``out=None``) the run goes into a temporary one, removed afterwards.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -19,26 +24,80 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._version import __version__
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DataError
 from ..train import distributed, rundir
 from ..train.examples import ExampleTask
 from ..train.fit import FitConfig, FitResult
 from ..train.trainer import Trainer, TrainResult
 
+log = logging.getLogger(__name__)
+
 #: FitConfig fields a resumed run may change (its budget and reporting)
 RESUMABLE = ("max_steps", "max_time", "eval_every", "checkpoint_every", "on_nan")
 
 
-def register(model_type: str, model_cls, config_cls) -> None:
+#: examples stored with a run for `rnnkit report` (probe.safetensors)
+PROBE_EXAMPLES = 8
+
+
+def register(model_type: str, model_cls, config_cls, probe: Callable | None = None) -> None:
     """Make ``model_type`` run directories loadable (``rnnkit.load``, ``rnnkit info``): the
-    model is ``model_cls.from_saved(config, fields)`` with the fields read from config.json."""
+    model is ``model_cls.from_saved(config, fields)`` with the fields read from config.json.
+
+    ``probe(model, tensors, source)`` → the :class:`rnnkit.diagnostics.Probe` of ``rnnkit
+    report``, from the tensors of the run's probe.safetensors (the batch :func:`fit_run`
+    stored; ``source``: "validation" or "training"). A run without the file (trained before
+    it was stored) or with one that is not such a batch gets a report without gradient flow
+    and one line saying why."""
     from ._common import SavedFields
 
+    hook = None
+    if probe is not None:
+        def hook(model: nn.Module, run_dir: Path, cfg: dict, text: str | None):
+            from ..diagnostics.report import Probe
+
+            path = run_dir / rundir.PROBE
+            if not path.exists():
+                return Probe(model, missing=f"the gradient flow needs a run trained by rnnkit {__version__} or "
+                                            f"later, which stores a few of the data's examples with the run "
+                                            f"({rundir.PROBE}); this run has none")
+            try:
+                tensors, metadata = rundir.read_safetensors(path, "report probe")
+                return probe(model, tensors, metadata.get("source", "validation"))
+            except (CheckpointError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as e:
+                return Probe(model, missing=f"{path} does not hold a batch of this model ({e}); no gradient flow")
+
     rundir.register_model_type(model_type, model_cls, config_cls, lambda config, cfg, run: model_cls.from_saved(
-        config, SavedFields(cfg, run / rundir.CONFIG)))
+        config, SavedFields(cfg, run / rundir.CONFIG)), probe=hook)
+
+
+def batch_tensors(batch) -> dict[str, Tensor]:
+    """A collated batch as named tensors: a dataclass's tensor fields (None left out), a
+    tuple's items as "0", "1", ..."""
+    if dataclasses.is_dataclass(batch):
+        items = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    else:
+        items = {str(k): v for k, v in enumerate(batch)}
+    return {k: v for k, v in items.items() if isinstance(v, Tensor)}
+
+
+def _write_probe(run: Path, model: nn.Module, collate: Callable, probe: tuple[str, Sequence]) -> None:
+    """Store the first examples as probe.safetensors; examples the model cannot collate (a
+    validation label it does not know...) leave the run without it, with a warning: the
+    report then says so, and the training is not the worse for it."""
+    source, examples = probe
+    chosen = list(examples)[:PROBE_EXAMPLES]
+    if not chosen:
+        return
+    try:
+        batch = batch_tensors(collate(model, chosen))
+    except (ValueError, KeyError, IndexError, TypeError, DataError) as e:
+        log.warning("the report's probe sample (%s) was not stored: %s", rundir.PROBE, e)
+        return
+    rundir.save_tensors(run / rundir.PROBE, batch, {"source": source})
 
 
 #: the files of a run directory the trainer and this module write
@@ -101,7 +160,8 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
             eval_fn: Callable[[nn.Module], float] | None, fit_config: FitConfig | None, *,
             log: Callable[[dict], None] | None = None, out: str | os.PathLike | None = None, resume: bool = False,
             overwrite: bool = False, callback: Callable[[dict], None] | None = None,
-            data: dict | None = None) -> tuple[nn.Module, FitResult]:
+            data: dict | None = None,
+            probe: tuple[str, Sequence | Callable[[nn.Module], Sequence]] | None = None) -> tuple[nn.Module, FitResult]:
     """Train the model ``make_model()`` (built after seeding with ``fit_config.seed``; on
     ``resume`` the run's own model, with the config and vocabularies it stored) on
     ``examples`` and return it with the best validation weights (the latest without
@@ -112,6 +172,9 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
     ``eval_fn(model)`` the validation score (lower is better). ``out``: the run directory
     (exact ``resume``, Ctrl-C checkpoint, metrics.jsonl, ``rnnkit info``/``report``);
     ``callback`` receives the trainer's events; ``data`` is recorded in config.json.
+    ``probe`` = (source, examples or examples(model)): the first :data:`PROBE_EXAMPLES` of
+    them, collated, are stored as probe.safetensors for ``rnnkit report`` (source:
+    "validation" or "training", what they are).
 
     Under torchrun (``WORLD_SIZE`` in the environment) this joins the process group and
     trains data-parallel, each rank on its share of every batch (see
@@ -150,6 +213,9 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
                     "data": {**(data or {}), "examples": len(examples)}, "rnnkit_version": __version__,
                     # the model's saved fields, as Model.save() writes them (Model.load reads the run)
                     "kind": model_type, "config": asdict(model.config), **model.saved_fields()})
+        if env.is_main and probe is not None and not (run / rundir.PROBE).exists():
+            source, given = probe
+            _write_probe(run, model, collate, (source, given(model) if callable(given) else given))
         task = ExampleTask(examples, fc.batch_size, lambda chosen: collate(model, chosen), loss_fn, eval_fn,
                            seed=fc.seed)
         trainer = Trainer(model, task, fc.train_config(), run,

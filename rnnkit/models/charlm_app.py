@@ -24,7 +24,19 @@ from ..train.config import TrainConfig
 from ..train.trainer import LanguageModelTask, Trainer, TrainResult
 from .charlm import CharLM, CharLMConfig
 
-rundir.register_model_type("charlm", CharLM, CharLMConfig)
+
+def report_probe(model: CharLM, run_dir: Path, cfg: dict, text: str | None):
+    """What ``rnnkit report`` measures a char LM on: ``text`` (default: the source of the
+    standard library's textwrap module) — windows of it for the gradient flow, all of it
+    for the hidden units."""
+    import textwrap
+
+    from ..diagnostics.report import Probe
+
+    return Probe(model, text=text if text is not None else Path(textwrap.__file__).read_text(encoding="utf-8"))
+
+
+rundir.register_model_type("charlm", CharLM, CharLMConfig, probe=report_probe)
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,20 @@ from collections.abc import Callable, Sequence
 
 from ..train.fit import FitConfig, FitResult
 from . import _app
-from .classifier import Classifier, ClassifierConfig
+from .classifier import Classifier, ClassifierBatch, ClassifierConfig
 
-_app.register("classifier", Classifier, ClassifierConfig)
 
+def report_probe(model: Classifier, tensors: dict, source: str):
+    """``rnnkit report`` measures a classifier on the examples stored with its run: its loss."""
+    from ..diagnostics.report import Probe
+
+    batch = ClassifierBatch(tensors["inputs"], tensors["lengths"], tensors["labels"])
+    return Probe(model, loss=lambda m: m.loss(batch),
+                 what=f"the classification loss (cross-entropy of the label) of the first {len(batch.lengths)} "
+                      f"{source} examples, stored with the run")
+
+
+_app.register("classifier", Classifier, ClassifierConfig, report_probe)
 
 
 def train_classifier(
@@ -36,4 +46,6 @@ def train_classifier(
         "classifier", lambda: Classifier.from_data(examples, labels, config), list(zip(examples, labels)),
         lambda model, ps: model.batch([p[0] for p in ps], [p[1] for p in ps]), lambda m, b: m.loss(b),
         (lambda m: 1.0 - m.evaluate(*valid).accuracy) if valid else None, fit_config,
-        log=log, out=out, resume=resume, overwrite=overwrite, callback=callback)
+        log=log, out=out, resume=resume, overwrite=overwrite, callback=callback,
+        probe=("validation", list(zip(*valid))) if valid and len(valid[0]) else ("training",
+                                                                               list(zip(examples, labels))))

@@ -13,8 +13,18 @@ from ..train.fit import FitConfig, FitResult
 from . import _app
 from .forecaster import Forecaster, ForecasterConfig
 
-_app.register("forecaster", Forecaster, ForecasterConfig)
 
+def report_probe(model: Forecaster, tensors: dict, source: str):
+    """``rnnkit report`` measures a forecaster on the windows stored with its run: the MSE."""
+    from ..diagnostics.report import Probe
+
+    x, y = tensors["0"], tensors["1"]  # (W, B, F), (B, H)
+    return Probe(model, loss=lambda m: nn.functional.mse_loss(m(x), y),
+                 what=f"the mean squared error of the forecasts from the first {x.shape[1]} {source} windows, "
+                      f"stored with the run")
+
+
+_app.register("forecaster", Forecaster, ForecasterConfig, report_probe)
 
 
 def train_forecaster(
@@ -70,5 +80,6 @@ def train_forecaster(
     model, result = _app.fit_run(
         "forecaster", make, lambda m: split(m)[0], lambda m, ts: m.windows(table(m), ts), loss_fn,
         validation_mse if has_valid else None, fit_config,
-        log=log, out=out, resume=resume, overwrite=overwrite, callback=callback)
+        log=log, out=out, resume=resume, overwrite=overwrite, callback=callback,
+        probe=("validation", lambda m: split(m)[1]) if has_valid else ("training", lambda m: split(m)[0]))
     return model, result, train_end

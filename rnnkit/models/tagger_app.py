@@ -9,10 +9,20 @@ from collections.abc import Callable, Sequence
 from ..data.conll import TaggedSentence
 from ..train.fit import FitConfig, FitResult
 from . import _app
-from .tagger import Tagger, TaggerConfig
+from .tagger import Tagger, TaggerBatch, TaggerConfig
 
-_app.register("tagger", Tagger, TaggerConfig)
 
+def report_probe(model: Tagger, tensors: dict, source: str):
+    """``rnnkit report`` measures a tagger on the sentences stored with its run: the tagging loss."""
+    from ..diagnostics.report import Probe
+
+    batch = TaggerBatch(tensors["words"], tensors.get("chars"), tensors["lengths"], tensors["tags"])
+    return Probe(model, loss=lambda m: m.loss(batch),
+                 what=f"the tagging loss (cross-entropy of every token) of the first {len(batch.lengths)} "
+                      f"{source} sentences, stored with the run")
+
+
+_app.register("tagger", Tagger, TaggerConfig, report_probe)
 
 
 def train_tagger(
@@ -34,4 +44,5 @@ def train_tagger(
         "tagger", lambda: Tagger.from_data(train, config), list(train),
         lambda model, ss: model.batch([s.tokens for s in ss], [s.tags for s in ss]), lambda m, b: m.loss(b),
         (lambda m: 1.0 - m.evaluate(valid).micro.f1) if valid else None, fit_config,
-        log=log, out=out, resume=resume, overwrite=overwrite, callback=callback)
+        log=log, out=out, resume=resume, overwrite=overwrite, callback=callback,
+        probe=("validation", valid) if valid else ("training", train))

@@ -132,7 +132,28 @@ def build_task_model(config: TaskModelConfig) -> TaskModel:
                      **(config.layer_options or {}))
 
 
-rundir.register_model_type("task", TaskModel, TaskModelConfig, lambda config, cfg, run: build_task_model(config))
+#: sequences of the batch ``rnnkit report`` measures a task model on, and the offset of its seed
+PROBE_SEQUENCES, PROBE_SEED = 8, 3_000_003
+
+
+def report_probe(model: TaskModel, run_dir: Path, cfg: dict, text: str | None):
+    """What ``rnnkit report`` measures a task model on: :data:`PROBE_SEQUENCES` fresh
+    sequences of its task, drawn with the run's seed + :data:`PROBE_SEED` (a stream neither
+    training nor the test set used), and the task's loss."""
+    from ..diagnostics.report import Probe
+
+    config = rundir.config_from_json(TaskModelConfig, cfg["model"], run_dir / rundir.CONFIG, "model")
+    task = make_task(config.task, config.seq_len)
+    seed = cfg["train"].get("seed", 0)
+    batch = task.sample(PROBE_SEQUENCES, torch.Generator().manual_seed(seed + PROBE_SEED))
+    where = "the last step" if task.readout == "last" else "every step"
+    return Probe(model, loss=lambda m: task.loss(m(batch), batch),
+                 what=f"the loss (read at {where}) of {PROBE_SEQUENCES} fresh sequences of {task.describe()} "
+                      f"(seed {seed} + {PROBE_SEED})")
+
+
+rundir.register_model_type("task", TaskModel, TaskModelConfig, lambda config, cfg, run: build_task_model(config),
+                           probe=report_probe)
 
 #: TaskRunConfig fields a resumed run may change (its budget and reporting)
 RESUMABLE = ("max_steps", "max_time", "eval_every", "checkpoint_every", "on_nan")

@@ -355,7 +355,48 @@ def _vocab(meta: dict, key: str, path: Path) -> Vocab:
         raise CheckpointError(f"{path}: {key}: {e}") from None
 
 
-rundir.register_model_type("seq2seq", Seq2Seq, Seq2SeqConfig, lambda config, cfg, run: Seq2Seq(config))
+def report_probe(model: Seq2Seq | None, run_dir: Path, cfg: dict, text: str | None, n: int = 4):
+    """What ``rnnkit report`` measures a seq2seq run on (of either format; the run's own
+    weights are read here, the best ones where the run has them): 8 fresh pairs of its demo
+    task drawn with the run's seed + 3 000 003 (a stream neither training nor the test set
+    used) and the teacher-forced sequence loss for the gradient flow; attention maps of ``n``
+    sources: the lines of ``text``, else fresh examples of the task."""
+    from ..diagnostics.report import AttentionExample, Probe
+
+    model, src_vocab, tgt_vocab = load_run(run_dir, "best")
+    train = read_run_info(run_dir).config.get("train") or {}
+    task, seed = train.get("task"), train.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):  # (an earlier format's config: unchecked there)
+        seed = 0
+    probe = Probe(model)
+    if task is not None:
+        batch = make_batch(generate(task, 8, seed + 3_000_003), src_vocab, tgt_vocab)
+        probe.loss = lambda m: sequence_loss(m(batch.src, batch.tgt_in, batch.src_lengths)[0], batch.tgt_out,
+                                             m.config.pad_id)
+        probe.what = (f"the teacher-forced cross-entropy of 8 fresh pairs of the task {task!r} (seed {seed} + "
+                      f"3000003); the encoder's steps are source positions")
+    else:
+        probe.missing = ("the gradient flow needs pairs of the run's data, and this run was trained on a file "
+                         "that is not in the run directory")
+    if model.config.attention == "none":
+        return probe
+    if text is not None:
+        sources = [line for line in text.splitlines() if line.strip()][:n]
+    elif task is not None:
+        sources = [src for src, _ in generate(task, n, seed=12345)]
+    else:
+        raise ValueError(f"{run_dir} was trained on a file: pass --text with source lines to decode")
+    for src, (_, ids, weights) in zip(sources, translate(model, sources, src_vocab, tgt_vocab)):
+        src_symbols = [src_vocab.symbols[i] for i in src_vocab.encode(src)]
+        out_symbols = [tgt_vocab.symbols[i] for i in ids]
+        if len(out_symbols) < weights.shape[0]:  # the EOS step
+            out_symbols.append("<eos>")
+        probe.attention.append(AttentionExample(weights.detach(), src_symbols, out_symbols))
+    return probe
+
+
+rundir.register_model_type("seq2seq", Seq2Seq, Seq2SeqConfig, lambda config, cfg, run: Seq2Seq(config),
+                           probe=report_probe)
 
 
 def is_run_directory(directory: str | Path) -> bool:

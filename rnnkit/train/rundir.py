@@ -5,6 +5,8 @@
     model.safetensors      latest weights          best.safetensors  weights with the best val bpc
     trainer_state.safetensors / trainer_state.json  optimizer tensors, RNG, stream position (resume)
     metrics.jsonl          one JSON object per logged step
+    probe.safetensors      a few validation examples as one batch (the fit models: `rnnkit report`
+                           measures the gradient flow on it; their training data is not here)
     corpus.ids             the corpus encoded with the vocabulary: raw little-endian ids of the
                            vocabulary's dtype, memory-mapped for training; derived data (written
                            again from the data by --resume when missing)
@@ -55,6 +57,7 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 METRICS = "metrics.jsonl"
 IDS = "corpus.ids"
+PROBE = "probe.safetensors"
 CHECKPOINTS = {"latest": LATEST, "best": BEST}
 
 #: model types a run directory may hold: name → (model class, config class); filled by the
@@ -62,20 +65,37 @@ CHECKPOINTS = {"latest": LATEST, "best": BEST}
 MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {}
 #: name → build(config, the config.json object, run directory) → the model (untrained)
 _BUILDERS: dict[str, Callable] = {}
+#: name → probe(model, run directory, the config.json object, text) → what `rnnkit report`
+#: measures on the model (a :class:`rnnkit.diagnostics.Probe`)
+_PROBES: dict[str, Callable] = {}
 
 
 def register_model_type(name: str, model_cls: type[nn.Module], config_cls: type,
-                        build: Callable[[object, dict, Path], nn.Module] | None = None) -> None:
+                        build: Callable[[object, dict, Path], nn.Module] | None = None, *,
+                        probe: Callable | None = None) -> None:
     """Make run directories whose ``model_type`` is ``name`` loadable. The model is
     ``build(config, cfg, run_dir)`` with ``config = config_cls`` read from the ``model``
     section and ``cfg`` the whole config.json (where an application keeps what else it
     needs, e.g. its vocabularies); by default ``model_cls(config, the run's vocab.json)``.
     Registering a name again with other classes is an error (two applications claiming one
-    type)."""
+    type).
+
+    ``probe(model, run_dir, cfg, text)`` gives ``rnnkit report`` what it measures the
+    trained model on: a batch and its loss (gradient flow through time, gate saturation),
+    the text coloured by hidden units for text models, attention examples (see
+    :class:`rnnkit.diagnostics.Probe`; ``text`` is the report's ``--text`` or None). Without
+    one the report shows the run's configuration and curves."""
     if MODEL_TYPES.get(name, (model_cls, config_cls)) != (model_cls, config_cls):
         raise ValueError(f"model type {name!r} is already registered for {MODEL_TYPES[name][0].__name__}")
     MODEL_TYPES[name] = (model_cls, config_cls)
     _BUILDERS[name] = build or (lambda config, cfg, run: model_cls(config, read_vocabulary(run)))
+    if probe is not None:
+        _PROBES[name] = probe
+
+
+def report_probe(model_type: str) -> Callable | None:
+    """The ``probe`` hook registered for ``model_type`` (None when it has none)."""
+    return _PROBES.get(model_type)
 
 
 def builder(run_dir: str | os.PathLike, cfg: dict) -> Callable[[object], nn.Module]:
@@ -248,7 +268,7 @@ Callback = Callable[[dict], None]
 
 
 #: the files of a run directory the trainer and this module write
-RUN_FILES = (LATEST, BEST, STATE_TENSORS, STATE_JSON, METRICS, CONFIG)
+RUN_FILES = (LATEST, BEST, STATE_TENSORS, STATE_JSON, METRICS, PROBE, CONFIG)
 
 
 @contextlib.contextmanager
