@@ -201,6 +201,7 @@ CASES = {
     "native-jordan": ("native", lambda: rnnkit.Jordan(I, H, 2, recurrent_dropout=0.2), "_NativeJordanBackward"),
     "python-lstm": ("python", lambda: rnnkit.LSTM(I, H, layer_norm=True, proj_size=2), "_BPTTBackward"),
     "python-indrnn": ("python", lambda: rnnkit.IndRNN(I, H), "_BPTTBackward"),
+    "native-indrnn": ("native", lambda: rnnkit.IndRNN(I, H, nonlinearity="tanh", zoneout=0.1), "_NativeIndRNNBackward"),
     "scan-minlstm": ("python", lambda: rnnkit.MinLSTM(I, H, zoneout=0.1), "_LinearRecurrenceBackward"),
     "python-slstm": ("python", lambda: rnnkit.SLSTM(I, H, num_layers=2), "_BPTTBackward"),
     "chunkwise-mlstm": ("python", lambda: rnnkit.MLSTM(I, H, chunk_size=4, bidirectional=True),

@@ -169,6 +169,26 @@ Named jordan_backward(c10::optional<Tensor> dout, Tensor dyT, const Named& saved
                       c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                       const std::string& phi, const std::string& psi, bool reverse);
 
+// IndRNN (indrnn.cpp): rnnkit/cells/indrnn.py, an element-wise recurrence (no GEMM per step).
+//   a = xw + u ⊙ (h ⊙ rmask),   h' = φ(a)
+//
+// indrnn_forward
+//   xw    (T, B, H)   x W_ihᵀ + b; overwritten with h' = φ(a) (before zoneout and lengths)
+//   h0 (B, H), u (H) the recurrent weight (weight_hh, already clamped by the layer)
+//   rmask (B, H), valid (T, B), zh (T, B, H): as above, or None
+//   phi               the name of φ (activation_names(): relu, tanh, sigmoid, identity)
+// returns "out" (T, B, H), "h" = h_T (B, H) and, when keep, "hr" (T, B, H) = h_{t-1} ⊙ rmask.
+Named indrnn_forward(Tensor xw, Tensor h0, Tensor u, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                     c10::optional<Tensor> zh, const std::string& phi, bool reverse, bool keep);
+// indrnn_backward
+//   dout (T, B, H) or None, dhT (B, H); saved "h" (T, B, H) (the forward's xw); u, rmask,
+//   valid, zh, phi, reverse as in the forward
+// returns "da" (T, B, H) = d(xw) (= of the pre-activation: du = Σ da ⊙ hr, db = Σ da are the
+//   binding's) and "dh0" (B, H).
+Named indrnn_backward(c10::optional<Tensor> dout, Tensor dhT, const Named& saved, Tensor u,
+                      c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                      const std::string& phi, bool reverse);
+
 // ---------------------------------------------------------------------------------------
 // Shared by the loops
 
