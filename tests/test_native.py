@@ -335,15 +335,18 @@ def test_the_native_entry_points_name_their_results():
     ext = native.load()
     Tb, Bb, Hb, Pb = 3, 2, 4, 3
     xw = torch.randn(Tb, Bb, 4 * Hb)
-    ln = [torch.ones(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]
+    ln = [torch.ones(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]  # ln_gamma_h, ln_gamma_c, ln_beta_c
     res = ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb),
-                           torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, ln, False, True)
+                           torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, *ln, False, True)
     assert set(res) == {"out", "h", "c", "hr", "c_in", "c_new", "tc", "ln_xhat_h", "ln_rstd_h", "ln_xhat_c",
                         "ln_rstd_c", "h_full"}
     assert res["out"].shape == (Tb, Bb, Pb) and res["c"].shape == (Bb, Hb)
     with pytest.raises(RuntimeError, match="no tensor named 'c_in'"):
         ext.lstm_backward(None, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), {"gates": xw}, torch.randn(4 * Hb, Pb),
-                          None, None, None, None, None, None, [], False)
+                          None, None, None, None, None, None, None, None, None, False)
+    with pytest.raises(RuntimeError, match="ln_gamma_h, ln_gamma_c and ln_beta_c together"):
+        ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb), None, None,
+                         None, None, None, None, ln[0], None, None, False, True)
 
 
 # -- IndRNN ----------------------------------------------------------------------------------

@@ -78,7 +78,10 @@ inline const Tensor& entry(const Named& m, const char* name) {
 //   w_hh  (4H, P)     w_hr (P, H) or None: the projection
 //   peep  (3, H)      the peephole weights w_ci, w_cf, w_co, or None
 //   rmask (B, P), valid (T, B), zh (T, B, P), zc (T, B, H): as above, or None
-//   ln    [] or [γ_h (4H), γ_c (H), β_c (H)]: layer norm of the recurrent projection and of c'
+//   layer norm, all three or none (None):
+//   ln_gamma_h (4H)   γ_h, the gain of LN(h W_hhᵀ; γ_h), the recurrent projection's layer norm
+//   ln_gamma_c (H)    γ_c and
+//   ln_beta_c  (H)    β_c, the gain and bias of the cell's layer norm LN(c'; γ_c, β_c)
 // returns "out" (T, B, P), "h" = h_T (B, P), "c" = c_T (B, H) and, when keep:
 //   "hr" (T, B, P) = h_{t-1} ⊙ rmask, "c_in" = c_{t-1} ((T, B, H) with zoneout or lengths,
 //   else (1, B, H) = c_0), "c_new" (T, B, H) = c_t before zoneout/lengths, "tc" = tanh(c_t)
@@ -87,23 +90,26 @@ inline const Tensor& entry(const Named& m, const char* name) {
 //   (T, B), with projection "h_full" (T, B, H) = o ⊙ tanh(...) before W_hr.
 Named lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                    c10::optional<Tensor> peep, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                   c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse,
-                   bool keep);
+                   c10::optional<Tensor> zh, c10::optional<Tensor> zc, c10::optional<Tensor> ln_gamma_h,
+                   c10::optional<Tensor> ln_gamma_c, c10::optional<Tensor> ln_beta_c, bool reverse, bool keep);
 // lstm_backward
 //   dout  (T, B, P) or None, dhT (B, P), dcT (B, H): the gradients reaching the outputs
 //   saved "gates" (T, B, 4H) (the forward's xw), "c_in", "c_new", "tc" and with layer norm
 //         "ln_xhat_h", "ln_rstd_h", "ln_xhat_c", "ln_rstd_c", as lstm_forward returned them
 //         (other entries are ignored)
-//   w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse: as in the forward
+//   w_hh, w_hr, peep, rmask, valid, zh, zc, ln_gamma_h, ln_gamma_c, ln_beta_c, reverse: as
+//   in the forward
 // returns "dgates" (T, B, 4H) = d(xw) (= d(h W_hhᵀ) without layer norm), "dh0" (B, P),
-//   "dc0" (B, H), with layer norm "drec" (T, B, 4H) = d(h W_hhᵀ) and "dcln" (T, B, H) =
-//   d LN(c_t), with projection "dh" (T, B, P), the gradient reaching the projected h
-//   (dW_hr = Σ dhᵀ h_full). The binding (cells/lstm.py) forms the weight gradients with one
-//   GEMM or reduction each.
+//   "dc0" (B, H), with layer norm "drec" (T, B, 4H) = d(h W_hhᵀ) and the layer-norm
+//   parameters' gradients, summed in the loop: "ln_dgamma_h" (4H) = Σ dgates ⊙ â_h,
+//   "ln_dgamma_c" (H) = Σ dcln ⊙ â_c, "ln_dbeta_c" (H) = Σ dcln (dcln = d LN(c_t)), with
+//   projection "dh" (T, B, P), the gradient reaching the projected h (dW_hr = Σ dhᵀ h_full).
+//   The binding (cells/lstm.py) forms the weight gradients with one GEMM or reduction each.
 Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved, Tensor w_hh,
                     c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                     c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc,
-                    std::vector<Tensor> ln, bool reverse);
+                    c10::optional<Tensor> ln_gamma_h, c10::optional<Tensor> ln_gamma_c,
+                    c10::optional<Tensor> ln_beta_c, bool reverse);
 
 // GRU (gru.cpp): rnnkit/cells/gru.py without layer norm, both forms.
 //
