@@ -90,9 +90,10 @@ LAYERS.update({
 })
 READOUT_UNITS = (rnnkit.MLSTM, rnnkit.LRU, rnnkit.S6, rnnkit.QRNN, rnnkit.SRU)
 NATIVE_NODES = {"_NativeLSTMBackward", "_NativeGRUBackward", "_NativeJordanBackward", "_NativeIndRNNBackward"}
-#: the specs with a native loop (not: Elman, LSTM with other activations, layer-norm GRU)
+#: the specs with a native loop (not: Elman, LSTM with other activations)
 NATIVE_SPECS = {f"cases:{name}" for name in ["jordan", "lstm", "lstm-peephole", "lstm-proj", "lstm-layernorm", "gru",
-                                             "gru-reset-before"]} | {"indrnn"}
+                                             "gru-reset-before", "gru-layernorm", "gru-reset-before-layernorm"]} | {
+    "indrnn"}
 
 
 def test_every_registered_layer_is_covered():

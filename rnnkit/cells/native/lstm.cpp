@@ -55,28 +55,7 @@ inline void backward_row(const T* __restrict g, const T* __restrict c_prev, cons
   }
 }
 
-// Layer norm (Ba et al. 2016; rnnkit/cells/base.py): â = (a - μ)/σ with σ² the biased
-// variance plus LN_EPS, as torch.native_layer_norm. The statistics of a row come from one
-// pass of shifted sums, S1 = Σ (a - K), S2 = Σ (a - K)² with K = a[0]: μ = K + S1/n,
-// σ² = S2/n - (S1/n)². The shift keeps the subtraction from cancelling when |μ| ≫ σ (the
-// error is that of the two-pass form when K is within a few σ of μ, as a row's own entry
-// is); the omp simd reduction sums in one partial sum per lane, a short pairwise sum.
-// Returns (μ, 1/σ).
-template <typename T>
-RNNKIT_INLINE void row_moments(const T* __restrict a, int64_t n, T& mean, T& rstd) {
-  const T K = a[0];
-  T s1 = T(0), s2 = T(0);
-#pragma omp simd reduction(+ : s1, s2)
-  for (int64_t j = 0; j < n; ++j) {
-    const T d = a[j] - K;
-    s1 += d;
-    s2 += d * d;
-  }
-  const T m = s1 / T(n);
-  const T var = std::max(s2 / T(n) - m * m, T(0));
-  mean = K + m;
-  rstd = T(1) / std::sqrt(var + T(1e-5));
-}
+// (row_moments, the one-pass layer-norm statistics of a row: common.h)
 
 // The layer-norm LSTM's forward step for one row (rnnkit/cells/lstm.py with layer_norm),
 // the statistics riding along the gate pass: pass 1 the moments of rec, the row's recurrent
