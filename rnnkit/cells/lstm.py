@@ -269,8 +269,9 @@ class _NativeLSTM(NativeBinding):
         grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr.view(T * B, P)
         if cell.proj_size:
             grads["weight_hr"] = res["dh"].view(T * B, P).t() @ saved["h_full"].view(T * B, H)
-        dsum = dgates.sum((0, 1))
-        cell.bias_grads(dsum, dsum, grads)
+        if not cell.layer_norm:  # (with layer norm the biases' gradients come from prepare_input_backward)
+            dsum = dgates.sum((0, 1))
+            cell.bias_grads(dsum, dsum, grads)
         if cell.peephole:
             c_in, c_new = saved["c_in"], saved["c_new"]
             if c_in.shape[0] != T:  # only c_0 kept: c_{t-1} is the previous step's c_new
