@@ -198,6 +198,10 @@ def _count_reference_backwards(monkeypatch) -> list:
 CASES = {
     "native-lstm": ("native", lambda: rnnkit.LSTM(I, H, num_layers=2, peephole=True), "_NativeLSTMBackward"),
     "native-gru": ("native", lambda: rnnkit.GRU(I, H, reset_after=False, zoneout=0.1), "_NativeGRUBackward"),
+    "native-gru-layernorm": ("native", lambda: rnnkit.GRU(I, H, layer_norm=True, bidirectional=True),
+                             "_NativeGRUBackward"),
+    "native-lstm-layernorm": ("native", lambda: rnnkit.LSTM(I, H, layer_norm=True, recurrent_dropout=0.2),
+                              "_NativeLSTMBackward"),
     "native-jordan": ("native", lambda: rnnkit.Jordan(I, H, 2, recurrent_dropout=0.2), "_NativeJordanBackward"),
     "python-lstm": ("python", lambda: rnnkit.LSTM(I, H, layer_norm=True, proj_size=2), "_BPTTBackward"),
     "python-indrnn": ("python", lambda: rnnkit.IndRNN(I, H), "_BPTTBackward"),
