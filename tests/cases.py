@@ -33,7 +33,7 @@ def make(name, input_size, hidden_size, **kw):
 
 
 #: the engine paths of the classic cells: name → (RNNKIT_NATIVE, layer keyword arguments).
-#: "native" is the C++ loop where the cell has one (LSTM, GRU without layer norm, Jordan) and
+#: "native" is the C++ loop where the cell has one (LSTM with σ/tanh, GRU, Jordan, IndRNN) and
 #: the Python loop otherwise; "python" the Python loop with its hand-written BPTT;
 #: "autograd" the reference path under autograd.
 ENGINE_PATHS = {"native": ("1", {}), "python": ("0", {}), "autograd": ("0", {"backend": "autograd"})}

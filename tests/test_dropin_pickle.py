@@ -75,7 +75,7 @@ def _unit(cls, **options):
 LAYERS = {f"cases:{name}": (lambda kw, name=name: make(name, 3, 4, **kw), ["native", "python", "autograd"])
           for name in ALL_CELLS}
 LAYERS.update({
-    "indrnn": (lambda kw: rnnkit.IndRNN(3, 4, recurrent_max_abs=1.5, **kw), ["python", "autograd"]),
+    "indrnn": (lambda kw: rnnkit.IndRNN(3, 4, recurrent_max_abs=1.5, **kw), ["native", "python", "autograd"]),
     "irnn": (lambda kw: rnnkit.make_layer("irnn", 3, 4, **kw), ["python", "autograd"]),
     "mingru": (lambda kw: rnnkit.MinGRU(3, 4, candidate_activation="g", **kw), ["scan", "bptt", "autograd"]),
     "minlstm": (lambda kw: rnnkit.MinLSTM(3, 4, normalize=False, **kw), ["scan", "bptt", "autograd"]),
@@ -89,10 +89,11 @@ LAYERS.update({
     "sru-linear": (_unit(rnnkit.SRU, gate_recurrence=False), ["scan", "bptt", "autograd"]),
 })
 READOUT_UNITS = (rnnkit.MLSTM, rnnkit.LRU, rnnkit.S6, rnnkit.QRNN, rnnkit.SRU)
-NATIVE_NODES = {"_NativeLSTMBackward", "_NativeGRUBackward", "_NativeJordanBackward"}
-#: the specs with a native loop (not: Elman, LSTM with other activations, layer-norm GRU)
+NATIVE_NODES = {"_NativeLSTMBackward", "_NativeGRUBackward", "_NativeJordanBackward", "_NativeIndRNNBackward"}
+#: the specs with a native loop (not: Elman, LSTM with other activations)
 NATIVE_SPECS = {f"cases:{name}" for name in ["jordan", "lstm", "lstm-peephole", "lstm-proj", "lstm-layernorm", "gru",
-                                             "gru-reset-before"]}
+                                             "gru-reset-before", "gru-layernorm", "gru-reset-before-layernorm"]} | {
+    "indrnn"}
 
 
 def test_every_registered_layer_is_covered():

@@ -12,11 +12,13 @@ import torch
 
 import rnnkit
 from rnnkit.cells.gru import _NativeGRU
+from rnnkit.cells.indrnn import _NativeIndRNN
 from rnnkit.cells.jordan import _NativeJordan
 from rnnkit.cells.lstm import _NativeLSTM
 from rnnkit.engine import native
 
 from . import needs
+from .cases import graph_nodes
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +41,7 @@ def _grads(layer, x, state, lengths, seed):
 
 def _native_function_of(layer):
     return {rnnkit.LSTM: _NativeLSTM, rnnkit.GRU: _NativeGRU,
-            rnnkit.Jordan: _NativeJordan}[type(layer)]
+            rnnkit.Jordan: _NativeJordan, rnnkit.IndRNN: _NativeIndRNN}[type(layer)]
 
 
 def _both_paths(monkeypatch, grads, layer, *args):
@@ -191,6 +193,10 @@ GRU_OPTIONS = [
     {}, {"reset_after": False}, {"bidirectional": True, "num_layers": 2}, {"recurrent_dropout": 0.3},
     {"zoneout": 0.2, "reset_after": False}, {"zoneout": 0.1, "recurrent_dropout": 0.2, "bidirectional": True},
     {"bias": False}, {"bias": False, "reset_after": False, "recurrent_dropout": 0.3},
+    {"layer_norm": True}, {"layer_norm": True, "reset_after": False},
+    {"layer_norm": True, "bidirectional": True, "num_layers": 2, "zoneout": 0.1, "recurrent_dropout": 0.2},
+    {"layer_norm": True, "reset_after": False, "bidirectional": True, "num_layers": 2, "recurrent_dropout": 0.3},
+    {"layer_norm": True, "bias": False, "zoneout": 0.2},
 ]
 
 
@@ -212,16 +218,20 @@ def test_native_gru_equals_the_python_loop(monkeypatch, dtype, options, use_leng
     h0 = torch.randn(n, B, H, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
     got, want = _both_paths(monkeypatch, _one_state_grads, layer, x, h0, lengths)
-    tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    if dtype == torch.float64:
+        tol = {"rtol": 1e-10, "atol": 1e-10}
+    else:  # float32 layer norm: C++ and PyTorch sum the variance in different orders
+        tol = {"rtol": 1e-4, "atol": 1e-4} if options.get("layer_norm") else {"rtol": 1e-5, "atol": 2e-6}
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
-def test_native_gru_gradcheck(monkeypatch, reset_after):
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_native_gru_gradcheck(monkeypatch, reset_after, layer_norm):
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
     layer = rnnkit.GRU(3, 4, bidirectional=True, reset_after=reset_after, zoneout=0.2,
-                       recurrent_dropout=0.3).double()
+                       recurrent_dropout=0.3, layer_norm=layer_norm).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
     assert _gradcheck(monkeypatch, layer, x, h0)
@@ -244,12 +254,13 @@ def test_native_gru_matches_torch_nn_gru(monkeypatch):
     assert len(calls) == 4  # 2 layers × 2 directions
 
 
-def test_layer_norm_gru_keeps_the_python_loop(monkeypatch):
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_layer_norm_gru_runs_natively(monkeypatch, reset_after):
+    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
     calls = _count_native_calls(monkeypatch, _NativeGRU)
-    rnnkit.GRU(I, H, layer_norm=True)(torch.randn(T, B, I))[0].sum().backward()
-    assert not calls
-    rnnkit.GRU(I, H)(torch.randn(T, B, I))[0].sum().backward()
-    assert calls
+    out, _ = rnnkit.GRU(I, H, layer_norm=True, reset_after=reset_after, bidirectional=True)(torch.randn(T, B, I))
+    out.sum().backward()
+    assert len(calls) == 2 and "_NativeGRUBackward" in graph_nodes(out)
 
 
 @pytest.mark.parametrize("failure,expected", [
@@ -333,12 +344,64 @@ def test_the_native_entry_points_name_their_results():
     ext = native.load()
     Tb, Bb, Hb, Pb = 3, 2, 4, 3
     xw = torch.randn(Tb, Bb, 4 * Hb)
-    ln = [torch.ones(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]
+    ln = [torch.ones(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]  # ln_gamma_h, ln_gamma_c, ln_beta_c
     res = ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb),
-                           torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, ln, False, True)
+                           torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, *ln, False, True)
     assert set(res) == {"out", "h", "c", "hr", "c_in", "c_new", "tc", "ln_xhat_h", "ln_rstd_h", "ln_xhat_c",
                         "ln_rstd_c", "h_full"}
     assert res["out"].shape == (Tb, Bb, Pb) and res["c"].shape == (Bb, Hb)
     with pytest.raises(RuntimeError, match="no tensor named 'c_in'"):
         ext.lstm_backward(None, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), {"gates": xw}, torch.randn(4 * Hb, Pb),
-                          None, None, None, None, None, None, [], False)
+                          None, None, None, None, None, None, None, None, None, False)
+    with pytest.raises(RuntimeError, match="ln_gamma_h, ln_gamma_c and ln_beta_c together"):
+        ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb), None, None,
+                         None, None, None, None, ln[0], None, None, False, True)
+
+
+# -- IndRNN ----------------------------------------------------------------------------------
+INDRNN_OPTIONS = [
+    {}, {"nonlinearity": "tanh"}, {"bidirectional": True, "num_layers": 2},
+    {"recurrent_dropout": 0.3, "zoneout": 0.2, "nonlinearity": "tanh"}, {"bias": False, "recurrent_max_abs": 0.9},
+    {"bidirectional": True, "num_layers": 2, "recurrent_dropout": 0.2, "zoneout": 0.1, "nonlinearity": "tanh"},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("options,use_lengths,training",
+                         list(itertools.product(INDRNN_OPTIONS, [False, True], [True, False])))
+def test_native_indrnn_equals_the_python_loop(monkeypatch, dtype, options, use_lengths, training):
+    layer = rnnkit.IndRNN(I, H, **options).to(dtype).train(training)
+    with torch.no_grad():  # u past 1 in places, so that the recurrence does not fade at once
+        for name, p in layer.named_parameters():
+            if name.startswith("weight_hh"):
+                p.uniform_(-1.2, 1.2)
+    n = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(n, B, H, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
+    got, want = _both_paths(monkeypatch, _one_state_grads, layer, x, h0, lengths)
+    tol = {"rtol": 1e-5, "atol": 2e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("nonlinearity", ["relu", "tanh"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_indrnn_gradcheck(monkeypatch, nonlinearity, reverse):
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    layer = rnnkit.IndRNN(3, 4, bidirectional=reverse, nonlinearity=nonlinearity, zoneout=0.2,
+                          recurrent_dropout=0.3, recurrent_max_abs=1.5).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2 if reverse else 1, 2, 4, dtype=torch.float64, requires_grad=True)
+    assert _gradcheck(monkeypatch, layer, x, h0)
+
+
+def test_indrnn_runs_natively_and_the_off_switch_uses_the_python_loop(monkeypatch):
+    calls = _count_native_calls(monkeypatch, _NativeIndRNN)
+    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
+    out, _ = rnnkit.IndRNN(I, H, num_layers=2)(torch.randn(T, B, I))
+    out.sum().backward()
+    assert len(calls) == 2 and "_NativeIndRNNBackward" in graph_nodes(out)
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    out, _ = rnnkit.IndRNN(I, H)(torch.randn(T, B, I))
+    assert len(calls) == 2 and "_BPTTBackward" in graph_nodes(out)

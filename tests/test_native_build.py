@@ -404,7 +404,8 @@ def test_a_build_record_of_another_key_is_not_complete(tmp_path):
 @pytest.mark.parametrize("make,uses", [
     (lambda: rnnkit.LSTM(3, 4, peephole=True), True), (lambda: rnnkit.GRU(3, 4), True),
     (lambda: rnnkit.Jordan(3, 4, 2), True), (lambda: rnnkit.LSTM(3, 4).double(), True),
-    (lambda: rnnkit.GRU(3, 4, layer_norm=True), False), (lambda: rnnkit.RNN(3, 4), False),
+    (lambda: rnnkit.GRU(3, 4, layer_norm=True), True), (lambda: rnnkit.IndRNN(3, 4), True),
+    (lambda: rnnkit.LSTM(3, 4, activation="relu"), False), (lambda: rnnkit.RNN(3, 4), False),
     (lambda: torch.nn.Sequential(torch.nn.Linear(3, 3), rnnkit.GRU(3, 4)), True),
 ])
 def test_uses_native_loops(make, uses, monkeypatch):

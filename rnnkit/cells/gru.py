@@ -212,8 +212,9 @@ class GRUCell(Cell):
         return dxw, (dh.add_(dhr),), drec
 
     def native_binding(self) -> NativeBinding | None:
-        """The C++ loop (``rnnkit/cells/native/gru.cpp``) runs both forms, without layer norm."""
-        return None if self.layer_norm else _NativeGRU(self)
+        """The C++ loop (``rnnkit/cells/native/gru.cpp``) runs both forms, with or without
+        layer norm."""
+        return _NativeGRU(self)
 
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         rz, n = cache[2], cache[3]
@@ -235,16 +236,25 @@ class _NativeGRU(NativeBinding):
 
         after:  dW_hh = Σ_t drecᵀ hr
         before: dW_h(r,z) = Σ_t drec_(r,z)ᵀ hr,   dW_hn = Σ_t drec_nᵀ (r ⊙ hr)   (aux = r ⊙ hr)
+
+    With layer norm drec is the gradient of the raw GEMM outputs (through the norm), and the
+    C++ backward sums dγ_h = Σ_t d(LN output) ⊙ â and, reset_after, db_hh (the bias is added
+    after the norm) in its loop; b_ih's gradient (and reset_before's b_hh) comes from the
+    input projection's layer norm (:meth:`GRUCell.prepare_input_backward`).
     """
 
     cell: GRUCell
+
+    def _gamma(self, p: Params) -> Tensor | None:
+        """γ_h (3H) contiguous with layer norm, else None."""
+        return p["ln_hh_weight"].contiguous() if self.cell.layer_norm else None
 
     def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
                 keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         cell = self.cell
         b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
         res = ext.gru_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), b_hh, masks.rmask,
-                              masks.valid, masks.zoneout[0], cell.reset_after, reverse, keep)
+                              masks.valid, masks.zoneout[0], self._gamma(p), cell.reset_after, reverse, keep)
         out, h_n = res.pop("out"), res.pop("h")
         return out, (h_n,), ({"gates": xw, **res} if keep else {})  # xw holds r, z, n
 
@@ -252,7 +262,7 @@ class _NativeGRU(NativeBinding):
                  masks, reverse: bool) -> tuple[Tensor, State, Params]:
         cell = self.cell
         res = ext.gru_backward(dout, dstate[0], saved, p["weight_hh"].contiguous(), masks.rmask, masks.valid,
-                               masks.zoneout[0], cell.reset_after, reverse)
+                               masks.zoneout[0], self._gamma(p), cell.reset_after, reverse)
         dxw, drec = res["dxw"], res["drec"]  # (T, B, 3H) each
         T, B = dxw.shape[:2]
         H = cell.hidden_size
@@ -263,5 +273,9 @@ class _NativeGRU(NativeBinding):
             grads["weight_hh"] = dr2.t() @ hr2
         else:  # the r,z rows multiply hr, the n rows r ⊙ hr
             grads["weight_hh"] = torch.cat((dr2[:, :2 * H].t() @ hr2, dr2[:, 2 * H:].t() @ saved["aux"].view(T * B, H)))
-        cell.bias_grads(dxw.sum((0, 1)), drec.sum((0, 1)), grads)
+        cell.bias_grads(dxw.sum((0, 1)), drec.sum((0, 1)), grads)  # (with layer norm: none here)
+        if cell.layer_norm:
+            grads["ln_hh_weight"] = res["ln_dgamma_h"]
+            if cell.bias and cell.reset_after:
+                grads["bias_hh"] = res["dbias_hh"]
         return dxw, (res["dh0"],), grads

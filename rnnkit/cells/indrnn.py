@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .activations import get_activation
-from .base import Cell, Params, State
+from .base import Cell, NativeBinding, Params, State
 
 
 class IndRNNCell(Cell):
@@ -67,5 +67,38 @@ class IndRNNCell(Cell):
             dh = dh * rmask
         return da, (dh,), da
 
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ loop (``rnnkit/cells/native/indrnn.cpp``) runs both nonlinearities."""
+        return _NativeIndRNN(self)
+
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, nonlinearity={self.nonlinearity!r}"
+
+
+class _NativeIndRNN(NativeBinding):
+    """:class:`IndRNNCell` on ``indrnn_forward`` / ``indrnn_backward``
+    (``rnnkit/cells/native/indrnn.cpp``; arguments and named results in ``common.h``). The
+    loop is element-wise; the input projection of all T·B rows is the engine's one GEMM.
+
+        du = Σ_t Σ_batch da ⊙ hr      db = Σ_t Σ_batch da      (hr = h_{t-1} ⊙ rmask)
+    """
+
+    cell: IndRNNCell
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        res = ext.indrnn_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), masks.rmask, masks.valid,
+                                 masks.zoneout[0], self.cell.phi.name, reverse, keep)
+        out, h_n = res.pop("out"), res.pop("h")
+        return out, (h_n,), ({"h": xw, **res} if keep else {})  # xw holds h' = φ(a)
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        cell = self.cell
+        res = ext.indrnn_backward(dout, dstate[0], saved, p["weight_hh"].contiguous(), masks.rmask, masks.valid,
+                                  masks.zoneout[0], cell.phi.name, reverse)
+        da = res["da"]  # (T, B, H)
+        H = cell.hidden_size
+        grads: Params = {"weight_hh": cell.weight_hh_grad(da.view(-1, H), saved["hr"].view(-1, H))}
+        cell.bias_grads(da.sum((0, 1)), da.sum((0, 1)), grads)
+        return da, (res["dh0"],), grads

@@ -92,19 +92,17 @@ class LSTMCell(Cell):
     def prepare_input(self, xw: Tensor, p: Params) -> tuple[Tensor, object]:
         if not self.layer_norm:
             return xw, None
-        xn, cache = layer_norm(xw, p["ln_ih_weight"], None)  # (T, B, 4H)
-        if self.bias:
-            xn = xn + (p["bias_ih"] + p["bias_hh"])
-        return xn, cache
+        # LN(x W_ihᵀ; γ_x) + b as one layer norm whose bias is b_ih + b_hh (one pass, one tensor)
+        b = p["bias_ih"] + p["bias_hh"] if self.bias else None
+        return layer_norm(xw, p["ln_ih_weight"], b)  # (T, B, 4H)
 
     def prepare_input_backward(self, dxw: Tensor, ctx: object, p: Params, grads: Params) -> Tensor:
         if not self.layer_norm:
             return dxw
-        if self.bias:
-            db = dxw.sum((0, 1))
-            grads["bias_ih"], grads["bias_hh"] = db, db.clone()
-        dxw, dgamma, _ = layer_norm_backward(dxw, ctx, p["ln_ih_weight"], None)
+        dxw, dgamma, db = layer_norm_backward(dxw, ctx, p["ln_ih_weight"], p["bias_ih"] if self.bias else None)
         grads["ln_ih_weight"] = dgamma
+        if self.bias:
+            grads["bias_ih"], grads["bias_hh"] = db, db.clone()
         return dxw
 
     def bias_grads(self, dxw_sum: Tensor, drec_sum: Tensor, grads: Params) -> None:
@@ -229,18 +227,20 @@ class _NativeLSTM(NativeBinding):
         dW_hr = Σ_t dhᵀ h_full        (h_full = o ⊙ φ(c') before the projection)
         dw_ci = Σ_t di_a ⊙ c_{t-1}     dw_cf = Σ_t df_a ⊙ c_{t-1}     dw_co = Σ_t do_a ⊙ c_t
         dγ_h = Σ_t dgates ⊙ â_h       dγ_c = Σ_t dcln ⊙ â_c          dβ_c = Σ_t dcln
+
+    (the three layer-norm sums are the C++ backward's, accumulated in its gate pass).
     """
 
     cell: LSTMCell
 
-    def _weights(self, p: Params) -> tuple[Tensor, Tensor | None, Tensor | None, list[Tensor]]:
+    def _weights(self, p: Params) -> tuple[Tensor, Tensor | None, Tensor | None, tuple[Tensor | None, ...]]:
         """W_hh, W_hr (or None), the peepholes as one (3, H) tensor (or None) and the layer-norm
-        parameters [γ_h, γ_c, β_c] (or []), contiguous."""
+        parameters (ln_gamma_h, ln_gamma_c, ln_beta_c) (or three None), contiguous."""
         cell = self.cell
         w_hr = p["weight_hr"].contiguous() if cell.proj_size else None
         peep = torch.stack((p["weight_ci"], p["weight_cf"], p["weight_co"])) if cell.peephole else None
-        ln = [p["ln_hh_weight"].contiguous(), p["ln_c_weight"].contiguous(), p["ln_c_bias"].contiguous()] \
-            if cell.layer_norm else []
+        ln = (p["ln_hh_weight"].contiguous(), p["ln_c_weight"].contiguous(), p["ln_c_bias"].contiguous()) \
+            if cell.layer_norm else (None, None, None)
         return p["weight_hh"].contiguous(), w_hr, peep, ln
 
     def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
@@ -249,7 +249,7 @@ class _NativeLSTM(NativeBinding):
         w_hh, w_hr, peep, ln = self._weights(p)
         zh, zc = masks.zoneout
         res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, w_hr, peep, masks.rmask, masks.valid,
-                               zh, zc, ln, reverse, keep)
+                               zh, zc, *ln, reverse, keep)
         out, h_n, c_n = res.pop("out"), res.pop("h"), res.pop("c")
         return out, (h_n, c_n), ({"gates": xw, **res} if keep else {})  # xw holds the activated gates
 
@@ -259,7 +259,7 @@ class _NativeLSTM(NativeBinding):
         w_hh, w_hr, peep, ln = self._weights(p)
         zh, zc = masks.zoneout
         res = ext.lstm_backward(dout, dstate[0], dstate[1], saved, w_hh, w_hr, peep, masks.rmask, masks.valid,
-                                zh, zc, ln, reverse)
+                                zh, zc, *ln, reverse)
         dgates = res["dgates"]  # (T, B, 4H)
         hr = saved["hr"]  # (T, B, P)
         T, B, P = hr.shape
@@ -269,8 +269,9 @@ class _NativeLSTM(NativeBinding):
         grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr.view(T * B, P)
         if cell.proj_size:
             grads["weight_hr"] = res["dh"].view(T * B, P).t() @ saved["h_full"].view(T * B, H)
-        dsum = dgates.sum((0, 1))
-        cell.bias_grads(dsum, dsum, grads)
+        if not cell.layer_norm:  # (with layer norm the biases' gradients come from prepare_input_backward)
+            dsum = dgates.sum((0, 1))
+            cell.bias_grads(dsum, dsum, grads)
         if cell.peephole:
             c_in, c_new = saved["c_in"], saved["c_new"]
             if c_in.shape[0] != T:  # only c_0 kept: c_{t-1} is the previous step's c_new
@@ -279,8 +280,7 @@ class _NativeLSTM(NativeBinding):
             grads["weight_cf"] = (dgates[..., H:2 * H] * c_in).sum((0, 1))
             grads["weight_co"] = (dgates[..., 3 * H:] * c_new).sum((0, 1))
         if cell.layer_norm:
-            dcln = res["dcln"]
-            grads["ln_hh_weight"] = (dgates * saved["ln_xhat_h"]).sum((0, 1))
-            grads["ln_c_weight"] = (dcln * saved["ln_xhat_c"]).sum((0, 1))
-            grads["ln_c_bias"] = dcln.sum((0, 1))
+            grads["ln_hh_weight"] = res["ln_dgamma_h"]
+            grads["ln_c_weight"] = res["ln_dgamma_c"]
+            grads["ln_c_bias"] = res["ln_dbeta_c"]
         return dgates, (res["dh0"], res["dc0"]), grads

@@ -49,7 +49,8 @@ log = logging.getLogger("rnnkit.native")
 _SRC = Path(__file__).parent.parent / "cells" / "native"
 #: the C++ sources, compiled in parallel: one per cell family, then the Python module. This
 #: list is all that names them: a new family's file gets its line here.
-SOURCES = [_SRC / "lstm.cpp", _SRC / "gru.cpp", _SRC / "jordan.cpp", _SRC / "module.cpp"]
+SOURCES = [_SRC / "lstm.cpp", _SRC / "gru.cpp", _SRC / "jordan.cpp", _SRC / "module.cpp",
+           _SRC / "indrnn.cpp"]
 #: the headers they include (``#include "common.h"``: its folder is on the include path)
 HEADERS = [_SRC / "common.h"]
 

@@ -7,7 +7,8 @@ layers, zoneout and the gradient record come with them, and they return
 state (:meth:`step`), for generation.
 
 - :class:`IndRNN` (Li et al. 2018) has a nonlinear recurrence and runs on the
-  sequential BPTT engine like the classic cells.
+  sequential BPTT engine like the classic cells (its native loop: one input GEMM over all
+  T·B rows, then an element-wise C++ loop forward and backward).
 - :class:`MinGRU` and :class:`MinLSTM` (Feng et al. 2024) have a recurrence linear in
   h, trained by the parallel scan of :mod:`rnnkit.engine.scan` (``backend="scan"``); the same
   weights run by the sequential hand-written BPTT (``backend="bptt"``) or under autograd

@@ -78,7 +78,10 @@ inline const Tensor& entry(const Named& m, const char* name) {
 //   w_hh  (4H, P)     w_hr (P, H) or None: the projection
 //   peep  (3, H)      the peephole weights w_ci, w_cf, w_co, or None
 //   rmask (B, P), valid (T, B), zh (T, B, P), zc (T, B, H): as above, or None
-//   ln    [] or [γ_h (4H), γ_c (H), β_c (H)]: layer norm of the recurrent projection and of c'
+//   layer norm, all three or none (None):
+//   ln_gamma_h (4H)   γ_h, the gain of LN(h W_hhᵀ; γ_h), the recurrent projection's layer norm
+//   ln_gamma_c (H)    γ_c and
+//   ln_beta_c  (H)    β_c, the gain and bias of the cell's layer norm LN(c'; γ_c, β_c)
 // returns "out" (T, B, P), "h" = h_T (B, P), "c" = c_T (B, H) and, when keep:
 //   "hr" (T, B, P) = h_{t-1} ⊙ rmask, "c_in" = c_{t-1} ((T, B, H) with zoneout or lengths,
 //   else (1, B, H) = c_0), "c_new" (T, B, H) = c_t before zoneout/lengths, "tc" = tanh(c_t)
@@ -87,47 +90,59 @@ inline const Tensor& entry(const Named& m, const char* name) {
 //   (T, B), with projection "h_full" (T, B, H) = o ⊙ tanh(...) before W_hr.
 Named lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                    c10::optional<Tensor> peep, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                   c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse,
-                   bool keep);
+                   c10::optional<Tensor> zh, c10::optional<Tensor> zc, c10::optional<Tensor> ln_gamma_h,
+                   c10::optional<Tensor> ln_gamma_c, c10::optional<Tensor> ln_beta_c, bool reverse, bool keep);
 // lstm_backward
 //   dout  (T, B, P) or None, dhT (B, P), dcT (B, H): the gradients reaching the outputs
 //   saved "gates" (T, B, 4H) (the forward's xw), "c_in", "c_new", "tc" and with layer norm
 //         "ln_xhat_h", "ln_rstd_h", "ln_xhat_c", "ln_rstd_c", as lstm_forward returned them
 //         (other entries are ignored)
-//   w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse: as in the forward
+//   w_hh, w_hr, peep, rmask, valid, zh, zc, ln_gamma_h, ln_gamma_c, ln_beta_c, reverse: as
+//   in the forward
 // returns "dgates" (T, B, 4H) = d(xw) (= d(h W_hhᵀ) without layer norm), "dh0" (B, P),
-//   "dc0" (B, H), with layer norm "drec" (T, B, 4H) = d(h W_hhᵀ) and "dcln" (T, B, H) =
-//   d LN(c_t), with projection "dh" (T, B, P), the gradient reaching the projected h
-//   (dW_hr = Σ dhᵀ h_full). The binding (cells/lstm.py) forms the weight gradients with one
-//   GEMM or reduction each.
+//   "dc0" (B, H), with layer norm "drec" (T, B, 4H) = d(h W_hhᵀ) and the layer-norm
+//   parameters' gradients, summed in the loop: "ln_dgamma_h" (4H) = Σ dgates ⊙ â_h,
+//   "ln_dgamma_c" (H) = Σ dcln ⊙ â_c, "ln_dbeta_c" (H) = Σ dcln (dcln = d LN(c_t)), with
+//   projection "dh" (T, B, P), the gradient reaching the projected h (dW_hr = Σ dhᵀ h_full).
+//   The binding (cells/lstm.py) forms the weight gradients with one GEMM or reduction each.
 Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved, Tensor w_hh,
                     c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                     c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc,
-                    std::vector<Tensor> ln, bool reverse);
+                    c10::optional<Tensor> ln_gamma_h, c10::optional<Tensor> ln_gamma_c,
+                    c10::optional<Tensor> ln_beta_c, bool reverse);
 
-// GRU (gru.cpp): rnnkit/cells/gru.py without layer norm, both forms.
+// GRU (gru.cpp): rnnkit/cells/gru.py, both forms, with or without layer norm.
 //
 // gru_forward
-//   xw    (T, B, 3H)  x W_ihᵀ + b_ih (reset_before: + b_hh); overwritten with r, z, n
+//   xw    (T, B, 3H)  x W_ihᵀ + b_ih (reset_before: + b_hh; with layer norm LN(x W_ihᵀ; γ_x)
+//                     + those biases); overwritten with r, z, n
 //   h0 (B, H), w_hh (3H, H)
 //   b_hh  (3H) or None: the recurrent bias (reset_after only; reset_before has it in xw)
 //   rmask (B, H), valid (T, B), zh (T, B, H): as above, or None
+//   ln_gamma_h (3H) or None: γ_h, the gain of the recurrent GEMM outputs' layer norm (the
+//                     bias is added after it): reset_after LN(h W_hhᵀ; γ_h) over the 3H of a
+//                     row; reset_before LN(h W_rzᵀ; γ_h[:2H]) and LN((r ⊙ h) W_hnᵀ; γ_h[2H:])
 //   reset_after       true: n = tanh(x_n + r ⊙ (h W_hnᵀ + b_hn)) (cuDNN); false: the 2014 form
 // returns "out" (T, B, H), "h" = h_T (B, H) and, when keep, "hin" (T, B, H) = h_{t-1},
 //   "hr" (T, B, H) = h_{t-1} ⊙ rmask (hin itself without a mask), "aux" (T, B, H) =
-//   reset_after h W_hnᵀ + b_hn, reset_before r ⊙ hr.
+//   reset_after (the normalized) h W_hnᵀ + b_hn, reset_before r ⊙ hr; with layer norm
+//   "ln_xhat_h" (T, B, 3H) = â of the GEMM outputs ([r, z | n]) and "ln_rstd_h" (T, B, 2) =
+//   1/σ (reset_after: of the one 3H row, twice; reset_before: of the r,z part, of the n part).
 Named gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh, c10::optional<Tensor> rmask,
-                  c10::optional<Tensor> valid, c10::optional<Tensor> zh, bool reset_after, bool reverse, bool keep);
+                  c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> ln_gamma_h,
+                  bool reset_after, bool reverse, bool keep);
 // gru_backward
 //   dout (T, B, H) or None, dhT (B, H); saved "gates" (T, B, 3H) (the forward's xw), "hin",
-//   "hr", "aux" (T, B, H) as the forward returned them; w_hh, rmask, valid, zh,
-//   reset_after, reverse as in the forward
-// returns "dxw" (T, B, 3H) = d(xw), "drec" (T, B, 3H) = d of the recurrent pre-activations
-//   (reset_after h W_hhᵀ + b_hh; reset_before the r,z GEMM output and (r ⊙ hr) W_hnᵀ, equal
-//   to dxw) and "dh0" (B, H).
+//   "hr", "aux" (T, B, H) and with layer norm "ln_xhat_h", "ln_rstd_h", as the forward
+//   returned them; w_hh, rmask, valid, zh, ln_gamma_h, reset_after, reverse as in the forward
+// returns "dxw" (T, B, 3H) = d(xw), "drec" (T, B, 3H) = d of the recurrent GEMM outputs
+//   (reset_after h W_hhᵀ (+ b_hh without layer norm); reset_before the r,z GEMM output and
+//   (r ⊙ hr) W_hnᵀ, without layer norm equal to dxw) and "dh0" (B, H); with layer norm
+//   "ln_dgamma_h" (3H) = Σ d(LN output) ⊙ â and, reset_after, "dbias_hh" (3H) = Σ d(LN(h
+//   W_hhᵀ) + b_hh), both summed in the loop.
 Named gru_backward(c10::optional<Tensor> dout, Tensor dhT, const Named& saved, Tensor w_hh,
                    c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                   bool reset_after, bool reverse);
+                   c10::optional<Tensor> ln_gamma_h, bool reset_after, bool reverse);
 
 // Jordan network (jordan.cpp): rnnkit/cells/jordan.py, the recurrence from the previous output.
 //   h = φ(x W_ihᵀ + b + (y ⊙ rmask) W_hhᵀ),   y' = ψ(h W_hoᵀ + b_ho)
@@ -168,6 +183,26 @@ Named jordan_forward(Tensor xw, Tensor y0, Tensor w_hh, Tensor w_ho, c10::option
 Named jordan_backward(c10::optional<Tensor> dout, Tensor dyT, const Named& saved, Tensor w_hh, Tensor w_ho,
                       c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
                       const std::string& phi, const std::string& psi, bool reverse);
+
+// IndRNN (indrnn.cpp): rnnkit/cells/indrnn.py, an element-wise recurrence (no GEMM per step).
+//   a = xw + u ⊙ (h ⊙ rmask),   h' = φ(a)
+//
+// indrnn_forward
+//   xw    (T, B, H)   x W_ihᵀ + b; overwritten with h' = φ(a) (before zoneout and lengths)
+//   h0 (B, H), u (H) the recurrent weight (weight_hh, already clamped by the layer)
+//   rmask (B, H), valid (T, B), zh (T, B, H): as above, or None
+//   phi               the name of φ (activation_names(): relu, tanh, sigmoid, identity)
+// returns "out" (T, B, H), "h" = h_T (B, H) and, when keep, "hr" (T, B, H) = h_{t-1} ⊙ rmask.
+Named indrnn_forward(Tensor xw, Tensor h0, Tensor u, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
+                     c10::optional<Tensor> zh, const std::string& phi, bool reverse, bool keep);
+// indrnn_backward
+//   dout (T, B, H) or None, dhT (B, H); saved "h" (T, B, H) (the forward's xw); u, rmask,
+//   valid, zh, phi, reverse as in the forward
+// returns "da" (T, B, H) = d(xw) (= of the pre-activation: du = Σ da ⊙ hr, db = Σ da are the
+//   binding's) and "dh0" (B, H).
+Named indrnn_backward(c10::optional<Tensor> dout, Tensor dhT, const Named& saved, Tensor u,
+                      c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
+                      const std::string& phi, bool reverse);
 
 // ---------------------------------------------------------------------------------------
 // Shared by the loops
@@ -270,6 +305,48 @@ inline bool state_row_backward(T* __restrict d, T* __restrict part, const T* __r
     std::fill(part, part + n, T(0));
   }
   return true;
+}
+
+// Layer norm (Ba et al. 2016; rnnkit/cells/base.py): â = (a - μ)/σ with σ² the biased
+// variance plus LN_EPS, as torch.native_layer_norm. The statistics of a row come from one
+// pass of shifted sums, S1 = Σ (a - K), S2 = Σ (a - K)² with K = a[0]: μ = K + S1/n,
+// σ² = S2/n - (S1/n)². The shift keeps the subtraction from cancelling when |μ| ≫ σ (the
+// error is that of the two-pass form when K is within a few σ of μ, as a row's own entry
+// is); the omp simd reduction sums in one partial sum per lane, a short pairwise sum.
+// Returns (μ, 1/σ).
+template <typename T>
+RNNKIT_INLINE void row_moments(const T* __restrict a, int64_t n, T& mean, T& rstd) {
+  const T K = a[0];
+  T s1 = T(0), s2 = T(0);
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t j = 0; j < n; ++j) {
+    const T d = a[j] - K;
+    s1 += d;
+    s2 += d * d;
+  }
+  const T m = s1 / T(n);
+  const T var = std::max(s2 / T(n) - m * m, T(0));
+  mean = K + m;
+  rstd = T(1) / std::sqrt(var + T(1e-5));
+}
+
+// The layer norm's backward for one row: da = (ĝ - mean(ĝ) - â ⊙ mean(ĝ ⊙ â)) / σ with
+// ĝ = γ ⊙ dy (both row sums in one pass), and dy ⊙ â added into acc_gamma, the row's running
+// sum of dγ. da may be dy itself (in place).
+template <typename T>
+RNNKIT_INLINE void ln_row_backward(const T* dy, const T* __restrict gamma, const T* __restrict xhat, T rstd,
+                                   T* da, T* __restrict acc_gamma, int64_t n) {
+  T s1 = T(0), s2 = T(0);
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t j = 0; j < n; ++j) {
+    const T gh = gamma[j] * dy[j];
+    acc_gamma[j] += dy[j] * xhat[j];
+    s1 += gh;
+    s2 += gh * xhat[j];
+  }
+  s1 /= T(n);
+  s2 /= T(n);
+  for (int64_t j = 0; j < n; ++j) da[j] = (gamma[j] * dy[j] - s1 - xhat[j] * s2) * rstd;
 }
 
 // The entry points' argument checks.

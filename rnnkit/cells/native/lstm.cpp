@@ -55,95 +55,109 @@ inline void backward_row(const T* __restrict g, const T* __restrict c_prev, cons
   }
 }
 
-// Layer norm (Ba et al. 2016; rnnkit/cells/base.py) of one row a (n): â = (a - μ)/σ into
-// xhat, returns 1/σ; σ² is the biased variance plus LN_EPS, as torch.native_layer_norm.
-template <typename T>
-inline T normalize_row(const T* __restrict a, T* __restrict xhat, int64_t n) {
-  T mean = T(0);
-#pragma omp simd reduction(+ : mean)
-  for (int64_t j = 0; j < n; ++j) mean += a[j];
-  mean /= T(n);
-  T var = T(0);
-#pragma omp simd reduction(+ : var)
-  for (int64_t j = 0; j < n; ++j) var += (a[j] - mean) * (a[j] - mean);
-  const T rstd = T(1) / std::sqrt(var / T(n) + T(1e-5));
-  for (int64_t j = 0; j < n; ++j) xhat[j] = (a[j] - mean) * rstd;
-  return rstd;
-}
+// (row_moments, the one-pass layer-norm statistics of a row: common.h)
 
-// The backward of layer norm with gain γ for one row: da = (ĝ - mean(ĝ) - â mean(ĝ â)) / σ
-// with ĝ = γ ⊙ dy.
-template <typename T>
-inline void normalize_row_backward(const T* __restrict dy, const T* __restrict gamma, const T* __restrict xhat,
-                                   T rstd, T* __restrict da, int64_t n) {
-  T s1 = T(0), s2 = T(0);
-#pragma omp simd reduction(+ : s1, s2)
-  for (int64_t j = 0; j < n; ++j) {
-    const T gh = gamma[j] * dy[j];
-    s1 += gh;
-    s2 += gh * xhat[j];
-  }
-  s1 /= T(n);
-  s2 /= T(n);
-  for (int64_t j = 0; j < n; ++j) da[j] = (gamma[j] * dy[j] - s1 - xhat[j] * s2) * rstd;
-}
-
-// The layer-norm LSTM's forward step for one row (rnnkit/cells/lstm.py with layer_norm):
-// g (4H) holds LN(x W_ihᵀ; γ_x) + b on entry and gets γ_h ⊙ LN(rec) added, rec being the
-// row's recurrent GEMM output; then the gates, c' and h' = o ⊙ tanh(γ_c ⊙ LN(c') + β_c).
+// The layer-norm LSTM's forward step for one row (rnnkit/cells/lstm.py with layer_norm),
+// the statistics riding along the gate pass: pass 1 the moments of rec, the row's recurrent
+// GEMM output (4H); pass 2, per unit, â_h = (rec - μ)/σ (kept), the gates
+// g + γ_h ⊙ â_h → i, f, g, o, c' and the shifted sums of c'; pass 3 â_c (kept) and
+// h' = o ⊙ tanh(γ_c ⊙ â_c + β_c). g (4H) holds LN(x W_ihᵀ; γ_x) + b on entry and the
+// activations on exit.
 template <typename T, bool PEEP>
 inline void forward_row_ln(T* __restrict g, const T* __restrict rec, const T* __restrict c,
                            const T* __restrict pp, const T* __restrict gam_h, const T* __restrict gam_c,
                            const T* __restrict beta_c, T* __restrict xh, T* __restrict rstd_h, T* __restrict xc,
                            T* __restrict rstd_c, T* __restrict cn_out, T* __restrict tc_out, T* __restrict h_out,
                            int64_t H) {
-  *rstd_h = normalize_row(rec, xh, 4 * H);
-  for (int64_t j = 0; j < 4 * H; ++j) g[j] += gam_h[j] * xh[j];
+  T mh, rh;
+  row_moments(rec, 4 * H, mh, rh);
+  *rstd_h = rh;
+  // the shift of c''s sums: c'_0, the row's first entry, computed ahead (the same formula)
+  T Kc;
+  {
+    const T x0 = (rec[0] - mh) * rh, x1 = (rec[H] - mh) * rh, x2 = (rec[2 * H] - mh) * rh;
+    T ai = g[0] + gam_h[0] * x0, af = g[H] + gam_h[H] * x1;
+    if (PEEP) {
+      ai += pp[0] * c[0];
+      af += pp[H] * c[0];
+    }
+    Kc = sigmoid(af) * c[0] + sigmoid(ai) * tanh_f(g[2 * H] + gam_h[2 * H] * x2);
+  }
+  T s1 = T(0), s2 = T(0);
+#pragma omp simd reduction(+ : s1, s2)
   for (int64_t j = 0; j < H; ++j) {
     const T c_prev = c[j];
-    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
+    const T xi = (rec[j] - mh) * rh, xf = (rec[H + j] - mh) * rh;
+    const T xg = (rec[2 * H + j] - mh) * rh, xo = (rec[3 * H + j] - mh) * rh;
+    xh[j] = xi; xh[H + j] = xf; xh[2 * H + j] = xg; xh[3 * H + j] = xo;
+    T ai = g[j] + gam_h[j] * xi, af = g[H + j] + gam_h[H + j] * xf;
+    const T ag = g[2 * H + j] + gam_h[2 * H + j] * xg;
+    T ao = g[3 * H + j] + gam_h[3 * H + j] * xo;
     if (PEEP) {
       ai += pp[j] * c_prev;
       af += pp[H + j] * c_prev;
     }
-    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
+    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(ag);
     const T cn = f * c_prev + i * gg;
     if (PEEP) ao += pp[2 * H + j] * cn;
     g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = sigmoid(ao);
     cn_out[j] = cn;
+    const T d = cn - Kc;
+    s1 += d;
+    s2 += d * d;
   }
-  *rstd_c = normalize_row(cn_out, xc, H);
+  const T m = s1 / T(H);
+  const T mc = Kc + m;
+  const T rc = T(1) / std::sqrt(std::max(s2 / T(H) - m * m, T(0)) + T(1e-5));
+  *rstd_c = rc;
   for (int64_t j = 0; j < H; ++j) {
-    const T tcv = tanh_f(gam_c[j] * xc[j] + beta_c[j]);
+    const T x = (cn_out[j] - mc) * rc;
+    xc[j] = x;
+    const T tcv = tanh_f(gam_c[j] * x + beta_c[j]);
     tc_out[j] = tcv;
     h_out[j] = g[3 * H + j] * tcv;
   }
 }
 
-// Its backward for one row (tanh(LN(c')) recomputed from â_c, γ_c, β_c rather than kept):
-// writes dgates (4H, the gradient of the gate pre-activations,
-// = of the normalized input projection), drec (4H, of the raw recurrent GEMM output),
-// dcln (H, of LN(c')'s output: the engine sums γ_c's and β_c's gradients from it) and adds
-// dc_{t-1} into dc_prev. dcn_tmp is scratch (H).
+// Its backward for one row, the layer norms' row reductions fused with the gate backward
+// (tanh(LN(c')) recomputed from â_c, γ_c, β_c rather than kept). With ĝ = γ ⊙ dy, LN's
+// backward is da = (ĝ - mean(ĝ) - â ⊙ mean(ĝ ⊙ â)) / σ:
+//   pass 1 (H): dcln = d LN(c') and do_a, with the sums of ĝ_c, ĝ_c ⊙ â_c, and adds
+//     dcln ⊙ â_c, dcln into the row's dγ_c, dβ_c accumulators;
+//   pass 2 (H): d c' from them, the gate backward → dgates (4H), dc_{t-1} added into
+//     dc_prev, with the sums of ĝ_h, ĝ_h ⊙ â_h, and dgates ⊙ â_h added into dγ_h;
+//   pass 3 (4H): drec, the gradient of the raw recurrent GEMM output.
+// dcln_tmp is scratch (H); acc_gh (4H), acc_gc, acc_bc (H) the row's parameter-gradient sums.
 template <typename T, bool PEEP>
 inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, const T* __restrict beta_c,
                             const T* __restrict xh, T rstd_h, const T* __restrict xc, T rstd_c,
                             const T* __restrict dh, const T* __restrict dc, const T* __restrict pp,
                             const T* __restrict gam_h, const T* __restrict gam_c, T* __restrict dg,
-                            T* __restrict drec, T* __restrict dcln, T* __restrict dcn_tmp, T* __restrict dc_prev,
-                            int64_t H) {
+                            T* __restrict drec, T* __restrict dcln_tmp, T* __restrict dc_prev,
+                            T* __restrict acc_gh, T* __restrict acc_gc, T* __restrict acc_bc, int64_t H) {
+  T s1c = T(0), s2c = T(0);
+#pragma omp simd reduction(+ : s1c, s2c)
   for (int64_t j = 0; j < H; ++j) {
     const T o = g[3 * H + j];
-    const T tcv = tanh_f(gam_c[j] * xc[j] + beta_c[j]);  // tanh(LN(c')), recomputed
-    dcln[j] = dh[j] * o * (T(1) - tcv * tcv);
-    dcn_tmp[j] = dh[j] * tcv * o * (T(1) - o);  // do_a, until d c' overwrites it below
+    const T x = xc[j];
+    const T tcv = tanh_f(gam_c[j] * x + beta_c[j]);  // tanh(LN(c')), recomputed
+    const T dl = dh[j] * o * (T(1) - tcv * tcv);
+    dcln_tmp[j] = dl;
+    dg[3 * H + j] = dh[j] * tcv * o * (T(1) - o);  // do_a
+    acc_gc[j] += dl * x;
+    acc_bc[j] += dl;
+    const T gh = gam_c[j] * dl;
+    s1c += gh;
+    s2c += gh * x;
   }
-  for (int64_t j = 0; j < H; ++j) dg[3 * H + j] = dcn_tmp[j];
-  normalize_row_backward(dcln, gam_c, xc, rstd_c, dcn_tmp, H);  // d c'
+  s1c /= T(H);
+  s2c /= T(H);
+  T s1h = T(0), s2h = T(0);
+#pragma omp simd reduction(+ : s1h, s2h)
   for (int64_t j = 0; j < H; ++j) {
     const T i = g[j], f = g[H + j], gg = g[2 * H + j];
     const T do_a = dg[3 * H + j];
-    T dct = dcn_tmp[j] + dc[j];
+    T dct = (gam_c[j] * dcln_tmp[j] - s1c - xc[j] * s2c) * rstd_c + dc[j];  // d c' + dc
     if (PEEP) dct += pp[2 * H + j] * do_a;
     const T di_a = dct * gg * i * (T(1) - i);
     const T df_a = dct * c_prev[j] * f * (T(1) - f);
@@ -152,8 +166,15 @@ inline void backward_row_ln(const T* __restrict g, const T* __restrict c_prev, c
     if (PEEP) dcp += pp[j] * di_a + pp[H + j] * df_a;
     dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a;
     dc_prev[j] += dcp;
+    const T xi = xh[j], xf = xh[H + j], xg = xh[2 * H + j], xo = xh[3 * H + j];
+    acc_gh[j] += di_a * xi; acc_gh[H + j] += df_a * xf; acc_gh[2 * H + j] += dg_a * xg; acc_gh[3 * H + j] += do_a * xo;
+    const T gi = gam_h[j] * di_a, gf = gam_h[H + j] * df_a, gq = gam_h[2 * H + j] * dg_a, go = gam_h[3 * H + j] * do_a;
+    s1h += (gi + gf) + (gq + go);
+    s2h += (gi * xi + gf * xf) + (gq * xg + go * xo);
   }
-  normalize_row_backward(dg, gam_h, xh, rstd_h, drec, 4 * H);
+  s1h /= T(4 * H);
+  s2h /= T(4 * H);
+  for (int64_t j = 0; j < 4 * H; ++j) drec[j] = (gam_h[j] * dg[j] - s1h - xh[j] * s2h) * rstd_h;
 }
 
 // Forward. xw (T, B, 4H) holds x W_ihᵀ + b and is overwritten with the activated gates
@@ -167,11 +188,15 @@ template <typename T>
 Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                                  c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                  c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                                 c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse,
-                                 bool keep) {
+                                 c10::optional<Tensor> zc, const c10::optional<Tensor>& ln_gamma_h,
+                                 const c10::optional<Tensor>& ln_gamma_c, const c10::optional<Tensor>& ln_beta_c,
+                                 bool reverse, bool keep) {
   const int64_t Tn = xw.size(0), B = xw.size(1), H = c0.size(1), P = h0.size(1);
   auto opts = xw.options();
-  const bool LN = !ln.empty();
+  const T* gam_h = ptr_or_null<T>(ln_gamma_h);
+  const T* gam_c = ptr_or_null<T>(ln_gamma_c);
+  const T* beta_c = ptr_or_null<T>(ln_beta_c);
+  const bool LN = gam_h != nullptr;
   const bool PROJ = w_hr.has_value() && w_hr->defined();
   Tensor out = at::empty({Tn, B, P}, opts);
   Tensor h = h0.clone(), c = c0.clone();
@@ -198,9 +223,6 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
     xc_all = at::empty({steps, B, H}, opts);
     rc_all = at::empty({steps, B}, opts);
   }
-  const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
-  const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
-  const T* beta_c = LN ? ln[2].data_ptr<T>() : nullptr;
   Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, P}, opts) : Tensor();
   Tensor w_t = w_hh.t().contiguous();                         // (P, 4H): a plain row-major GEMM operand
   Tensor w_hr_t = PROJ ? w_hr->t().contiguous() : Tensor();   // (H, P)
@@ -230,8 +252,7 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
     }
     T* g = xwp + t * B * 4 * H;
     if (LN) {  // rec = hr W_hhᵀ, normalized per row below
-      rec.zero_();
-      step_gemm<T>(rec.data_ptr<T>(), hr, w_t, B, P, 4 * H, opts);
+      at::mm_out(rec, at::from_blob(hr, {B, P}, opts), w_t);
     } else {
       step_gemm<T>(g, hr, w_t, B, P, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
     }
@@ -287,33 +308,39 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
 }
 
 // Backward. Returns dgates (T, B, 4H) = d(x W_ihᵀ + b) (= d(h W_hhᵀ) without layer norm)
-// for every step, dh_0 and dc_0, then with layer norm drec (T, B, 4H) = d(h W_hhᵀ) and dcln
-// (T, B, H) = d LN(c_t), then with projection dh (T, B, P) = the gradient reaching the
-// projected h (dW_hr = Σ dhᵀ h_full). The binding (cells/lstm.py) forms dW_hh, the bias,
-// peephole and layer-norm gradients from these with one reduction or GEMM each.
+// for every step, dh_0 and dc_0, then with layer norm drec (T, B, 4H) = d(h W_hhᵀ) and the
+// gradients of γ_h, γ_c, β_c (summed per row in the loop, over the rows at the end), then
+// with projection dh (T, B, P) = the gradient reaching the projected h (dW_hr = Σ dhᵀ
+// h_full). The binding (cells/lstm.py) forms dW_hh, the bias and peephole gradients from
+// these with one reduction or GEMM each.
 template <typename T>
 Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved, Tensor w_hh, c10::optional<Tensor> w_hr,
                                   c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                   c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                                  c10::optional<Tensor> zc, const std::vector<Tensor>& ln, bool reverse) {
+                                  c10::optional<Tensor> zc, const c10::optional<Tensor>& ln_gamma_h,
+                                  const c10::optional<Tensor>& ln_gamma_c, const c10::optional<Tensor>& ln_beta_c,
+                                  bool reverse) {
   const Tensor& gates = entry(saved, "gates");
   const Tensor& cin_all = entry(saved, "c_in");
   const Tensor& cnew_all = entry(saved, "c_new");
   const Tensor& tc_all = entry(saved, "tc");
-  const bool LN = !ln.empty();
+  const T* gam_h = ptr_or_null<T>(ln_gamma_h);
+  const T* gam_c = ptr_or_null<T>(ln_gamma_c);
+  const T* beta_c = ptr_or_null<T>(ln_beta_c);
+  const bool LN = gam_h != nullptr;
   const Tensor xh_s = LN ? entry(saved, "ln_xhat_h") : Tensor(), rh_s = LN ? entry(saved, "ln_rstd_h") : Tensor();
   const Tensor xc_s = LN ? entry(saved, "ln_xhat_c") : Tensor(), rc_s = LN ? entry(saved, "ln_rstd_c") : Tensor();
   const int64_t Tn = gates.size(0), B = gates.size(1), H = dcT.size(1), P = dhT.size(1);
   auto opts = gates.options();
   const bool PROJ = w_hr.has_value() && w_hr->defined();
   Tensor dgates = at::empty({Tn, B, 4 * H}, opts);
-  // layer norm: the gradient of the raw recurrent GEMM output and of LN(c')'s output
+  // layer norm: the gradient of the raw recurrent GEMM output, scratch for that of LN(c')'s
+  // output, and per row the running sums of dγ_h (B, 4H), dγ_c and dβ_c (B, H each): each
+  // row is one thread's at a time, so the sums need no lock; summed over B at the end
   Tensor drec_all = LN ? at::empty({Tn, B, 4 * H}, opts) : Tensor();
-  Tensor dcln_all = LN ? at::empty({Tn, B, H}, opts) : Tensor();
   Tensor dcn_tmp = LN ? at::empty({B, H}, opts) : Tensor();
-  const T* gam_h = LN ? ln[0].data_ptr<T>() : nullptr;
-  const T* gam_c = LN ? ln[1].data_ptr<T>() : nullptr;
-  const T* beta_c = LN ? ln[2].data_ptr<T>() : nullptr;
+  Tensor acc_gh = LN ? at::zeros({B, 4 * H}, opts) : Tensor();
+  Tensor acc_c = LN ? at::zeros({2, B, H}, opts) : Tensor();  // dγ_c, dβ_c
   Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
   Tensor dh_gemm = at::zeros({B, P}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
   Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
@@ -347,7 +374,6 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
     const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
     T* drec_t = LN ? drec_all.data_ptr<T>() + t * B * 4 * H : nullptr;
-    T* dcln_t = LN ? dcln_all.data_ptr<T>() + off : nullptr;
     const T* xh_t = LN ? xh_s.data_ptr<T>() + t * B * 4 * H : nullptr;
     const T* rh_t = LN ? rh_s.data_ptr<T>() + t * B : nullptr;
     const T* xc_t = LN ? xc_s.data_ptr<T>() + off : nullptr;
@@ -379,22 +405,19 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
         const int64_t r = b * H;
         if (vd && vd[t * B + b] == T(0)) {
           std::fill(dg + b * 4 * H, dg + (b + 1) * 4 * H, T(0));
-          if (LN) {
-            std::fill(drec_t + b * 4 * H, drec_t + (b + 1) * 4 * H, T(0));
-            std::fill(dcln_t + r, dcln_t + r + H, T(0));
-          }
+          if (LN) std::fill(drec_t + b * 4 * H, drec_t + (b + 1) * 4 * H, T(0));
           continue;
         }
         const T* dh = dhc + r;
         const T* dcn = dcw + r;
         if (LN && pp) {
           backward_row_ln<T, true>(g + b * 4 * H, ci + r, beta_c, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
-                                   dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
-                                   dcn_s + r, dcp + r, H);
+                                   dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcn_s + r, dcp + r,
+                                   acc_gh.data_ptr<T>() + b * 4 * H, acc_c.data_ptr<T>() + r, acc_c.data_ptr<T>() + B * H + r, H);
         } else if (LN) {
           backward_row_ln<T, false>(g + b * 4 * H, ci + r, beta_c, xh_t + b * 4 * H, rh_t[b], xc_t + r, rc_t[b],
-                                    dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcln_t + r,
-                                    dcn_s + r, dcp + r, H);
+                                    dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcn_s + r, dcp + r,
+                                    acc_gh.data_ptr<T>() + b * 4 * H, acc_c.data_ptr<T>() + r, acc_c.data_ptr<T>() + B * H + r, H);
         } else if (pp) {
           backward_row<T, true>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
         } else {
@@ -402,49 +425,67 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
         }
       }
     });
-    dh_gemm.zero_();
-    step_gemm<T>(dhg, LN ? drec_t : dg, w_hh, B, 4 * H, P, opts);  // dh_{t-1} from the recurrent GEMM
+    at::mm_out(dh_gemm, at::from_blob(LN ? drec_t : dg, {B, 4 * H}, opts), w_hh);  // dh_{t-1} from the recurrent GEMM
   }
   Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
   Named res = {{"dgates", dgates}, {"dh0", dh0}, {"dc0", dc}};
-  if (LN) res.insert({{"drec", drec_all}, {"dcln", dcln_all}});
+  if (LN) {
+    Tensor dc_sums = acc_c.sum(1);  // (2, H)
+    res.insert({{"drec", drec_all}, {"ln_dgamma_h", acc_gh.sum(0)}, {"ln_dgamma_c", dc_sums[0]},
+                {"ln_dbeta_c", dc_sums[1]}});
+  }
   if (PROJ) res.emplace("dh", dh_all);
   return res;
 }
 
 }  // namespace
 
+// The layer-norm parameters: all three or none.
+static bool check_ln(const c10::optional<Tensor>& gh, const c10::optional<Tensor>& gc,
+                     const c10::optional<Tensor>& bc, const Tensor& like) {
+  const bool on = gh.has_value() && gh->defined();
+  TORCH_CHECK(on == (gc.has_value() && gc->defined()) && on == (bc.has_value() && bc->defined()),
+              "rnnkit native LSTM: layer norm takes ln_gamma_h, ln_gamma_c and ln_beta_c together (or none)");
+  check_opt(gh, "ln_gamma_h", like); check_opt(gc, "ln_gamma_c", like); check_opt(bc, "ln_beta_c", like);
+  return on;
+}
+
 Named lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                                  c10::optional<Tensor> peep,
                                  c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                                 c10::optional<Tensor> zh, c10::optional<Tensor> zc, std::vector<Tensor> ln,
-                                 bool reverse, bool keep) {
+                                 c10::optional<Tensor> zh, c10::optional<Tensor> zc,
+                                 c10::optional<Tensor> ln_gamma_h, c10::optional<Tensor> ln_gamma_c,
+                                 c10::optional<Tensor> ln_beta_c, bool reverse, bool keep) {
   for (auto* p : {&xw, &h0, &c0, &w_hh}) check(*p, "argument", xw);
   check_opt(w_hr, "weight_hr", xw); check_opt(peep, "peephole", xw); check_opt(rmask, "rmask", xw); check_opt(valid, "valid", xw);
   check_opt(zh, "zoneout h", xw); check_opt(zc, "zoneout c", xw);
-  for (auto& t : ln) check(t, "layer norm parameter", xw);
-  TORCH_CHECK(ln.empty() || ln.size() == 3, "rnnkit native LSTM: layer norm takes (gamma_h, gamma_c, beta_c)");
+  check_ln(ln_gamma_h, ln_gamma_c, ln_beta_c, xw);
   at::NoGradGuard no_grad;
   if (xw.scalar_type() == at::kFloat)
-    return forward_impl<float>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse, keep);
+    return forward_impl<float>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln_gamma_h, ln_gamma_c,
+                               ln_beta_c, reverse, keep);
   TORCH_CHECK(xw.scalar_type() == at::kDouble, "rnnkit native LSTM: float32 or float64 only");
-  return forward_impl<double>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse, keep);
+  return forward_impl<double>(xw, h0, c0, w_hh, w_hr, peep, rmask, valid, zh, zc, ln_gamma_h, ln_gamma_c,
+                              ln_beta_c, reverse, keep);
 }
 
 Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved,
                                   Tensor w_hh, c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                                   c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                                  c10::optional<Tensor> zc, std::vector<Tensor> ln, bool reverse) {
+                                  c10::optional<Tensor> zc, c10::optional<Tensor> ln_gamma_h,
+                                  c10::optional<Tensor> ln_gamma_c, c10::optional<Tensor> ln_beta_c, bool reverse) {
   const Tensor& g = entry(saved, "gates");
   for (auto& kv : saved) check(kv.second, kv.first.c_str(), g);
   for (auto* p : {&dhT, &dcT, &w_hh}) check(*p, "argument", g);
   check_opt(dout, "dout", g); check_opt(w_hr, "weight_hr", g); check_opt(peep, "peephole", g); check_opt(rmask, "rmask", g);
   check_opt(valid, "valid", g); check_opt(zh, "zoneout h", g); check_opt(zc, "zoneout c", g);
-  for (auto& t : ln) check(t, "layer norm parameter", g);
+  check_ln(ln_gamma_h, ln_gamma_c, ln_beta_c, g);
   at::NoGradGuard no_grad;
   if (g.scalar_type() == at::kFloat)
-    return backward_impl<float>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
-  return backward_impl<double>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln, reverse);
+    return backward_impl<float>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln_gamma_h,
+                                ln_gamma_c, ln_beta_c, reverse);
+  return backward_impl<double>(dout, dhT, dcT, saved, w_hh, w_hr, peep, rmask, valid, zh, zc, ln_gamma_h,
+                               ln_gamma_c, ln_beta_c, reverse);
 }
 
 }  // namespace rnnkit_native

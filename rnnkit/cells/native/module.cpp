@@ -14,5 +14,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward, "GRU time loop, backward");
   m.def("jordan_forward", &jordan_forward, "Jordan network time loop, forward");
   m.def("jordan_backward", &jordan_backward, "Jordan network time loop, backward");
+  m.def("indrnn_forward", &indrnn_forward, "IndRNN time loop, forward");
+  m.def("indrnn_backward", &indrnn_backward, "IndRNN time loop, backward");
   m.attr("activations") = pybind11::cast(activation_names());  // the activations with native code, by name
 }
