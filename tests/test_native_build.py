@@ -405,7 +405,8 @@ def test_a_build_record_of_another_key_is_not_complete(tmp_path):
     (lambda: rnnkit.LSTM(3, 4, peephole=True), True), (lambda: rnnkit.GRU(3, 4), True),
     (lambda: rnnkit.Jordan(3, 4, 2), True), (lambda: rnnkit.LSTM(3, 4).double(), True),
     (lambda: rnnkit.GRU(3, 4, layer_norm=True), True), (lambda: rnnkit.IndRNN(3, 4), True),
-    (lambda: rnnkit.LSTM(3, 4, activation="relu"), False), (lambda: rnnkit.RNN(3, 4), False),
+    (lambda: rnnkit.RNN(3, 4), True),  # RNN: inference
+    (lambda: rnnkit.LSTM(3, 4, recurrent_activation="hard_sigmoid"), False),
     (lambda: torch.nn.Sequential(torch.nn.Linear(3, 3), rnnkit.GRU(3, 4)), True),
 ])
 def test_uses_native_loops(make, uses, monkeypatch):
@@ -417,7 +418,7 @@ def test_uses_native_loops(make, uses, monkeypatch):
     assert not engine.uses_native_loops(model)
 
 
-@pytest.mark.parametrize("cell,loads", [("lstm", True), ("rnn", False)])
+@pytest.mark.parametrize("cell,loads", [("lstm", True), ("lru", False)])
 def test_train_loads_the_native_loops_before_the_clock_starts(tmp_path, monkeypatch, cell, loads):
     """The build (here a stand-in that reports one progress event) happens before the
     trainer's "start" event, reports through the callback, and only when the model uses it."""
@@ -439,7 +440,8 @@ def test_train_loads_the_native_loops_before_the_clock_starts(tmp_path, monkeypa
     assert events[:len(expected)] == expected
 
 
-@pytest.mark.parametrize("layer,loads", [(rnnkit.GRU, True), (rnnkit.RNN, False)])
+@pytest.mark.parametrize("layer,loads", [
+    (rnnkit.GRU, True), (lambda i, h: rnnkit.LSTM(i, h, recurrent_activation="hard_sigmoid"), False)])
 def test_fit_loads_the_native_loops_before_its_clock(monkeypatch, layer, loads):
     events = []
     monkeypatch.setenv("RNNKIT_NATIVE", "auto")

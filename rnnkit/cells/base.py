@@ -34,7 +34,9 @@ Native loops. A family with a C++ time loop (``rnnkit/cells/native/``) says so t
 runs the Python loop), else a :class:`NativeBinding` that calls the family's entry points
 and assembles its parameter gradients. The engine (:mod:`rnnkit.engine.native`) does the
 rest, the same for every family: the input projection, the masks of the loop options,
-saving the tensors the binding names, the double backward and dx, dW_ih.
+saving the tensors the binding names, the double backward and dx, dW_ih. When no gradient
+is needed it calls the binding's forward-only :meth:`NativeBinding.infer` instead, and
+generation runs a whole stack one step at a time through :meth:`NativeBinding.step_layer`.
 """
 
 from __future__ import annotations
@@ -126,8 +128,31 @@ class NativeBinding:
     state entry), each None where off (:class:`rnnkit.engine.native.NativeMasks`).
     """
 
+    #: whether the family has a native training loop (:meth:`forward` keeping what
+    #: :meth:`backward` reads); False for a family with only a forward-only loop (the Elman
+    #: cell), whose training runs the Python loop
+    trains: bool = True
+
     def __init__(self, cell: Cell):
         self.cell = cell
+
+    def infer(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool) -> dict[str, Tensor]:
+        """The forward-only loop, run when no gradient is needed (``torch.no_grad()``, or
+        nothing requires one): it keeps nothing for a backward. xw: (T, B, G) contiguous (the
+        loop may overwrite it). Returns, by name, ``"out"`` (T, B, R) and the final state
+        under the cell's ``state_names``.
+
+        By default the training loop's :meth:`forward` without keeping anything; a family
+        with a leaner loop for some of its options overrides this."""
+        out, state_n, _ = self.forward(ext, xw, state0, p, masks, reverse, False)
+        return {"out": out, **dict(zip(self.cell.state_names, state_n))}
+
+    def step_layer(self, p: Params) -> tuple[str, list[Tensor | None]] | None:
+        """This layer as one layer of the extension's ``StackStep`` (one generation step of a
+        whole stack, ``rnnkit/cells/native/infer.h``): its kind and its weights in the order
+        infer.h lists for that kind; None where the family has no native step for these
+        options (generation then runs the layer's forward per step)."""
+        return None
 
     def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
                 keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .activations import get_activation
-from .base import NO_WORKSPACE, Cell, Params, State, Workspace
+from .base import NO_WORKSPACE, Cell, NativeBinding, Params, State, Workspace
 
 
 class ElmanCell(Cell):
@@ -51,5 +51,25 @@ class ElmanCell(Cell):
             dh.mul_(rmask)
         return da, (dh,), da
 
+    def native_binding(self) -> NativeBinding | None:
+        """A forward-only C++ loop (``elman_infer`` in ``rnnkit/cells/native/infer.cpp``) for
+        inference and generation; training runs the Python loop."""
+        return _NativeElman(self)
+
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, nonlinearity={self.nonlinearity!r}"
+
+
+class _NativeElman(NativeBinding):
+    """:class:`ElmanCell` on ``elman_infer`` (``rnnkit/cells/native/infer.cpp``; arguments and
+    named results in ``infer.h``): forward only, no training loop."""
+
+    cell: ElmanCell
+    trains = False
+
+    def infer(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool) -> dict[str, Tensor]:
+        return ext.elman_infer(xw, state0[0], p["weight_hh"].contiguous(), masks.rmask, masks.valid,
+                               masks.zoneout[0], self.cell.nonlinearity, reverse)
+
+    def step_layer(self, p: Params) -> tuple[str, list[Tensor | None]] | None:
+        return f"elman_{self.cell.nonlinearity}", [p["weight_ih"], p["weight_hh"], self.cell.input_bias(p)]

@@ -258,6 +258,24 @@ class _NativeGRU(NativeBinding):
         out, h_n = res.pop("out"), res.pop("h")
         return out, (h_n,), ({"gates": xw, **res} if keep else {})  # xw holds r, z, n
 
+    def infer(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool) -> dict[str, Tensor]:
+        """``gru_infer`` (``rnnkit/cells/native/infer.cpp``), both forms; with layer norm the
+        training loop's forward, keeping nothing (``gru_infer`` has no layer norm)."""
+        cell = self.cell
+        if cell.layer_norm:
+            return super().infer(ext, xw, state0, p, masks, reverse)
+        b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
+        return ext.gru_infer(xw, state0[0], p["weight_hh"].contiguous(), b_hh, masks.rmask, masks.valid,
+                             masks.zoneout[0], cell.reset_after, reverse)
+
+    def step_layer(self, p: Params) -> tuple[str, list[Tensor | None]] | None:
+        cell = self.cell
+        if cell.layer_norm:  # StackStep has no layer norm
+            return None
+        if cell.reset_after:  # b_hh inside the step (n = tanh(x_n + r ⊙ (h W_hnᵀ + b_hn)))
+            return "gru", [p["weight_ih"], p["weight_hh"], cell.input_bias(p), p["bias_hh"] if cell.bias else None]
+        return "gru_before", [p["weight_ih"], p["weight_hh"], cell.input_bias(p)]
+
     def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
                  masks, reverse: bool) -> tuple[Tensor, State, Params]:
         cell = self.cell

@@ -253,6 +253,23 @@ class _NativeLSTM(NativeBinding):
         out, h_n, c_n = res.pop("out"), res.pop("h"), res.pop("c")
         return out, (h_n, c_n), ({"gates": xw, **res} if keep else {})  # xw holds the activated gates
 
+    def infer(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool) -> dict[str, Tensor]:
+        """``lstm_infer`` (``rnnkit/cells/native/infer.cpp``) with peepholes and projection; with
+        layer norm the training loop's forward, keeping nothing."""
+        if self.cell.layer_norm:
+            return super().infer(ext, xw, state0, p, masks, reverse)
+        h0, c0 = state0
+        w_hh, w_hr, peep, _ = self._weights(p)
+        zh, zc = masks.zoneout
+        return ext.lstm_infer(xw, h0, c0, w_hh, w_hr, peep, masks.rmask, masks.valid, zh, zc, reverse)
+
+    def step_layer(self, p: Params) -> tuple[str, list[Tensor | None]] | None:
+        cell = self.cell
+        if cell.layer_norm:
+            return None
+        _, w_hr, peep, _ = self._weights(p)
+        return "lstm", [p["weight_ih"], p["weight_hh"], cell.input_bias(p), w_hr, peep]
+
     def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
                  masks, reverse: bool) -> tuple[Tensor, State, Params]:
         cell = self.cell

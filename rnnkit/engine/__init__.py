@@ -9,8 +9,9 @@
 
 :func:`run` chooses: the native loop when the cell has one for its options, the tensors'
 device and dtype and no diagnostics hook (``record``, ``observe``) asks for the Python
-loop; else the Python loop; the reference for a cell without ``step_backward`` and under
-``torch.export``.
+loop — its forward-only form when no gradient is needed (``torch.no_grad()``, or nothing
+requires one) —; else the Python loop; the reference for a cell without ``step_backward``
+and under ``torch.export``.
 """
 
 from __future__ import annotations
@@ -74,9 +75,11 @@ def run(cell: Cell, x: Tensor, state0: State, p: Params, opts: LoopOptions) -> t
         with torch.autocast(device, enabled=False):
             return run(cell, x.to(dtype), tuple(s.to(dtype) for s in state0),
                        {k: v.to(dtype) for k, v in p.items()}, cast_opts)
-    chosen = native.dispatch(cell, x, opts)
+    grad = torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for s in state0)
+                                        or any(t.requires_grad for t in p.values()))
+    chosen = native.dispatch(cell, x, opts, grad)
     if chosen is not None:
-        return native.run(*chosen, x, state0, p, opts)
+        return (native.run if grad else native.infer)(*chosen, x, state0, p, opts)
     out, *state_n = _BPTT.apply(cell, opts, tuple(p), len(state0), x, *state0, *p.values())
     return out, tuple(state_n)
 

@@ -49,10 +49,10 @@ log = logging.getLogger("rnnkit.native")
 _SRC = Path(__file__).parent.parent / "cells" / "native"
 #: the C++ sources, compiled in parallel: one per cell family, then the Python module. This
 #: list is all that names them: a new family's file gets its line here.
-SOURCES = [_SRC / "lstm.cpp", _SRC / "gru.cpp", _SRC / "jordan.cpp", _SRC / "module.cpp",
-           _SRC / "indrnn.cpp"]
+SOURCES = [_SRC / "lstm.cpp", _SRC / "gru.cpp", _SRC / "jordan.cpp", _SRC / "indrnn.cpp", _SRC / "infer.cpp",
+           _SRC / "module.cpp"]
 #: the headers they include (``#include "common.h"``: its folder is on the include path)
-HEADERS = [_SRC / "common.h"]
+HEADERS = [_SRC / "common.h", _SRC / "infer.h"]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -250,14 +250,15 @@ def binding_for(cell: Cell, device: torch.device, dtype: torch.dtype) -> NativeB
     return cell.native_binding()
 
 
-def dispatch(cell: Cell, x: Tensor, opts: LoopOptions) -> tuple[NativeBinding, ModuleType] | None:
+def dispatch(cell: Cell, x: Tensor, opts: LoopOptions, grad: bool = True) -> tuple[NativeBinding, ModuleType] | None:
     """The native loop for this call as (binding, loaded extension), or None: the diagnostics
     hooks (``record``/``observe``) instrument the Python loop; recurrent dropout, zoneout and
-    lengths run natively in every family."""
+    lengths run natively in every family. ``grad``: whether a gradient is needed (then the
+    family needs a training loop, :attr:`NativeBinding.trains`; else :func:`infer` runs)."""
     if opts.record is not None or opts.observe is not None:
         return None
     chosen = binding_for(cell, x.device, x.dtype)
-    if chosen is None:
+    if chosen is None or (grad and not chosen.trains):
         return None
     ext = load()
     return None if ext is None else (chosen, ext)
@@ -283,5 +284,49 @@ def run(binding: NativeBinding, ext: ModuleType, x: Tensor, state0: State, p: Pa
     return out, tuple(state_n)
 
 
+def infer(binding: NativeBinding, ext: ModuleType, x: Tensor, state0: State, p: Params,
+          opts: LoopOptions) -> tuple[Tensor, State]:
+    """One direction of one layer on the forward-only loop (:meth:`NativeBinding.infer`), for
+    a call that needs no gradient: no autograd Function, nothing kept for a backward; the
+    input projection (one GEMM over all T·B rows) goes into a pooled buffer that the loop
+    overwrites with its gates and that goes back to the pool at the end."""
+    with torch.no_grad():
+        xw, _ = _input_projection(binding.cell, x, p)  # (T, B, G)
+        xw = xw.contiguous()
+        masks = native_masks(opts, x, tuple(s.shape[-1] for s in state0))
+        res = binding.infer(ext, xw, tuple(s.contiguous() for s in state0), p, masks, opts.reverse)
+    _POOL.give([xw if xw._base is None else xw._base])
+    return res["out"], tuple(res[name] for name in binding.cell.state_names)
+
+
+def stack_step(cell: Cell, params: list[Params], state: list[State], embedding: Tensor,
+               head_weight: Tensor | None = None, head_bias: Tensor | None = None):
+    """The extension's ``StackStep`` (``rnnkit/cells/native/infer.h``) for a stack of layers of
+    ``cell`` (``params`` and ``state`` bottom up, one direction each) between an embedding
+    (V, E) and an optional linear head (V, R): ``.step(ids (B,))`` runs one generation step of
+    the whole stack in one call and returns the logits (B, V), the state advanced in place.
+    None where it cannot run: the native loops off or not built, not a float32/float64 CPU
+    tensor, or a cell option without a native step (:meth:`NativeBinding.step_layer`)."""
+    binding = binding_for(cell, embedding.device, embedding.dtype)
+    if binding is None:
+        return None
+    layers = [binding.step_layer(p) for p in params]
+    if any(layer is None for layer in layers):
+        return None
+    ext = load()
+    if ext is None:
+        return None
+    tensors = [embedding, *(t for s in state for t in s), *(t for _, w in layers for t in w if t is not None)]
+    if head_weight is not None:
+        tensors.append(head_weight)
+    if any(t.device != embedding.device or t.dtype != embedding.dtype for t in tensors):
+        return None
+    return ext.StackStep(embedding.detach(), [kind for kind, _ in layers],
+                         [[None if t is None else t.detach().contiguous() for t in w] for _, w in layers],
+                         [[t.detach() for t in s] for s in state],
+                         None if head_weight is None else head_weight.detach(),
+                         None if head_bias is None else head_bias.detach())
+
+
 __all__ = ["BuildError", "HEADERS", "NativeMasks", "SOURCES", "Status", "available", "binding_for", "build",
-           "dispatch", "load", "mode", "native_masks", "spec", "status"]
+           "dispatch", "infer", "load", "mode", "native_masks", "spec", "stack_step", "status"]

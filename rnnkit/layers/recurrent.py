@@ -392,6 +392,28 @@ class Recurrent(nn.Module):
                 layer_in = nn.functional.dropout(layer_in, self.dropout, True)
         return layer_in, [torch.stack(f) for f in finals]
 
+    def native_step(self, state, embedding: Tensor, head_weight: Tensor | None = None,
+                    head_bias: Tensor | None = None):
+        """A native one-step runner of embedding → this stack → linear head for generation
+        (``rnnkit/cells/native/infer.h``, ``StackStep``), starting from ``state`` (what
+        :meth:`forward` returned, batched: (L, B, S) per entry), or None where it cannot run
+        (then run :meth:`forward` per step): bidirectional, zoneout, dropout in training mode,
+        a diagnostics hook, the autograd backend, or a cell or device without a native step
+        (:func:`rnnkit.engine.native.stack_step`).
+
+        ``runner.step(ids)`` with ids (B,) int64 returns the logits (B, V) — a buffer that the
+        next step overwrites — of ``head(stack(embedding[ids], state))`` and advances the
+        state in place: the numbers of ``head(self(embedding[ids][None], state)[0][0])``."""
+        if (self.bidirectional or any(self.zoneout) or self.backend != "bptt" or self._observe is not None
+                or self._record is not None or (self.training and (self.dropout or self.recurrent_dropout))):
+            return None
+        states = [state] if isinstance(state, Tensor) else list(state)
+        if len(states) != len(self.cell.state_sizes()) or any(s.dim() != 3 for s in states):
+            return None
+        params = [self._params(layer, 0) for layer in range(self.num_layers)]
+        per_layer = [tuple(s[layer] for s in states) for layer in range(self.num_layers)]
+        return engine.native.stack_step(self.cell, params, per_layer, embedding, head_weight, head_bias)
+
     def _loop_options(self, layer: int, d: int, x: Tensor, lengths: Tensor | None) -> engine.LoopOptions:
         T, B, _ = x.shape
         opts = engine.LoopOptions(reverse=bool(d), lengths=lengths)

@@ -145,6 +145,15 @@ class CharLM(nn.Module):
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         return torch.multinomial(scaled.softmax(1), 1, generator=gen).view(-1)
 
+    def _native_step(self, state):
+        """The native one-step runner of embedding → recurrent stack → head from ``state``
+        (:meth:`rnnkit.layers.Recurrent.native_step`), or None: then every step runs the
+        module's forward. Generation is exact either way (the same logits to rounding)."""
+        native_step = getattr(self.rnn, "native_step", None)
+        if native_step is None or self.training:
+            return None
+        return native_step(state, self.embed.weight, self.head.weight, self.head.bias)
+
     @torch.no_grad()
     def sample(self, length: int, temperature: float = 1.0, top_k: int | None = None, prime: str = "",
                seed: int | None = None, argmax: bool = False) -> Iterator[str]:
@@ -163,11 +172,15 @@ class CharLM(nn.Module):
         try:
             logits, state = self(ids.unsqueeze(1))  # (T, 1, V)
             last = logits[-1]  # (1, V)
+            runner = self._native_step(state) if length > 1 else None  # one native call per step
             for _ in range(length):
                 nxt = self._draw(last, temperature, top_k, gen, argmax)  # (1,)
                 yield self.vocab.chars[int(nxt)]
-                logits, state = self(nxt.view(1, 1), state)
-                last = logits[0]
+                if runner is not None:
+                    last = runner.step(nxt)  # (1, V)
+                else:
+                    logits, state = self(nxt.view(1, 1), state)
+                    last = logits[0]
         finally:
             self.train(was_training)
 
@@ -189,12 +202,16 @@ class CharLM(nn.Module):
         try:
             logits, state = self(ids.unsqueeze(1).expand(-1, N).contiguous())  # (T, N, V)
             last = logits[-1]  # (N, V)
+            runner = self._native_step(state) if length > 1 else None  # one native call per step
             for t in range(length):
                 nxt = self._draw(last, temperature, top_k, gen, argmax)  # (N,)
                 drawn[t] = nxt
                 if t + 1 < length:
-                    logits, state = self(nxt.view(1, N), state)
-                    last = logits[0]
+                    if runner is not None:
+                        last = runner.step(nxt)  # (N, V)
+                    else:
+                        logits, state = self(nxt.view(1, N), state)
+                        last = logits[0]
         finally:
             self.train(was_training)
         chars = self.vocab.chars

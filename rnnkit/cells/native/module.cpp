@@ -5,6 +5,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include "common.h"
+#include "infer.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace rnnkit_native;
@@ -16,5 +17,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("jordan_backward", &jordan_backward, "Jordan network time loop, backward");
   m.def("indrnn_forward", &indrnn_forward, "IndRNN time loop, forward");
   m.def("indrnn_backward", &indrnn_backward, "IndRNN time loop, backward");
+  m.def("lstm_infer", &lstm_infer, "LSTM time loop, forward only (inference)");
+  m.def("gru_infer", &gru_infer, "GRU time loop, forward only (inference)");
+  m.def("elman_infer", &elman_infer, "Elman network time loop, forward only (inference)");
+  pybind11::class_<StackStep>(m, "StackStep", "one step of embedding, recurrent stack and head (generation)")
+      .def(pybind11::init<Tensor, std::vector<std::string>, std::vector<std::vector<c10::optional<Tensor>>>,
+                          std::vector<std::vector<Tensor>>, c10::optional<Tensor>, c10::optional<Tensor>>())
+      .def("step", &StackStep::step, "ids (B,) -> logits (B, V), the state advanced in place")
+      .def("states", &StackStep::states, "per layer the current state tensors");
   m.attr("activations") = pybind11::cast(activation_names());  // the activations with native code, by name
 }
