@@ -1,8 +1,9 @@
 """``rnnkit report`` on the run directory of every model type: the gradient flow through time
 measured on the probe its model type gives (windows of the text for the char LM, the stored
-validation sample for the fit models, fresh sequences of the task for tasks and seq2seq),
-deterministic, with the number of steps of the probe's sequences; the text sections only for
-character models; a fit run without the stored sample gets one line instead of the section."""
+validation sample for the fit models, fresh sequences of the task for tasks and seq2seq, the
+stored test pairs for seq2seq on a file), deterministic, with the number of steps of the
+probe's sequences; the text sections only for character models; a run without the stored
+sample gets one line instead of the section."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ from .test_fit_runs import TRAIN as FIT_TRAIN
 
 TEXT = "def f(x):\n    return [x, (x + 1) * 2]  # 'q'\n" * 6
 FIT_TYPES = ("tagger", "classifier", "forecaster", "generator")
-TYPES = ("charlm", *FIT_TYPES, "task", "seq2seq", "seq2seq-parallel")
+TYPES = ("charlm", *FIT_TYPES, "task", "seq2seq", "seq2seq-parallel", "seq2seq-file")
+#: the seq2seq-file run's test file: 10 pairs of different lengths, the first 8 stored with the run
+TEST_PAIRS = [(w, w[::-1]) for w in ["abc", "ba", "cabbac", "b", "acca", "cbacba", "ab", "bca", "aab", "cc"]]
 
 
 def _seq2seq(out: Path, **model) -> None:
@@ -55,8 +58,17 @@ def _train(name: str, out: Path) -> None:
                                eval_every=3), out=out)
     elif name == "seq2seq":  # additive attention: the decoder runs one step at a time
         _seq2seq(out, attention="additive")
-    else:  # dot attention without input feeding: the decoder runs over the whole target at once
+    elif name == "seq2seq-parallel":  # dot attention without input feeding: the decoder runs over the whole target
         _seq2seq(out, attention="dot", input_feeding=False)
+    else:  # on a file (its pairs are not in the run directory), the decoder drawn too
+        train, test = out.parent / "train.tsv", out.parent / "test.tsv"
+        train.write_text("".join(f"{w}\t{w[::-1]}\n" for w in ["abc", "ba", "cab", "bb", "acca", "c"] * 4),
+                         encoding="utf-8")
+        test.write_text("".join(f"{s}\t{t}\n" for s, t in TEST_PAIRS), encoding="utf-8")
+        assert main(["seq2seq", "train", "--data", str(train), "--test-data", str(test), "--out", str(out),
+                     "--attention", "dot", "--no-input-feeding", "--hidden-size", "8", "--embedding-size", "6",
+                     "--batch-size", "8", "--max-steps", "3", "--eval-every", "3",
+                     "--sampling", "none", "--quiet"]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +109,8 @@ def _expected_steps(name: str, run: Path) -> dict[str, int]:
     if name == "task":
         return {"rnn.l0": 12}
     _, sv, tv = load_run(run, "best")
-    batch = make_batch(generate("reverse", 8, 0 + 3_000_003), sv, tv)
+    pairs = TEST_PAIRS[:8] if name == "seq2seq-file" else generate("reverse", 8, 0 + 3_000_003)
+    batch = make_batch(pairs, sv, tv)
     encoder = {"encoder.l0": batch.src.shape[1], "encoder.l0_reverse": batch.src.shape[1]}  # bidirectional
     return encoder if name == "seq2seq" else {**encoder, "decoder.l0": batch.tgt_in.shape[1]}
 
@@ -234,3 +247,44 @@ def test_a_seq2seq_run_without_attention_gets_the_gradient_flow_and_no_attention
     page = _report(tmp_path / "run", tmp_path / "r.html")
     assert 'id="attention"' not in page and 'id="curves"' in page
     assert set(_json(page, "gradflow-data")["grad_norms"]) == {"encoder.l0", "encoder.l0_reverse", "decoder.l0"}
+
+
+def test_a_seq2seq_run_on_a_file_stores_its_first_test_pairs_and_draws_attention_from_them(runs, tmp_path):
+    """probe.safetensors of a run on a file: the batch of the first 8 test pairs (of 10),
+    plain safetensors; the report measures on it and decodes its first sources for the
+    attention maps. A run of a demo task stores none (it draws fresh pairs of the task)."""
+    run = runs["seq2seq-file"]
+    _, sv, tv = load_run(run, "best")
+    probe, want = load_file(run / rundir.PROBE), make_batch(TEST_PAIRS[:8], sv, tv)
+    assert set(probe) == {"src", "src_lengths", "tgt_in", "tgt_out"}
+    for key in probe:
+        assert torch.equal(probe[key], getattr(want, key)), key
+    assert probe["src"].shape == (8, 6) and probe["src_lengths"].tolist() == [3, 2, 6, 1, 4, 6, 2, 3]
+    assert [sv.decode(row[:n]) for row, n in zip(probe["src"], probe["src_lengths"].tolist())] == [
+        s for s, _ in TEST_PAIRS[:8]]
+    assert not (runs["seq2seq"] / rundir.PROBE).exists()
+    page = _report(run, tmp_path / "r.html")
+    assert "first 8 test pairs" in _json(page, "gradflow-data")["measured_on"]
+    attention = re.search(r'<section id="attention">(.*?)</section>', page, re.S).group(1)
+    assert attention.count("<img") == 4  # the sources of the first 4 stored pairs
+
+
+def test_a_seq2seq_run_on_a_file_without_the_stored_pairs_says_so_in_one_line(runs, tmp_path, capsys):
+    """A run on a file from before the pairs were stored: the report is made with its curves,
+    the gradient-flow section is one line saying why (no attention maps without --text);
+    with --text the attention maps are back. A damaged file: the same line's kind, a report."""
+    old = tmp_path / "old"
+    shutil.copytree(runs["seq2seq-file"], old)
+    (old / rundir.PROBE).unlink()
+    capsys.readouterr()
+    page = _report(old, tmp_path / "r.html")
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "needs a run trained by rnnkit" in notes[0] and rundir.PROBE in notes[0]
+    section = re.search(r'<section id="gradflow">(.*?)</section>', page, re.S).group(1)
+    assert "needs a run trained by rnnkit" in section and "<img" not in section
+    assert _json(page, "gradflow-data") is None and 'id="curves"' in page and 'id="attention"' not in page
+    (tmp_path / "src.txt").write_text("abc\nba\n", encoding="utf-8")
+    page = _report(old, tmp_path / "r2.html", "--text", str(tmp_path / "src.txt"))
+    assert re.search(r'<section id="attention">(.*?)</section>', page, re.S).group(1).count("<img") == 2
+    (old / rundir.PROBE).write_bytes(b"not safetensors")
+    assert "does not hold a batch" in _report(old, tmp_path / "r3.html")

@@ -15,8 +15,6 @@ Without a directory (``out=None``) the run goes into a temporary one, removed af
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -24,23 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .._version import __version__
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError
 from ..train import distributed, rundir
 from ..train.examples import ExampleTask
 from ..train.fit import FitConfig, FitResult
 from ..train.trainer import Trainer, TrainResult
-
-log = logging.getLogger(__name__)
 
 #: FitConfig fields a resumed run may change (its budget and reporting)
 RESUMABLE = ("max_steps", "max_time", "eval_every", "checkpoint_every", "on_nan")
 
 
 #: examples stored with a run for `rnnkit report` (probe.safetensors)
-PROBE_EXAMPLES = 8
+PROBE_EXAMPLES = rundir.PROBE_EXAMPLES
 
 
 def register(model_type: str, model_cls, config_cls, probe: Callable | None = None) -> None:
@@ -59,45 +55,11 @@ def register(model_type: str, model_cls, config_cls, probe: Callable | None = No
         def hook(model: nn.Module, run_dir: Path, cfg: dict, text: str | None):
             from ..diagnostics.report import Probe
 
-            path = run_dir / rundir.PROBE
-            if not path.exists():
-                return Probe(model, missing=f"the gradient flow needs a run trained by rnnkit {__version__} or "
-                                            f"later, which stores a few of the data's examples with the run "
-                                            f"({rundir.PROBE}); this run has none")
-            try:
-                tensors, metadata = rundir.read_safetensors(path, "report probe")
-                return probe(model, tensors, metadata.get("source", "validation"))
-            except (CheckpointError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as e:
-                return Probe(model, missing=f"{path} does not hold a batch of this model ({e}); no gradient flow")
+            return rundir.use_probe(run_dir, lambda tensors, source: probe(model, tensors, source),
+                                    lambda why: Probe(model, missing=why))
 
     rundir.register_model_type(model_type, model_cls, config_cls, lambda config, cfg, run: model_cls.from_saved(
         config, SavedFields(cfg, run / rundir.CONFIG)), probe=hook)
-
-
-def batch_tensors(batch) -> dict[str, Tensor]:
-    """A collated batch as named tensors: a dataclass's tensor fields (None left out), a
-    tuple's items as "0", "1", ..."""
-    if dataclasses.is_dataclass(batch):
-        items = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
-    else:
-        items = {str(k): v for k, v in enumerate(batch)}
-    return {k: v for k, v in items.items() if isinstance(v, Tensor)}
-
-
-def _write_probe(run: Path, model: nn.Module, collate: Callable, probe: tuple[str, Sequence]) -> None:
-    """Store the first examples as probe.safetensors; examples the model cannot collate (a
-    validation label it does not know...) leave the run without it, with a warning: the
-    report then says so, and the training is not the worse for it."""
-    source, examples = probe
-    chosen = list(examples)[:PROBE_EXAMPLES]
-    if not chosen:
-        return
-    try:
-        batch = batch_tensors(collate(model, chosen))
-    except (ValueError, KeyError, IndexError, TypeError, DataError) as e:
-        log.warning("the report's probe sample (%s) was not stored: %s", rundir.PROBE, e)
-        return
-    rundir.save_tensors(run / rundir.PROBE, batch, {"source": source})
 
 
 #: the files of a run directory the trainer and this module write
@@ -215,7 +177,8 @@ def fit_run(model_type: str, make_model: Callable[[], nn.Module],
                     "kind": model_type, "config": asdict(model.config), **model.saved_fields()})
         if env.is_main and probe is not None and not (run / rundir.PROBE).exists():
             source, given = probe
-            _write_probe(run, model, collate, (source, given(model) if callable(given) else given))
+            rundir.write_probe(run, given(model) if callable(given) else given,
+                               lambda chosen: collate(model, chosen), source)
         task = ExampleTask(examples, fc.batch_size, lambda chosen: collate(model, chosen), loss_fn, eval_fn,
                            seed=fc.seed)
         trainer = Trainer(model, task, fc.train_config(), run,

@@ -7,6 +7,8 @@ format (``train_seq2seq(config, out=DIR)``, ``rnnkit seq2seq train --out DIR``):
     config.json   {"format_version", "model_type": "seq2seq", "model", "train", "seq2seq",
                    "data", "src_vocab", "tgt_vocab", "rnnkit_version"}
     model.safetensors / best.safetensors / trainer_state.* / metrics.jsonl   (the trainer's)
+    probe.safetensors   a run on a file: its first 8 test pairs as one batch (src, src_lengths,
+                        tgt_in, tgt_out), what `rnnkit report` measures the gradient flow on
 
 :func:`load_run` reads these and the directories of the earlier format
 (``{"format": "rnnkit-seq2seq-1", ...}`` + model.safetensors, as :func:`save_run` writes).
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 from .. import checkpoint
 from .._config import option
 from .._version import __version__
-from ..data.seq2seq_tasks import Pair, Vocab, generate, make_batch, read_tsv, sequence_metrics
+from ..data.seq2seq_tasks import Pair, Seq2SeqBatch, Vocab, generate, make_batch, read_tsv, sequence_metrics
 from ..errors import CheckpointError, DataError
 from ..models.seq2seq import SamplingSchedule, Seq2Seq, Seq2SeqConfig, sequence_loss
 from ..train import distributed, rundir
@@ -316,6 +318,9 @@ def train_seq2seq(config: Seq2SeqTrainConfig | None, on_eval: Callable[[EvalPoin
                 "format_version": rundir.FORMAT_VERSION, "model_type": "seq2seq", "model": model_config.to_dict(),
                 "train": asdict(tc), "seq2seq": asdict(config), "data": data, "src_vocab": asdict(src_vocab),
                 "tgt_vocab": asdict(tgt_vocab), "rnnkit_version": __version__})
+        if env.is_main and config.task is None and not (run_dir / rundir.PROBE).exists():
+            # the file is not in the run directory: `rnnkit report` measures on these pairs
+            rundir.write_probe(run_dir, test, lambda pairs: make_batch(pairs, src_vocab, tgt_vocab), "test")
         loop = run_trainer(model, stream, tc, run_dir, resume, on_eval if env.is_main else None,
                            callback if env.is_main else None)
         # every rank returns rank 0's weights and result (rank 0 read the run's history)
@@ -357,10 +362,12 @@ def _vocab(meta: dict, key: str, path: Path) -> Vocab:
 
 def report_probe(model: Seq2Seq | None, run_dir: Path, cfg: dict, text: str | None, n: int = 4):
     """What ``rnnkit report`` measures a seq2seq run on (of either format; the run's own
-    weights are read here, the best ones where the run has them): 8 fresh pairs of its demo
-    task drawn with the run's seed + 3 000 003 (a stream neither training nor the test set
-    used) and the teacher-forced sequence loss for the gradient flow; attention maps of ``n``
-    sources: the lines of ``text``, else fresh examples of the task."""
+    weights are read here, the best ones where the run has them): the teacher-forced
+    sequence loss, for the gradient flow, of 8 fresh pairs of its demo task drawn with the
+    run's seed + 3 000 003 (a stream neither training nor the test set used), or for a run
+    on a file of the first 8 test pairs it stored (probe.safetensors; a run without it gets
+    one line saying why); attention maps of ``n`` sources: the lines of ``text``, else fresh
+    examples of the task, else the stored pairs' sources (none without them)."""
     from ..diagnostics.report import AttentionExample, Probe
 
     model, src_vocab, tgt_vocab = load_run(run_dir, "best")
@@ -368,24 +375,35 @@ def report_probe(model: Seq2Seq | None, run_dir: Path, cfg: dict, text: str | No
     task, seed = train.get("task"), train.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):  # (an earlier format's config: unchecked there)
         seed = 0
-    probe = Probe(model)
+    probe, sources = Probe(model), None
     if task is not None:
         batch = make_batch(generate(task, 8, seed + 3_000_003), src_vocab, tgt_vocab)
+        what = f"8 fresh pairs of the task {task!r} (seed {seed} + 3000003)"
+        sources = [src for src, _ in generate(task, n, seed=12345)]
+    else:
+        def stored(tensors: dict[str, Tensor], source: str):
+            batch = Seq2SeqBatch(**{k: tensors[k] for k in ("src", "src_lengths", "tgt_in", "tgt_out")})
+            with torch.no_grad():  # a batch of another model fails here, not in the report
+                model(batch.src, batch.tgt_in, batch.src_lengths)
+            return batch, f"the first {batch.src.shape[0]} {source} pairs of the run's data ({rundir.PROBE})"
+
+        batch, what = rundir.use_probe(run_dir, stored, lambda why: (None, why))
+        if batch is None:
+            probe.missing = what
+        else:
+            sources = [src_vocab.decode(row[: int(length)].tolist())
+                       for row, length in zip(batch.src[:n], batch.src_lengths[:n])]
+    if batch is not None:
         probe.loss = lambda m: sequence_loss(m(batch.src, batch.tgt_in, batch.src_lengths)[0], batch.tgt_out,
                                              m.config.pad_id)
-        probe.what = (f"the teacher-forced cross-entropy of 8 fresh pairs of the task {task!r} (seed {seed} + "
-                      f"3000003); the encoder's steps are source positions")
-    else:
-        probe.missing = ("the gradient flow needs pairs of the run's data, and this run was trained on a file "
-                         "that is not in the run directory")
+        probe.what = f"the teacher-forced cross-entropy of {what}; the encoder's steps are source positions"
     if model.config.attention == "none":
         return probe
     if text is not None:
         sources = [line for line in text.splitlines() if line.strip()][:n]
-    elif task is not None:
-        sources = [src for src, _ in generate(task, n, seed=12345)]
-    else:
-        raise ValueError(f"{run_dir} was trained on a file: pass --text with source lines to decode")
+    elif sources is None:  # a run on a file without its stored pairs: the gradient flow's line says so
+        probe.missing += "; attention maps: pass --text with source lines to decode"
+        return probe
     for src, (_, ids, weights) in zip(sources, translate(model, sources, src_vocab, tgt_vocab)):
         src_symbols = [src_vocab.symbols[i] for i in src_vocab.encode(src)]
         out_symbols = [tgt_vocab.symbols[i] for i in ids]

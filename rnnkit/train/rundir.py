@@ -5,8 +5,9 @@
     model.safetensors      latest weights          best.safetensors  weights with the best val bpc
     trainer_state.safetensors / trainer_state.json  optimizer tensors, RNG, stream position (resume)
     metrics.jsonl          one JSON object per logged step
-    probe.safetensors      a few validation examples as one batch (the fit models: `rnnkit report`
-                           measures the gradient flow on it; their training data is not here)
+    probe.safetensors      the first PROBE_EXAMPLES validation examples as one batch (the fit models
+                           and seq2seq runs on a file: `rnnkit report` measures the gradient flow
+                           on it; their training data is not here)
     corpus.ids             the corpus encoded with the vocabulary: raw little-endian ids of the
                            vocabulary's dtype, memory-mapped for training; derived data (written
                            again from the data by --resume when missing)
@@ -18,17 +19,20 @@ nothing is ever unpickled: tensors are safetensors, the rest JSON or raw integer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
-from torch import nn
+from torch import Tensor, nn
 
+from .._version import __version__
 from ..checkpoint import (  # noqa: F401  (the run directory's file helpers, used through this module)
     atomic_file,
     atomic_write,
@@ -48,6 +52,8 @@ from ..data.text import Vocabulary
 from ..errors import CheckpointError, DataError
 from .config import TrainConfig
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 VOCAB = "vocab.json"
@@ -59,6 +65,8 @@ METRICS = "metrics.jsonl"
 IDS = "corpus.ids"
 PROBE = "probe.safetensors"
 CHECKPOINTS = {"latest": LATEST, "best": BEST}
+#: examples stored with a run for `rnnkit report` (probe.safetensors)
+PROBE_EXAMPLES = 8
 
 #: model types a run directory may hold: name → (model class, config class); filled by the
 #: applications (:func:`register_model_type`), so the trainer knows no model
@@ -245,6 +253,52 @@ def load(run_dir: str | os.PathLike, checkpoint: str = "best", device: str | tor
     load_state_into(model, path)
     model.eval()
     return model.to(device)
+
+
+def batch_tensors(batch) -> dict[str, Tensor]:
+    """A collated batch as named tensors: a dataclass's tensor fields (None left out), a
+    tuple's items as "0", "1", ..."""
+    if dataclasses.is_dataclass(batch):
+        items = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+    else:
+        items = {str(k): v for k, v in enumerate(batch)}
+    return {k: v for k, v in items.items() if isinstance(v, Tensor)}
+
+
+def write_probe(run_dir: str | os.PathLike, examples: Sequence, collate: Callable[[list], object],
+                source: str) -> None:
+    """Store the first :data:`PROBE_EXAMPLES` of ``examples``, ``collate``d into one batch,
+    as the run's probe.safetensors (metadata ``source``: what they are, e.g. "validation"),
+    for ``rnnkit report``: the data itself is not in the run directory. Examples that cannot
+    be collated (a validation label the model does not know...) leave the run without the
+    file, with a warning: the report then says so, and the training is not the worse for it.
+    Call it on rank 0 only."""
+    chosen = list(examples)[:PROBE_EXAMPLES]
+    if not chosen:
+        return
+    try:
+        batch = batch_tensors(collate(chosen))
+    except (ValueError, KeyError, IndexError, TypeError, DataError) as e:
+        log.warning("the report's probe sample (%s) was not stored: %s", PROBE, e)
+        return
+    save_tensors(Path(run_dir) / PROBE, batch, {"source": source})
+
+
+def use_probe(run_dir: str | os.PathLike, use: Callable[[dict[str, Tensor], str], object],
+              fail: Callable[[str], object]):
+    """``use(tensors, source)`` on the run's stored probe sample (see :func:`write_probe`),
+    or ``fail(reason)`` (one line) when the run has none (trained before it was stored) or
+    ``use`` finds it is not a batch of this model (KeyError, ValueError, IndexError,
+    TypeError, RuntimeError) or the file is not readable."""
+    path = Path(run_dir) / PROBE
+    if not path.exists():
+        return fail(f"the gradient flow needs a run trained by rnnkit {__version__} or later, which stores a few "
+                    f"of the data's examples with the run ({PROBE}); this run has none")
+    try:
+        tensors, metadata = read_safetensors(path, "report probe")
+        return use(tensors, metadata.get("source", "validation"))
+    except (CheckpointError, KeyError, ValueError, IndexError, TypeError, RuntimeError) as e:
+        return fail(f"{path} does not hold a batch of this model ({e}); no gradient flow")
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
