@@ -682,13 +682,15 @@ LIMITS = {
                 "work. loop÷: where the step is GEMM-bound (large batch and hidden "
                 "sizes) the plain loop spends most of its time in the same GEMMs, so no implementation can "
                 "be 3× faster than it; the 3× is reachable only where per-step overhead dominates.",
-    "inference": "there is no forward-only native path yet: inference runs the training loop's forward "
-                 "(without saving for the backward), one BLAS call per step for the recurrent product "
-                 "against oneDNN's fused inference with prepacked weights (issue #15).",
-    "generation": "one character is one call of the whole layer on a 1-step sequence: the layer's argument "
-                  "handling and the engine's set-up (input projection, buffers, the native call) run per "
-                  "character, against torch.nn's one fused C++ call; at batch 1 that set-up is most of the "
-                  "step (issue #15: a native single-step path).",
+    "inference": "the forward-only native loop (infer.cpp) keeps nothing and fuses the gate math, but still "
+                 "makes one BLAS GEMM per step for the recurrent product, which at 8–32 rows is dominated "
+                 "by the call's set-up, against oneDNN's fused LSTM inference with weights prepacked once "
+                 "for all steps (the float32 loop packs the weight once with MKL where available; the "
+                 "remaining gap is the per-step GEMM).",
+    "generation": "a cell option without a native step (layer norm, zoneout, bidirectional, Jordan) runs the "
+                  "whole layer on a 1-step sequence per character: the layer's argument handling and the "
+                  "engine's set-up run per character, against torch.nn's one fused C++ call; the native "
+                  "StackStep (one call per character for the whole stack) covers the plain cells.",
     "roofline": "the roofline times every product alone at its own shape (the per-step (B × H)·(H × G) "
                 "products run far below the machine's large-GEMM peak); what is left is the gate math "
                 "(elementwise, memory-bound) and per-step overhead.",
