@@ -118,9 +118,10 @@ def render(results: dict, args) -> str:
     return "\n".join(lines)
 
 
-def write_between(path: Path, text: str) -> None:
+def write_between(path: Path, text: str, markers: tuple[str, str] = MARKERS) -> None:
+    """Put ``text`` between the two markers of ``path`` (appended with them when absent)."""
     doc = path.read_text(encoding="utf-8") if path.exists() else ""
-    start, end = MARKERS
+    start, end = markers
     block = f"{start}\n{text}\n{end}"
     if start in doc and end in doc:
         doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]

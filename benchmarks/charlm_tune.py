@@ -28,6 +28,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from charlm_compare import write_between  # (the benchmarks folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 MARKERS = ("<!-- charlm-tune:start -->", "<!-- charlm-tune:end -->")
 #: what was tried for the 5-minute default (the first: the previous default)
@@ -87,17 +89,6 @@ def render(args) -> str:
     return "\n".join(lines)
 
 
-def write_between(path: Path, text: str) -> None:
-    doc = path.read_text(encoding="utf-8") if path.exists() else ""
-    start, end = MARKERS
-    block = f"{start}\n{text}\n{end}"
-    if start in doc and end in doc:
-        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(doc, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--candidate", action="append", help="`rnnkit train` options of one candidate (repeatable; "
@@ -115,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             list(pool.map(lambda options: run(options, args), args.candidate))
     table = render(args)
     print(table)
-    write_between(Path(args.output), table)
+    write_between(Path(args.output), table, MARKERS)
     return 0
 
 

@@ -30,6 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from charlm_compare import write_between  # (the benchmarks folder is on sys.path)
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,17 +101,6 @@ def render(results: dict, cells: list[str], args) -> str:
     return "\n".join(lines)
 
 
-def write_between(path: Path, text: str) -> None:
-    doc = path.read_text(encoding="utf-8") if path.exists() else ""
-    start, end = MARKERS
-    block = f"{start}\n{text}\n{end}"
-    if start in doc and end in doc:
-        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(doc, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS), help="registered names, in table order")
@@ -148,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
     table = render(results, args.cells, args)
     print(table)
-    write_between(Path(args.output), table)
+    write_between(Path(args.output), table, MARKERS)
     return 0
 
 
