@@ -11,6 +11,7 @@ markers of the output file::
     python benchmarks/charlm_compare.py                       # 3 seeds, 5 min, 2 threads
     python benchmarks/charlm_compare.py --seeds 0 --max-time 1m --rnnkit-args "--cell lstm"
     python benchmarks/charlm_compare.py --render-only
+    python benchmarks/charlm_compare.py --keep-runs runs/compare   # keep metrics.jsonl, checkpoints
     python benchmarks/charlm_compare.py --threads 1 --clock cpu   # a busy machine: CPU seconds
 
 The machine should be otherwise idle: a time budget measures throughput as much as
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,6 +41,11 @@ BASELINE_LINE = re.compile(r"baseline .*?: (\d+) steps, .*?val ([0-9.]+) bpc")
 def run_rnnkit(args, seed: int, env: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="charlm-compare-") as tmp:
         out = Path(tmp) / "run"
+        if args.keep_runs:
+            options = re.sub(r"[^A-Za-z0-9.]+", "_", args.rnnkit_args).strip("_")
+            out = Path(args.keep_runs) / (f"seed{seed}-{options}" if options else f"seed{seed}")
+            if out.exists():
+                shutil.rmtree(out)
         cmd = [sys.executable, "-m", "rnnkit", "train", "--quiet", "--out", str(out), "--seed", str(seed),
                *budget_args(args), *data_args(args), *shlex.split(args.rnnkit_args)]
         subprocess.run(cmd, env=env, check=True, cwd=ROOT)
@@ -143,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rnnkit-args", default="", help="extra `rnnkit train` options, e.g. \"--cell lstm\"")
     p.add_argument("--results", default=str(ROOT / "docs" / "charlm_compare.json"))
     p.add_argument("--output", default=str(ROOT / "docs" / "charlm.md"))
+    p.add_argument("--keep-runs", metavar="DIR",
+                   help="keep each rnnkit run directory under DIR (seed and options in its name) to look at it later")
     p.add_argument("--render-only", action="store_true", help="train nothing; write the table from the results")
     args = p.parse_args(argv)
     try:

@@ -15,8 +15,13 @@ def test_compare_runs_both_and_tabulates_their_results(tmp_path):
     output.write_text("# before\n<!-- charlm-compare:start -->\nold\n<!-- charlm-compare:end -->\n# after\n")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "charlm_compare.py"), "--seeds", "0,1", "--max-steps", "2",
            "--threads", "1", "--data", str(corpus), "--results", str(results), "--output", str(output)]
-    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
+    subprocess.run([*cmd, "--keep-runs", str(tmp_path / "kept")], check=True, cwd=ROOT, capture_output=True,
+                   timeout=600)
     runs = json.loads(results.read_text())
+    # --keep-runs: each rnnkit run directory stays, with the metrics its result was read from
+    for seed in (0, 1):
+        rows = (tmp_path / "kept" / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(rows[-1])["step"] == 2
     assert sorted((json.loads(k)[0], r["seed"]) for k, r in runs.items()) == [
         ("baseline", 0), ("baseline", 1), ("rnnkit", 0), ("rnnkit", 1)]
     assert all(r["steps"] == 2 and 0 < r["val_bpc"] < 10 for r in runs.values())
