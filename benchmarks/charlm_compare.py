@@ -77,12 +77,13 @@ def data_args(args) -> list[str]:
 
 
 def defaults() -> str:
-    """What `rnnkit train` with no options trains (cell and width): results are keyed by it, so
+    """What `rnnkit train` with no options trains (cell, width, depth, learning rate): results are keyed by it, so
     a changed default never inherits the figures of the one before."""
     from rnnkit.models import CharLMConfig  # noqa: PLC0415
+    from rnnkit.train import TrainConfig  # noqa: PLC0415
 
     d = CharLMConfig()
-    return f"--cell {d.cell} --hidden-size {d.hidden_size} --num-layers {d.num_layers}"
+    return f"--cell {d.cell} --hidden-size {d.hidden_size} --num-layers {d.num_layers} --lr {TrainConfig().lr:g}"
 
 
 def key(kind: str, args, seed: int) -> str:

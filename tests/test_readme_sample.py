@@ -24,4 +24,4 @@ def test_the_readme_block_is_the_sample_of_the_run(tmp_path):
     doc = readme.read_text()
     assert doc.startswith("# top\n") and doc.endswith("# bottom\n") and "\nold\n" not in doc
     assert sample.rstrip() in doc and sample.startswith("def ")
-    assert "GRU 16, 3 steps in" in doc and "best validation" in doc
+    assert "LSTM 16, 3 steps in" in doc and "best validation" in doc

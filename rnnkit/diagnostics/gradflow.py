@@ -13,6 +13,7 @@ Bengio, Simard & Frasconi 1994; Pascanu, Mikolov & Bengio 2013).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -115,7 +116,9 @@ def recurrent_jacobians(layer: Recurrent, x: Tensor, layer_index: int = 0, direc
     # every J_t depends only on (s_{t-1}, xw_t): one vmap over all (T-1)·B pairs
     s_prev = seq[:-1].reshape((T - 1) * B, -1)  # (N, S)
     xw_t = xw[1:].reshape((T - 1) * B, -1)  # (N, G)
-    J = torch.func.vmap(torch.func.jacrev(step_flat))(s_prev, xw_t)  # (N, S, S)
+    with warnings.catch_warnings():  # vmap's note that an in-place op (addcmul_) has no batching rule: speed only
+        warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
+        J = torch.func.vmap(torch.func.jacrev(step_flat))(s_prev, xw_t)  # (N, S, S)
     return J.view(T - 1, B, *J.shape[1:])  # (T-1, B, S, S)
 
 

@@ -35,8 +35,8 @@ class CharLMConfig:
     the default, so a cell that lacks an option rejects it by name.
     """
 
-    cell: str = option("gru", "recurrent layer type (any registered name, e.g. lstm, gru, irnn, mlstm, lru, s6)")
-    hidden_size: int = option(512, "hidden units per layer")
+    cell: str = option("lstm", "recurrent layer type (any registered name, e.g. lstm, gru, irnn, mlstm, lru, s6)")
+    hidden_size: int = option(384, "hidden units per layer")
     num_layers: int = option(1, "stacked recurrent layers")
     embed_size: int = option(64, "character embedding size")
     dropout: float = option(0.0, "dropout on the recurrent output and between layers")

@@ -39,7 +39,7 @@ class TrainConfig:
     ``nan_lr_factor`` and goes on, at most ``nan_max_retries`` times over the run.
     """
 
-    lr: float = option(7e-3, "peak learning rate (AdamW)")
+    lr: float = option(5e-3, "peak learning rate (AdamW)")
     lr_schedule: str = option("cosine", "constant, linear or cosine decay over the budget")
     min_lr_ratio: float = option(0.05, "final learning rate as a fraction of --lr")
     warmup_steps: int = option(20, "linear warm-up steps")
