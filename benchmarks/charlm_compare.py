@@ -38,6 +38,19 @@ MARKERS = ("<!-- charlm-compare:start -->", "<!-- charlm-compare:end -->")
 BASELINE_LINE = re.compile(r"baseline .*?: (\d+) steps, .*?val ([0-9.]+) bpc")
 
 
+def child_env(threads: int | None = None) -> dict:
+    """The environment of a child run: this checkout first on PYTHONPATH, and ``threads`` BLAS/OpenMP threads."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """The rows of a run directory's ``metrics.jsonl`` (one per step; evaluations carry ``val_bpc``)."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
 def run_rnnkit(args, seed: int, env: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="charlm-compare-") as tmp:
         out = Path(tmp) / "run"
@@ -49,7 +62,7 @@ def run_rnnkit(args, seed: int, env: dict) -> dict:
         cmd = [sys.executable, "-m", "rnnkit", "train", "--quiet", "--out", str(out), "--seed", str(seed),
                *budget_args(args), *data_args(args), *shlex.split(args.rnnkit_args)]
         subprocess.run(cmd, env=env, check=True, cwd=ROOT)
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_metrics(out)
     vals = [r for r in rows if "val_bpc" in r]
     if not vals:
         raise RuntimeError(f"rnnkit train wrote no validation bpc: {shlex.join(cmd)}")
@@ -161,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(args.threads)
     if not args.render_only:
         for seed in seeds:
             for kind, run in (("rnnkit", run_rnnkit), ("baseline", run_baseline)):

@@ -18,8 +18,6 @@ The wall-clock comparison at two threads against the plain-PyTorch baseline is
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shlex
 import shutil
@@ -28,7 +26,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from charlm_compare import write_between  # (the benchmarks folder is on sys.path)
+from charlm_compare import child_env, read_metrics, write_between  # (the benchmarks folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKERS = ("<!-- charlm-tune:start -->", "<!-- charlm-tune:end -->")
@@ -53,8 +51,7 @@ def run(options: str, args) -> None:
     if (out / "metrics.jsonl").exists() and _final(out) is not None:
         return
     shutil.rmtree(out, ignore_errors=True)  # an unfinished candidate starts again
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(1)
     data = [a for path in args.data or [] for a in ("--data", path)]
     cmd = [sys.executable, "-m", "rnnkit", "train", "--quiet", "--sample-every", "0", "--clock", "cpu",
            "--max-time", args.max_time, "--seed", "0", "--out", str(out), *data, *shlex.split(options)]
@@ -62,7 +59,7 @@ def run(options: str, args) -> None:
 
 
 def _final(out: Path) -> dict | None:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(out)
     vals = [r for r in rows if "val_bpc" in r]
     return vals[-1] if vals and vals[-1]["step"] == rows[-1]["step"] else None
 
@@ -78,7 +75,7 @@ def render(args) -> str:
         if final is None:
             lines.append(f"| `{options}` | not run | | |")
             continue
-        vals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "val_bpc" in line]
+        vals = [row for row in read_metrics(out) if "val_bpc" in row]
 
         def near(frac, vals=vals, final=final):
             return min(vals, key=lambda r: abs(r["step"] - frac * final["step"]))

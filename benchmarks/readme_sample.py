@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from charlm_compare import child_env, read_metrics  # (the benchmarks folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 MARKERS = ("<!-- readme-sample:start -->", "<!-- readme-sample:end -->")
 SAMPLE_OPTIONS = ["--prime", "def ", "--length", "600", "--temperature", "0.7", "--seed", "0"]
@@ -30,7 +32,7 @@ def rnnkit(*args: str, env: dict) -> str:
 
 
 def describe(run: Path, load: tuple[float, float] | None) -> str:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run)
     val = min(r["val_bpc"] for r in rows if "val_bpc" in r)
     cfg = json.loads((run / "config.json").read_text())
     model = cfg.get("model", {})
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-time", default=None, help="training budget (default: rnnkit train's, 5 minutes)")
     p.add_argument("--output", type=Path, default=ROOT / "README.md")
     args = p.parse_args(argv)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env()
     with tempfile.TemporaryDirectory(prefix="readme-sample-") as tmp:
         load = None
         run = args.run

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from charlm_compare import write_between  # (the benchmarks folder is on sys.path)
+from charlm_compare import child_env, read_metrics, write_between  # (the benchmarks folder is on sys.path)
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +55,7 @@ def key(cell: str, seed: int, args) -> str:
 
 
 def run_one(cell: str, seed: int, args) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(1)
     with tempfile.TemporaryDirectory(prefix="units-charlm-") as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "rnnkit", "train", "--quiet", "--sample-every", "0", "--out", str(out),
@@ -65,7 +64,7 @@ def run_one(cell: str, seed: int, args) -> dict:
         done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             return {"cell": cell, "seed": seed, "error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_metrics(out)
         with safe_open(out / "model.safetensors", "pt") as f:
             params = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
     vals = [r for r in rows if "val_bpc" in r]
