@@ -212,6 +212,29 @@ def test_layer_norm_lstm_normalizes_its_input_inside_the_native_loop(monkeypatch
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_the_layer_norm_loop_hands_out_a_kept_buffer_only_when_nothing_refers_to_it():
+    """lstm_ln.cpp keeps its large results between calls: a result still referenced, by its
+    tensor or by a view, is never handed out again (it would be overwritten)."""
+    ext = native.load()
+    Tb, Bb, Hb = 3, 2, 4
+    xw = torch.randn(Tb, Bb, 4 * Hb)
+    norms = [torch.rand(4 * Hb) + 0.5, torch.rand(4 * Hb) + 0.5, torch.randn(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]
+
+    def forward():
+        return ext.lstm_ln_forward(xw, torch.zeros(Bb, Hb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Hb), None, None,
+                                   None, None, None, None, *norms, False, True)
+
+    first = forward()
+    gates, rec_view = first["gates"], first["rec"][1:]
+    kept = gates.clone(), rec_view.clone()
+    del first
+    for _ in range(3):
+        res = forward()
+        assert res["gates"].data_ptr() != gates.data_ptr()
+        assert res["rec"].untyped_storage().data_ptr() != rec_view.untyped_storage().data_ptr()
+    torch.testing.assert_close((gates, rec_view), kept, rtol=0, atol=0)
+
+
 def test_diagnostics_hooks_and_the_off_switch_use_the_python_loop(monkeypatch):
     calls = _count_native_calls(monkeypatch)
     layer = rnnkit.LSTM(I, H)

@@ -11,8 +11,42 @@
 
 #include "lstm_ln.h"
 
+#include <mutex>
+
 namespace rnnkit_native {
 namespace {
+
+// The loop's large results (the kept gates and recurrent rows, the two gradients) come from
+// buffers kept between calls. A fresh tensor of tens of megabytes is mapped from the OS page
+// by page on first touch (glibc serves blocks over 32 MB with mmap, new every time), which
+// costs about as much as a pass of arithmetic over it (the engine's pool does the same for
+// the input projection: rnnkit/engine/bptt.py, _BufferPool). A kept buffer is handed out
+// again only when nothing else refers to its tensor or its storage (autograd has released
+// the step that used it); at most kPoolSize are kept, an unused one of another shape is
+// replaced when full.
+constexpr size_t kPoolSize = 16;
+
+Tensor pooled_empty(at::IntArrayRef shape, const at::TensorOptions& opts) {
+  static std::mutex mu;
+  static auto* kept = new std::vector<Tensor>();  // never destroyed: no tensor freed at exit
+  std::lock_guard<std::mutex> lock(mu);
+  auto unused = [](const Tensor& t) { return t.use_count() == 1 && t.storage().use_count() == 1; };
+  for (const Tensor& t : *kept) {
+    if (t.sizes() == shape && t.scalar_type() == opts.dtype().toScalarType() && unused(t)) return t;
+  }
+  Tensor fresh = at::empty(shape, opts);
+  if (kept->size() < kPoolSize) {
+    kept->push_back(fresh);
+  } else {
+    for (Tensor& t : *kept) {
+      if (unused(t)) {
+        t = fresh;
+        break;
+      }
+    }
+  }
+  return fresh;
+}
 
 // The per-row statistics kept per step: μ, 1/σ of the input row, of the recurrent row, of c'.
 constexpr int64_t kStats = 6;
@@ -178,8 +212,8 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
   const int64_t steps = keep ? Tn : 1;  // what is kept per step, else one step of scratch
   Tensor out = at::empty({Tn, B, P}, opts);
   Tensor h = h0.clone(), c = c0.clone();
-  Tensor gates = at::empty({steps, B, 4 * H}, opts);
-  Tensor rec_all = at::empty({steps, B, 4 * H}, opts);
+  Tensor gates = pooled_empty({steps, B, 4 * H}, opts);
+  Tensor rec_all = pooled_empty({steps, B, 4 * H}, opts);
   Tensor stats = at::empty({steps, B, kStats}, opts);
   Tensor cnew_all = at::empty({steps, B, H}, opts);
   // c_{t-1} is kept per step only where zoneout or lengths make it differ from the previous
@@ -284,8 +318,8 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   const int64_t Tn = gates.size(0), B = gates.size(1), H = dcT.size(1), P = dhT.size(1);
   auto opts = gates.options();
   const bool PROJ = w_hr.has_value() && w_hr->defined();
-  Tensor dxw_all = at::empty({Tn, B, 4 * H}, opts);
-  Tensor drec_all = at::empty({Tn, B, 4 * H}, opts);
+  Tensor dxw_all = pooled_empty({Tn, B, 4 * H}, opts);
+  Tensor drec_all = pooled_empty({Tn, B, 4 * H}, opts);
   Tensor dcl_tmp = at::empty({2, B, H}, opts);  // d LN(c') and do_a, per row
   // the parameter-gradient sums, one row of 17H per thread (at::get_thread_num() inside
   // parallel_for is below at::get_num_threads())
