@@ -65,14 +65,25 @@ OPTIONS = [
     {"layer_norm": True, "peephole": True, "zoneout": 0.2, "recurrent_dropout": 0.2, "bidirectional": True},
     {"proj_size": 4}, {"proj_size": 3, "num_layers": 2, "bidirectional": True, "zoneout": 0.1},
     {"proj_size": 4, "layer_norm": True, "peephole": True, "recurrent_dropout": 0.2},
+    {"layer_norm": True, "bias": False, "num_layers": 2, "bidirectional": True, "zoneout": (0.1, 0.3)},
 ]
+
+
+def _random_norms(layer):
+    """Gains and biases of the layer norms away from their initial 1 and 0, so that a swapped
+    or dropped one changes the result."""
+    with torch.no_grad():
+        for name, q in layer.named_parameters():
+            if name.startswith("ln_"):
+                q.copy_(torch.rand_like(q) - 0.5 if "bias" in name else torch.rand_like(q) + 0.5)
+    return layer
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("options,use_lengths,training",
                          list(itertools.product(OPTIONS, [False, True], [True, False])))
 def test_native_equals_the_python_loop(monkeypatch, dtype, options, use_lengths, training):
-    layer = rnnkit.LSTM(I, H, **options).to(dtype).train(training)
+    layer = _random_norms(rnnkit.LSTM(I, H, **options).to(dtype).train(training))
     n = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
     state = tuple(torch.randn(n, B, size, dtype=dtype, requires_grad=True)
@@ -88,12 +99,13 @@ def test_native_equals_the_python_loop(monkeypatch, dtype, options, use_lengths,
 
 
 @pytest.mark.parametrize("options", [{}, {"peephole": True, "zoneout": 0.25, "recurrent_dropout": 0.3},
-                                     {"layer_norm": True, "peephole": True}, {"proj_size": 3, "zoneout": 0.2}])
+                                     {"layer_norm": True, "peephole": True}, {"proj_size": 3, "zoneout": 0.2},
+                                     {"layer_norm": True, "proj_size": 3, "zoneout": 0.2, "recurrent_dropout": 0.3}])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_native_gradcheck(monkeypatch, options, reverse):
     """float64 gradcheck of the C++ BPTT (masks fixed by reseeding before every call)."""
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
-    layer = rnnkit.LSTM(3, 4, bidirectional=reverse, **options).double()
+    layer = _random_norms(rnnkit.LSTM(3, 4, bidirectional=reverse, **options).double())
     n = 2 if reverse else 1
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(n, 2, options.get("proj_size") or 4, dtype=torch.float64, requires_grad=True)
@@ -165,6 +177,62 @@ def test_which_layers_run_natively(monkeypatch, options, native_expected):
     out, _ = rnnkit.LSTM(I, H, **options)(torch.randn(T, B, I))
     out.sum().backward()
     assert bool(calls) == native_expected
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_norm_lstm_normalizes_its_input_inside_the_native_loop(monkeypatch, bias):
+    """The layer-norm LSTM's native loop takes the raw x W_ihᵀ (lstm_ln.cpp): the engine's
+    layer norm of the input projection over all T·B rows (LSTMCell.prepare_input and its
+    backward) does not run, lstm_ln_forward/lstm_ln_backward do, and the result is the
+    Python loop's, which runs prepare_input."""
+    from rnnkit.cells.lstm import LSTMCell
+
+    prepared, ext_calls = [], []
+    real_prepare = LSTMCell.prepare_input
+    monkeypatch.setattr(LSTMCell, "prepare_input", lambda *a: prepared.append(1) or real_prepare(*a))
+    ext = native.load()
+
+    class Counting:
+        def __getattr__(self, name):
+            if name.startswith("lstm"):
+                ext_calls.append(name)
+            return getattr(ext, name)
+
+    monkeypatch.setattr(native, "load", lambda *a, **k: None if native.mode() == "0" else Counting())
+    layer = _random_norms(rnnkit.LSTM(I, H, layer_norm=True, bias=bias, bidirectional=True).double())
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    state = tuple(torch.randn(2, B, H, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    got = _grads(layer, x, state, None, 0)
+    assert not prepared and "_NativeLSTMBackward" in graph_nodes(got[0])
+    assert sorted(ext_calls) == ["lstm_ln_backward"] * 2 + ["lstm_ln_forward"] * 2
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    want = _grads(layer, x, state, None, 0)
+    assert prepared  # the Python loop normalizes x W_ihᵀ before its loop
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_the_layer_norm_loop_hands_out_a_kept_buffer_only_when_nothing_refers_to_it():
+    """lstm_ln.cpp keeps its large results between calls: a result still referenced, by its
+    tensor or by a view, is never handed out again (it would be overwritten)."""
+    ext = native.load()
+    Tb, Bb, Hb = 3, 2, 4
+    xw = torch.randn(Tb, Bb, 4 * Hb)
+    norms = [torch.rand(4 * Hb) + 0.5, torch.rand(4 * Hb) + 0.5, torch.randn(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]
+
+    def forward():
+        return ext.lstm_ln_forward(xw, torch.zeros(Bb, Hb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Hb), None, None,
+                                   None, None, None, None, *norms, False, True)
+
+    first = forward()
+    gates, rec_view = first["gates"], first["rec"][1:]
+    kept = gates.clone(), rec_view.clone()
+    del first
+    for _ in range(3):
+        res = forward()
+        assert res["gates"].data_ptr() != gates.data_ptr()
+        assert res["rec"].untyped_storage().data_ptr() != rec_view.untyped_storage().data_ptr()
+    torch.testing.assert_close((gates, rec_view), kept, rtol=0, atol=0)
 
 
 def test_diagnostics_hooks_and_the_off_switch_use_the_python_loop(monkeypatch):
@@ -356,6 +424,14 @@ def test_the_native_entry_points_name_their_results():
     with pytest.raises(RuntimeError, match="ln_gamma_h, ln_gamma_c and ln_beta_c together"):
         ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb), None, None,
                          None, None, None, None, ln[0], None, None, False, True)
+    norms = [torch.ones(4 * Hb), torch.ones(4 * Hb), torch.zeros(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]
+    res = ext.lstm_ln_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb),
+                              torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, *norms, False, True)
+    assert set(res) == {"out", "h", "c", "gates", "rec", "ln_stats", "hr", "c_in", "c_new", "h_full"}
+    assert res["ln_stats"].shape == (Tb, Bb, 6)
+    with pytest.raises(RuntimeError, match=r"layer-norm parameter has shape \[4\], expected \(16\)"):
+        ext.lstm_ln_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb), None, None,
+                            None, None, None, None, norms[3], *norms[1:], False, True)
 
 
 # -- IndRNN ----------------------------------------------------------------------------------

@@ -132,6 +132,12 @@ class NativeBinding:
     #: :meth:`backward` reads); False for a family with only a forward-only loop (the Elman
     #: cell), whose training runs the Python loop
     trains: bool = True
+    #: whether the loop prepares its input itself: then the engine hands :meth:`forward` (and
+    #: :meth:`infer`) x W_ihᵀ + :meth:`Cell.input_bias` without :meth:`Cell.prepare_input`, and
+    #: :meth:`backward` returns the gradient of that and the gradients of the parameters
+    #: ``prepare_input`` would have used (the layer-norm LSTM normalizes its input rows inside
+    #: the loop, fused with the gate pass)
+    prepares_input: bool = False
 
     def __init__(self, cell: Cell):
         self.cell = cell
@@ -166,8 +172,9 @@ class NativeBinding:
                  masks, reverse: bool) -> tuple[Tensor, State, Params]:
         """The loop backward. dout: (T, B, R) or None; dstate: the final state's gradients.
 
-        Returns d(xw) (T, B, G) (before :meth:`Cell.prepare_input_backward`), the initial
-        state's gradients and the gradients of every parameter but ``weight_ih``."""
+        Returns d(xw) (T, B, G) (before :meth:`Cell.prepare_input_backward`, or of the raw
+        projection with :attr:`prepares_input`), the initial state's gradients and the
+        gradients of every parameter but ``weight_ih``."""
         raise NotImplementedError
 
 

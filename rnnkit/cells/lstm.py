@@ -192,8 +192,8 @@ class LSTMCell(Cell):
         return dgates, (dh_prev, dc_prev), drec
 
     def native_binding(self) -> NativeBinding | None:
-        """The C++ loop (``rnnkit/cells/native/lstm.cpp``) runs σ = sigmoid and φ = tanh, with
-        any of peepholes, projection and layer norm."""
+        """The C++ loop (``rnnkit/cells/native/lstm.cpp``, with layer norm ``lstm_ln.cpp``) runs
+        σ = sigmoid and φ = tanh, with any of peepholes, projection and layer norm."""
         if self.sig.name == "sigmoid" and self.act.name == "tanh":
             return _NativeLSTM(self)
         return None
@@ -220,38 +220,56 @@ class LSTMCell(Cell):
 
 class _NativeLSTM(NativeBinding):
     """:class:`LSTMCell` on ``lstm_forward`` / ``lstm_backward`` (``rnnkit/cells/native/lstm.cpp``;
-    arguments and named results in ``common.h``). The C++ backward returns the gradients of
-    the pre-activations; the parameter gradients are formed here, one GEMM or reduction each:
+    arguments and named results in ``common.h``) and, with layer norm, on ``lstm_ln_forward`` /
+    ``lstm_ln_backward`` (``lstm_ln.cpp``, ``lstm_ln.h``). The C++ backward returns the
+    gradients of the pre-activations; the parameter gradients are formed here, one GEMM or
+    reduction each:
 
         dW_hh = Σ_t drecᵀ hr          (drec = dgates without layer norm, hr = h_{t-1} ⊙ rmask)
         dW_hr = Σ_t dhᵀ h_full        (h_full = o ⊙ φ(c') before the projection)
         dw_ci = Σ_t di_a ⊙ c_{t-1}     dw_cf = Σ_t df_a ⊙ c_{t-1}     dw_co = Σ_t do_a ⊙ c_t
-        dγ_h = Σ_t dgates ⊙ â_h       dγ_c = Σ_t dcln ⊙ â_c          dβ_c = Σ_t dcln
 
-    (the three layer-norm sums are the C++ backward's, accumulated in its gate pass).
+    With layer norm the loop normalizes the input projection too (:attr:`prepares_input`): it
+    takes the raw x W_ihᵀ and normalizes step t's rows in the gate pass, next to the recurrent
+    GEMM's rows, so the engine's :meth:`LSTMCell.prepare_input` (a layer norm over all T·B rows
+    before the loop, its backward after it) does not run. The loop sums the norms' parameter
+    gradients, the peepholes' and the bias's (db_ih = db_hh = Σ d(pre-activation): b follows
+    both norms) in its gate pass.
     """
 
     cell: LSTMCell
 
-    def _weights(self, p: Params) -> tuple[Tensor, Tensor | None, Tensor | None, tuple[Tensor | None, ...]]:
-        """W_hh, W_hr (or None), the peepholes as one (3, H) tensor (or None) and the layer-norm
-        parameters (ln_gamma_h, ln_gamma_c, ln_beta_c) (or three None), contiguous."""
+    @property
+    def prepares_input(self) -> bool:  # type: ignore[override]
+        return self.cell.layer_norm
+
+    def _weights(self, p: Params) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """W_hh, W_hr (or None) and the peepholes as one (3, H) tensor (or None), contiguous."""
         cell = self.cell
         w_hr = p["weight_hr"].contiguous() if cell.proj_size else None
         peep = torch.stack((p["weight_ci"], p["weight_cf"], p["weight_co"])) if cell.peephole else None
-        ln = (p["ln_hh_weight"].contiguous(), p["ln_c_weight"].contiguous(), p["ln_c_bias"].contiguous()) \
-            if cell.layer_norm else (None, None, None)
-        return p["weight_hh"].contiguous(), w_hr, peep, ln
+        return p["weight_hh"].contiguous(), w_hr, peep
+
+    def _norms(self, p: Params) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The layer norms' parameters: γ_x, γ_h, b = b_ih + b_hh (zeros without bias), γ_c, β_c."""
+        gx = p["ln_ih_weight"].contiguous()
+        b = p["bias_ih"] + p["bias_hh"] if self.cell.bias else torch.zeros_like(gx)
+        return gx, p["ln_hh_weight"].contiguous(), b, p["ln_c_weight"].contiguous(), p["ln_c_bias"].contiguous()
 
     def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
                 keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         h0, c0 = state0
-        w_hh, w_hr, peep, ln = self._weights(p)
+        w_hh, w_hr, peep = self._weights(p)
         zh, zc = masks.zoneout
-        res = ext.lstm_forward(xw, h0.contiguous(), c0.contiguous(), w_hh, w_hr, peep, masks.rmask, masks.valid,
-                               zh, zc, *ln, reverse, keep)
-        out, h_n, c_n = res.pop("out"), res.pop("h"), res.pop("c")
-        return out, (h_n, c_n), ({"gates": xw, **res} if keep else {})  # xw holds the activated gates
+        args = (xw, h0.contiguous(), c0.contiguous(), w_hh, w_hr, peep, masks.rmask, masks.valid, zh, zc)
+        if self.cell.layer_norm:  # xw: the raw x W_ihᵀ, read again by the backward
+            res = ext.lstm_ln_forward(*args, *self._norms(p), reverse, keep)
+            saved = {"xw": xw, **res}
+        else:  # xw: overwritten with the activated gates
+            res = ext.lstm_forward(*args, None, None, None, reverse, keep)
+            saved = {"gates": xw, **res}
+        out, h_n, c_n = saved.pop("out"), saved.pop("h"), saved.pop("c")
+        return out, (h_n, c_n), (saved if keep else {})
 
     def infer(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool) -> dict[str, Tensor]:
         """``lstm_infer`` (``rnnkit/cells/native/infer.cpp``) with peepholes and projection; with
@@ -259,7 +277,7 @@ class _NativeLSTM(NativeBinding):
         if self.cell.layer_norm:
             return super().infer(ext, xw, state0, p, masks, reverse)
         h0, c0 = state0
-        w_hh, w_hr, peep, _ = self._weights(p)
+        w_hh, w_hr, peep = self._weights(p)
         zh, zc = masks.zoneout
         return ext.lstm_infer(xw, h0, c0, w_hh, w_hr, peep, masks.rmask, masks.valid, zh, zc, reverse)
 
@@ -267,37 +285,42 @@ class _NativeLSTM(NativeBinding):
         cell = self.cell
         if cell.layer_norm:
             return None
-        _, w_hr, peep, _ = self._weights(p)
+        _, w_hr, peep = self._weights(p)
         return "lstm", [p["weight_ih"], p["weight_hh"], cell.input_bias(p), w_hr, peep]
 
     def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
                  masks, reverse: bool) -> tuple[Tensor, State, Params]:
         cell = self.cell
-        w_hh, w_hr, peep, ln = self._weights(p)
+        w_hh, w_hr, peep = self._weights(p)
         zh, zc = masks.zoneout
-        res = ext.lstm_backward(dout, dstate[0], dstate[1], saved, w_hh, w_hr, peep, masks.rmask, masks.valid,
-                                zh, zc, *ln, reverse)
-        dgates = res["dgates"]  # (T, B, 4H)
+        args = (dout, dstate[0], dstate[1], saved, w_hh, w_hr, peep, masks.rmask, masks.valid, zh, zc)
         hr = saved["hr"]  # (T, B, P)
         T, B, P = hr.shape
         H = cell.hidden_size
         grads: Params = {}
-        drec = res["drec"] if cell.layer_norm else dgates  # d(h W_hhᵀ)
+        if cell.layer_norm:
+            gx, gh, _, gc, bc = self._norms(p)
+            res = ext.lstm_ln_backward(*args, gx, gh, gc, bc, reverse)
+            dxw, drec = res["dxw"], res["drec"]  # d(x W_ihᵀ), d(hr W_hhᵀ)
+            grads.update(ln_ih_weight=res["ln_dgamma_x"], ln_hh_weight=res["ln_dgamma_h"],
+                         ln_c_weight=res["ln_dgamma_c"], ln_c_bias=res["ln_dbeta_c"])
+            if cell.bias:
+                grads["bias_ih"], grads["bias_hh"] = res["dbias"], res["dbias"].clone()
+            if cell.peephole:
+                grads["weight_ci"], grads["weight_cf"], grads["weight_co"] = res["dpeep"].unbind(0)
+        else:
+            res = ext.lstm_backward(*args, None, None, None, reverse)
+            dxw = drec = res["dgates"]  # (T, B, 4H)
+            dsum = dxw.sum((0, 1))
+            cell.bias_grads(dsum, dsum, grads)
+            if cell.peephole:
+                c_in, c_new = saved["c_in"], saved["c_new"]
+                if c_in.shape[0] != T:  # only c_0 kept: c_{t-1} is the previous step's c_new
+                    c_in = torch.cat((c_new[1:], c_in) if reverse else (c_in, c_new[:-1]))
+                grads["weight_ci"] = (dxw[..., :H] * c_in).sum((0, 1))
+                grads["weight_cf"] = (dxw[..., H:2 * H] * c_in).sum((0, 1))
+                grads["weight_co"] = (dxw[..., 3 * H:] * c_new).sum((0, 1))
         grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr.view(T * B, P)
         if cell.proj_size:
             grads["weight_hr"] = res["dh"].view(T * B, P).t() @ saved["h_full"].view(T * B, H)
-        if not cell.layer_norm:  # (with layer norm the biases' gradients come from prepare_input_backward)
-            dsum = dgates.sum((0, 1))
-            cell.bias_grads(dsum, dsum, grads)
-        if cell.peephole:
-            c_in, c_new = saved["c_in"], saved["c_new"]
-            if c_in.shape[0] != T:  # only c_0 kept: c_{t-1} is the previous step's c_new
-                c_in = torch.cat((c_new[1:], c_in) if reverse else (c_in, c_new[:-1]))
-            grads["weight_ci"] = (dgates[..., :H] * c_in).sum((0, 1))
-            grads["weight_cf"] = (dgates[..., H:2 * H] * c_in).sum((0, 1))
-            grads["weight_co"] = (dgates[..., 3 * H:] * c_new).sum((0, 1))
-        if cell.layer_norm:
-            grads["ln_hh_weight"] = res["ln_dgamma_h"]
-            grads["ln_c_weight"] = res["ln_dgamma_c"]
-            grads["ln_c_bias"] = res["ln_dbeta_c"]
-        return dgates, (res["dh0"], res["dc0"]), grads
+        return dxw, (res["dh0"], res["dc0"]), grads

@@ -114,14 +114,16 @@ def _valid_masks(lengths: Tensor | None, T: int, like: Tensor) -> Tensor | None:
     return (steps < lengths.unsqueeze(0)).unsqueeze(2).to(like.device)  # (T, B, 1)
 
 
-def _input_projection(cell: Cell, x: Tensor, p: Params) -> tuple[Tensor, object]:
+def _input_projection(cell: Cell, x: Tensor, p: Params, prepare: bool = True) -> tuple[Tensor, object]:
+    """x W_ihᵀ + the cell's input bias, (T, B, G), through :meth:`Cell.prepare_input` unless not
+    ``prepare`` (for a native binding that prepares its input itself: then the context is None)."""
     b = cell.input_bias(p)
     w = p["weight_ih"]
     T, B, _ = x.shape
     x2 = x.reshape(T * B, -1)
     buf = _POOL.take((T * B, w.shape[0]), x.dtype, x.device) if not torch.is_grad_enabled() else None
     xw = (torch.addmm(b, x2, w.t(), out=buf) if b is not None else torch.mm(x2, w.t(), out=buf))
-    return cell.prepare_input(xw.view(T, B, -1), p)  # (T, B, G)
+    return cell.prepare_input(xw.view(T, B, -1), p) if prepare else (xw.view(T, B, -1), None)  # (T, B, G)
 
 
 def _loop(

@@ -50,9 +50,9 @@ _SRC = Path(__file__).parent.parent / "cells" / "native"
 #: the C++ sources, compiled in parallel: one per cell family, then the Python module. This
 #: list is all that names them: a new family's file gets its line here.
 SOURCES = [_SRC / "lstm.cpp", _SRC / "gru.cpp", _SRC / "jordan.cpp", _SRC / "indrnn.cpp", _SRC / "infer.cpp",
-           _SRC / "module.cpp"]
+           _SRC / "lstm_ln.cpp", _SRC / "module.cpp"]
 #: the headers they include (``#include "common.h"``: its folder is on the include path)
-HEADERS = [_SRC / "common.h", _SRC / "infer.h"]
+HEADERS = [_SRC / "common.h", _SRC / "infer.h", _SRC / "lstm_ln.h"]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -207,7 +207,7 @@ class _Native(torch.autograd.Function):
         state0 = tuple(tensors[:n_state])
         p = dict(zip(names, tensors[n_state:]))
         cell = binding.cell
-        xw, prep_ctx = _input_projection(cell, x, p)
+        xw, prep_ctx = _input_projection(cell, x, p, prepare=not binding.prepares_input)
         xw = xw.contiguous()
         masks = native_masks(opts, x, tuple(s.shape[-1] for s in state0))
         keep = any(ctx.needs_input_grad)
@@ -233,7 +233,8 @@ class _Native(torch.autograd.Function):
         dstate = tuple(torch.zeros_like(s) if d is None else d.contiguous() for d, s in zip(dstate_n, state0))
         dxw, dstate0, grads = ctx.binding.backward(ctx.ext, saved, None if dout is None else dout.contiguous(),
                                                    dstate, p, ctx.masks, ctx.opts.reverse)
-        dxw = ctx.cell.prepare_input_backward(dxw, ctx.prep_ctx, p, grads)  # e.g. LN of x W_ihᵀ, its bias
+        if not ctx.binding.prepares_input:
+            dxw = ctx.cell.prepare_input_backward(dxw, ctx.prep_ctx, p, grads)  # e.g. LN of x W_ihᵀ, its bias
         T, B = x.shape[:2]
         dx, dparams = _input_and_param_grads(ctx, dxw.reshape(T * B, -1), x, p, grads, n)
         _POOL.give([ctx.buffer])
@@ -291,7 +292,7 @@ def infer(binding: NativeBinding, ext: ModuleType, x: Tensor, state0: State, p: 
     input projection (one GEMM over all T·B rows) goes into a pooled buffer that the loop
     overwrites with its gates and that goes back to the pool at the end."""
     with torch.no_grad():
-        xw, _ = _input_projection(binding.cell, x, p)  # (T, B, G)
+        xw, _ = _input_projection(binding.cell, x, p, prepare=not binding.prepares_input)  # (T, B, G)
         xw = xw.contiguous()
         masks = native_masks(opts, x, tuple(s.shape[-1] for s in state0))
         res = binding.infer(ext, xw, tuple(s.contiguous() for s in state0), p, masks, opts.reverse)

@@ -6,11 +6,14 @@
 
 #include "common.h"
 #include "infer.h"
+#include "lstm_ln.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace rnnkit_native;
   m.def("lstm_forward", &lstm_forward, "LSTM time loop, forward");
   m.def("lstm_backward", &lstm_backward, "LSTM time loop, backward");
+  m.def("lstm_ln_forward", &lstm_ln_forward, "layer-norm LSTM time loop, forward");
+  m.def("lstm_ln_backward", &lstm_ln_backward, "layer-norm LSTM time loop, backward");
   m.def("gru_forward", &gru_forward, "GRU time loop, forward");
   m.def("gru_backward", &gru_backward, "GRU time loop, backward");
   m.def("jordan_forward", &jordan_forward, "Jordan network time loop, forward");
