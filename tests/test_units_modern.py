@@ -412,7 +412,8 @@ def test_sensible_defaults_for_heads_and_state_sizes():
     assert rnnkit.make_layer("s6", 3, 40).cell.state_size == 16
     assert rnnkit.make_layer("qrnn", 3, 10).cell.window == 2
     assert rnnkit.make_layer("sru", 3, 10).backend == "bptt"
-    assert rnnkit.SRU(3, 10, gate_recurrence=False).backend == "scan"
+    assert rnnkit.SRU(3, 10, gate_recurrence=False).backend == "auto"  # the native loop, else the scan
+    assert rnnkit.make_layer("qrnn", 3, 10).backend == "auto"
 
 
 def test_cli_task_and_train_run_the_new_units(tmp_path, capsys):

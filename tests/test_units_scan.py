@@ -20,7 +20,10 @@ I, H = 3, 4
 
 
 def make(name, **kw):
+    """The unit on the parallel scan unless ``backend`` says otherwise (the default, "auto",
+    runs the native loop on the CPU: tests/test_native_elementwise.py)."""
     cls, opts = MIN_UNITS[name]
+    kw.setdefault("backend", "scan")
     return cls(I, H, **opts, **kw)
 
 
@@ -108,7 +111,8 @@ def test_scan_gradcheck(unit, bidirectional, with_lengths, with_state, small_blo
 def test_scan_gradcheck_with_zoneout_and_recurrent_dropout(small_blocks):
     """Zoneout and variational dropout masks enter as changes of (a, b); fixed masks
     (same seed before each call) make the function deterministic for gradcheck."""
-    layer = rnnkit.MinLSTM(I, H, bidirectional=True, zoneout=0.3, recurrent_dropout=0.25, dtype=torch.float64)
+    layer = rnnkit.MinLSTM(I, H, bidirectional=True, zoneout=0.3, recurrent_dropout=0.25, dtype=torch.float64,
+                           backend="scan")
     names = [n for n, _ in layer.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
     x = torch.randn(7, 2, I, dtype=torch.float64, requires_grad=True)

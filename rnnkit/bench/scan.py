@@ -2,10 +2,12 @@
 
 Measures forward + backward of one layer on random data for minGRU and minLSTM trained
 by the parallel scan (``backend="scan"``) and by the sequential loop with the same
-hand-written backward (``backend="bptt"``), next to rnnkit.IndRNN, rnnkit.LSTM,
-rnnkit.GRU and torch.nn.LSTM, and the units of docs/new-units.md (sLSTM, mLSTM's
-chunkwise form and its loop, LRU, RG-LRU, S6 and QRNN by scan and by loop, SRU), all in
-the same run. The table has one part per group of models (:data:`GROUPS`).
+hand-written backward (``backend="bptt"``: their native loop where the extension is built,
+as for ``*-loop`` of QRNN and for the SRU; the others' loops are Python), next to
+rnnkit.IndRNN, rnnkit.LSTM, rnnkit.GRU and torch.nn.LSTM, and the units of
+docs/new-units.md (sLSTM, mLSTM's chunkwise form and its loop, LRU, RG-LRU, S6 and QRNN by
+scan and by loop, SRU), all in the same run. The table has one part per group of models
+(:data:`GROUPS`).
 
     python benchmarks/scan_vs_loop.py                      # default grid, < 3 minutes on CPU
     python benchmarks/scan_vs_loop.py --docs docs/new-units.md   # also rewrite the table there

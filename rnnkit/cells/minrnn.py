@@ -5,9 +5,11 @@ map of the previous state with coefficients known for every step in advance:
 
     h_t = a_t ⊙ h_{t-1} + b_t            a_t, b_t functions of xw_t = W_ih x_t + b_ih
 
-A linear recurrence can be run by a parallel scan over time (rnnkit.engine.scan) for training
-and one step at a time (:meth:`LinearRecurrenceCell.step`) for generation; both use the
-coefficients computed here, the one place the units' math lives.
+A linear recurrence can be run by a parallel scan over time (rnnkit.engine.scan), by the
+sequential engine (on the CPU its native loop, ``rnnkit/cells/native/minrnn.cpp``, through
+:meth:`LinearRecurrenceCell.native_binding`) and one step at a time
+(:meth:`LinearRecurrenceCell.step`) for generation; all use the coefficients computed here
+(the native loop restates them in C++, tested equal), the one place the units' math lives.
 
 BPTT of one step, with dh' the gradient reaching h_t:
 
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Cell, Params, State
+from .base import Cell, NativeBinding, Params, State
 
 CANDIDATE_ACTIVATIONS = ("identity", "g", "tanh")
 
@@ -105,6 +107,14 @@ class LinearRecurrenceCell(Cell):
         dxw = self.coefficients_backward(da, dh_new, coeff_cache)
         return dxw, (dh,), dxw
 
+    #: the name of this cell's coefficients in the native loop (``minrnn.cpp``), None: no loop
+    native_kind: str | None = None
+
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ loop (``rnnkit/cells/native/minrnn.cpp``) runs every candidate activation,
+        recurrent dropout, zoneout and lengths."""
+        return _NativeMinRNN(self) if self.native_kind is not None else None
+
     def extra_repr(self) -> str:
         s = f"hidden_size={self.hidden_size}"
         if self.candidate_activation != "identity":
@@ -127,6 +137,7 @@ class MinGRUCell(LinearRecurrenceCell):
     """
 
     gates = 2
+    native_kind = "mingru"
 
     def coefficients(self, xw):
         H = self.hidden_size
@@ -174,6 +185,10 @@ class MinLSTMCell(LinearRecurrenceCell):
         super().__init__(hidden_size, bias, candidate_activation)
         self.normalize = normalize
 
+    @property
+    def native_kind(self) -> str:  # type: ignore[override]
+        return "minlstm" if self.normalize else "minlstm_plain"
+
     def coefficients(self, xw):
         H = self.hidden_size
         xf, xi, xh = xw[..., :H], xw[..., H : 2 * H], xw[..., 2 * H :]
@@ -205,3 +220,32 @@ class MinLSTMCell(LinearRecurrenceCell):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s if self.normalize else s + ", normalize=False"
+
+
+class _NativeMinRNN(NativeBinding):
+    """:class:`MinGRUCell` and :class:`MinLSTMCell` on ``minrnn_forward`` / ``minrnn_backward``
+    (``rnnkit/cells/native/minrnn.cpp``; arguments and named results in ``elementwise.h``).
+    The input projection of all T·B rows is the engine's one GEMM; the loop computes the
+    coefficients (a, b) of every step from it, forward and again backward, and runs each
+    sequence's steps in one pass. The only parameter gradient besides dW_ih is the bias's,
+    db = Σ_t Σ_batch dxw."""
+
+    cell: LinearRecurrenceCell
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        cell = self.cell
+        res = ext.minrnn_forward(xw, state0[0].contiguous(), masks.rmask, masks.valid, masks.zoneout[0],
+                                 cell.native_kind, cell.candidate_activation, reverse, keep)
+        out, h_n = res.pop("out"), res.pop("h")
+        return out, (h_n,), ({"xw": xw, **res} if keep else {})
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        cell = self.cell
+        res = ext.minrnn_backward(dout, dstate[0], saved, masks.rmask, masks.valid, masks.zoneout[0],
+                                  cell.native_kind, cell.candidate_activation, reverse)
+        dxw = res["dxw"]  # (T, B, G·H)
+        grads: Params = {}
+        cell.bias_grads(dxw.sum((0, 1)), dxw.new_zeros(0), grads)
+        return dxw, (res["dh0"],), grads

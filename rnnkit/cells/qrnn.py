@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Params, State
+from .base import NativeBinding, Params, State
 from .scancell import ScanCell
 
 
@@ -122,12 +122,56 @@ class QRNNCell(ScanCell):
         dxw = torch.cat((dpre, dcarry_new), 1)
         return dxw, (dh_prev, dc_prev, dcarry), dxw
 
+    # -- the native loop (rnnkit/cells/native/qrnn.cpp) ---------------------------------------
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ fo-pooling and readout over the convolution's output, which is u itself
+        only for window 1; a wider window runs it through :meth:`pooling`."""
+        return _NativeFoPool(self, "qrnn") if self.window == 1 else None
+
+    def pooling(self) -> QRNNCell:
+        """This cell's pooling and readout alone (window 1), the steps over the convolution's
+        output pre (T, B, 3H) with state (h, c)."""
+        return self if self.window == 1 else QRNNCell(self.hidden_size, self.bias, 1)
+
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         _, _, (z, f), (_, o) = cache
         return {"g": z, "f": f, "o": o}  # z of the paper, named g as the LSTM's candidate (a tanh)
 
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, window={self.window}"
+
+
+class _NativeFoPool(NativeBinding):
+    """The fo-pooling of :class:`QRNNCell` (window 1, or its :meth:`~QRNNCell.pooling`) and of
+    :class:`rnnkit.cells.sru.SRUCell` on ``fopool_forward`` / ``fopool_backward``
+    (``rnnkit/cells/native/qrnn.cpp``; arguments and named results in ``elementwise.h``),
+    run by :func:`rnnkit.engine.scan.run_native_steps` over the input projection u
+    (T, B, 3H or 4H). The only parameters it differentiates are the SRU's gate recurrence
+    v_f, v_r: dv = Σ_t Σ_batch d(gate pre-activation) ⊙ c_{t-1}."""
+
+    def __init__(self, cell, kind: str, alpha: float = 1.0, gate_recurrence: bool = False):
+        super().__init__(cell)
+        self.kind, self.alpha, self.gate_recurrence = kind, alpha, gate_recurrence
+
+    def _v(self, p: Params) -> tuple[Tensor | None, Tensor | None]:
+        if not self.gate_recurrence:
+            return None, None
+        return p["weight_cf"].contiguous(), p["weight_cr"].contiguous()
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        res = ext.fopool_forward(xw, state0[0], state0[1], *self._v(p), masks.valid, self.kind, self.alpha,
+                                 reverse, keep)
+        return res["out"], (res["h"], res["c"]), ({"u": xw, "c_in": res["c_in"]} if keep else {})
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        res = ext.fopool_backward(dout, dstate[0], dstate[1], saved, *self._v(p), masks.valid, self.kind,
+                                  self.alpha, reverse)
+        grads: Params = {}
+        if self.gate_recurrence:
+            grads["weight_cf"], grads["weight_cr"] = res["dv_f"].sum(0), res["dv_r"].sum(0)
+        return res["du"], (res["dh0"], res["dc0"]), grads
 
 
 def causal_conv(u: Tensor, carry0: Tensor | None, window: int, lengths: Tensor | None,

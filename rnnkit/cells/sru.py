@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Params, State, accumulate
-from .qrnn import fo_pool_coefficients, fo_pool_coefficients_backward
+from .base import NativeBinding, Params, State, accumulate
+from .qrnn import _NativeFoPool, fo_pool_coefficients, fo_pool_coefficients_backward
 from .scancell import ScanCell
 
 
@@ -133,6 +133,11 @@ class SRUCell(ScanCell):
             dc_prev = dc_prev + df_t * p["weight_cf"] + dr_t * p["weight_cr"]
         dxw = torch.cat((dx_t, df_t, dr_t, dx_hat), -1)
         return dxw, (torch.zeros_like(dh), dc_prev), dxw
+
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ loop (``rnnkit/cells/native/qrnn.cpp``, the fo-pooling it shares with the
+        QRNN) runs both forms over u, step by step (:func:`rnnkit.engine.scan.run_steps`)."""
+        return _NativeFoPool(self, "sru", self.highway_scale, self.gate_recurrence)
 
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         _, _, _, f, r, _ = cache

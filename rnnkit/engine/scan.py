@@ -51,6 +51,7 @@ from ..cells.base import Cell, Params, State, differentiable_backward
 from ..cells.minrnn import LinearRecurrenceCell
 from ..cells.scancell import ScanCell
 from . import bptt as engine
+from . import native
 from .bptt import LoopOptions, _reference_backward, is_exporting, run_reference
 
 #: steps per block of :func:`linear_scan`; sequences up to this length run sequentially
@@ -447,9 +448,97 @@ def run_steps(cell: Cell, u: Tensor, state0: State, p: Params, opts: LoopOptions
     """Run one direction of one layer step by step from the input projection u (T, B, G),
     with the cell's hand-written ``step_backward``: the sequential counterpart of
     :func:`run_scan_cell`, and the engine of cells whose recurrence is not linear (the SRU
-    with its c_{t-1} terms in the gates) or not element-wise (mLSTM's matrix memory)."""
+    with its c_{t-1} terms in the gates) or not element-wise (mLSTM's matrix memory).
+    A cell with a native loop over u (the SRU's) runs it where it can
+    (:func:`run_native_steps`)."""
     if opts.rmask is not None or opts.zoneout is not None:
         raise ValueError(f"{type(cell).__name__} takes neither recurrent dropout nor zoneout")
+    fast = run_native_steps(cell, u, state0, p, opts)
+    if fast is not None:
+        return fast
     names = tuple(n for n in p if n not in ("weight_ih", "bias_ih"))
     out, *state_n = _StepLoop.apply(cell, opts, names, len(state0), u, *state0, *(p[n] for n in names))
     return out, tuple(state_n)
+
+
+# -- the native loops over a precomputed input projection ----------------------------------------
+
+class _NativeSteps(torch.autograd.Function):
+    """:class:`_StepLoop` with the time loop in C++: the cell's :class:`~rnnkit.cells.base.NativeBinding`
+    runs forward and backward over u (its ``forward`` gets u as its ``xw``); under
+    ``create_graph=True`` the steps of ``step_cell`` run again under autograd
+    (:func:`_steps_reference`), as in every Function here.
+
+    ``apply(binding, opts, ext, (names, n_state, step_cell), u, *state0, *params)``."""
+
+    @staticmethod
+    def forward(ctx, binding, opts: LoopOptions, ext, meta: tuple, u: Tensor, *tensors: Tensor):
+        names, n_state, step_cell = meta
+        state0 = tuple(s.contiguous() for s in tensors[:n_state])
+        p = dict(zip(names, tensors[n_state:]))
+        masks = native.native_masks(opts, u, tuple(s.shape[-1] for s in state0))
+        keep = any(ctx.needs_input_grad)
+        out, state_n, saved = binding.forward(ext, u.contiguous(), state0, p, masks, opts.reverse, keep)
+        ctx.binding, ctx.opts, ctx.ext, ctx.names, ctx.step_cell = binding, opts, ext, names, step_cell
+        ctx.masks, ctx.saved_names = masks, tuple(saved)
+        if keep:  # u, the initial state and the parameters first: the layout _steps_reference reads
+            ctx.save_for_backward(u, *tensors, *saved.values())
+        return (out, *state_n)
+
+    @staticmethod
+    def backward(ctx, dout: Tensor | None, *dstate_n: Tensor | None):
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the same steps under autograd
+            return (None, None, None, None, *_steps_reference(ctx, ctx.step_cell, (dout, *dstate_n),
+                                                              _NativeSteps.backward))
+        n_state = len(dstate_n)
+        tensors = ctx.saved_tensors[1:1 + n_state + len(ctx.names)]
+        saved = dict(zip(ctx.saved_names, ctx.saved_tensors[1 + n_state + len(ctx.names):]))
+        state0, p = tensors[:n_state], dict(zip(ctx.names, tensors[n_state:]))
+        dstate = tuple(torch.zeros_like(s) if d is None else d.contiguous() for d, s in zip(dstate_n, state0))
+        du, dstate0, grads = ctx.binding.backward(ctx.ext, saved, None if dout is None else dout.contiguous(),
+                                                  dstate, p, ctx.masks, ctx.opts.reverse)
+        return (None, None, None, None, du, *dstate0, *[grads.get(n) for n in ctx.names])
+
+
+def run_native_steps(cell: Cell, u: Tensor, state0: State, p: Params, opts: LoopOptions,
+                     step_cell=None) -> tuple[Tensor, State] | None:
+    """One direction of one layer on the cell's native loop over the input projection u
+    (T, B, G), or None where it does not run: no binding for the cell's options, device or
+    dtype, the native loops off or not built, a diagnostics hook (``record``, ``observe``:
+    the Python loops instrument the steps), recurrent dropout or zoneout. ``step_cell``: the
+    steps the double backward differentiates (default the cell; a QRNN passes its pooling
+    without the convolution, :class:`_ScanSteps`)."""
+    chosen = _native_steps_for(cell, u, opts)
+    if chosen is None:
+        return None
+    binding, ext = chosen
+    names = tuple(n for n in p if n not in ("weight_ih", "bias_ih"))
+    function = _native_function(type(binding))
+    out, *state_n = function.apply(binding, opts, ext, (names, len(state0), step_cell or cell), u, *state0,
+                                   *(p[n] for n in names))
+    return out, tuple(state_n)
+
+
+def _native_steps_for(cell: Cell, like: Tensor, opts: LoopOptions):
+    if opts.rmask is not None or opts.zoneout is not None or is_exporting():
+        return None
+    return native.dispatch(cell, like, opts)
+
+
+def native_steps_run(cell: Cell, like: Tensor, opts: LoopOptions) -> bool:
+    """Whether :func:`run_native_steps` runs ``cell`` for tensors like ``like`` with ``opts``
+    (asked before computing u, which a QRNN computes differently for each path)."""
+    return _native_steps_for(cell, like, opts) is not None
+
+
+_NATIVE_FUNCTIONS: dict[type, type[_NativeSteps]] = {}
+
+
+def _native_function(binding_type: type) -> type[_NativeSteps]:
+    """:class:`_NativeSteps` under the binding's name (``_NativeFoPool``: its autograd node is
+    ``_NativeFoPoolBackward``, so a graph says which loop ran); the same code."""
+    function = _NATIVE_FUNCTIONS.get(binding_type)
+    if function is None:
+        function = _NATIVE_FUNCTIONS[binding_type] = type(binding_type.__name__, (_NativeSteps,),
+                                                          {"__doc__": _NativeSteps.__doc__})
+    return function

@@ -10,9 +10,13 @@ state (:meth:`step`), for generation.
   sequential BPTT engine like the classic cells (its native loop: one input GEMM over all
   T·B rows, then an element-wise C++ loop forward and backward).
 - :class:`MinGRU` and :class:`MinLSTM` (Feng et al. 2024) have a recurrence linear in
-  h, trained by the parallel scan of :mod:`rnnkit.engine.scan` (``backend="scan"``); the same
-  weights run by the sequential hand-written BPTT (``backend="bptt"``) or under autograd
-  (``backend="autograd"``, the test oracle) give the same results.
+  h. By default (``backend="auto"``) they train on their native sequential loop where it
+  runs (CPU, float32/float64, the extension built: one input GEMM over all T·B rows, then
+  an element-wise C++ loop forward and backward, faster than the scan on the CPU, see
+  docs/performance.md) and by the parallel scan of :mod:`rnnkit.engine.scan` elsewhere;
+  ``backend="scan"`` always takes the scan, ``"bptt"`` the sequential engine (native or
+  the Python loop), ``"autograd"`` the Python loop under autograd (the test oracle): all
+  give the same results.
 """
 
 from __future__ import annotations
@@ -222,13 +226,15 @@ class IndRNN(_StepMixin, Recurrent):
 
 # -- minGRU / minLSTM ----------------------------------------------------------------------------
 
-BACKENDS = ("scan", "bptt", "autograd")
+BACKENDS = ("auto", "scan", "bptt", "autograd")
 
 
 class _LinearRecurrent(_StepMixin, Recurrent):
     """A stack of a :class:`~rnnkit.cells.minrnn.LinearRecurrenceCell`, trained by the
-    parallel scan (``backend="scan"``), the sequential hand-written BPTT (``"bptt"``) or
-    autograd through the sequential loop (``"autograd"``)."""
+    native sequential loop where it runs and else the parallel scan (``backend="auto"``),
+    always by the parallel scan (``"scan"``), by the sequential hand-written BPTT
+    (``"bptt"``: the native loop where it runs, else the Python loop) or by autograd through
+    the sequential loop (``"autograd"``)."""
 
     def __init__(self, cell: LinearRecurrenceCell, input_size: int, num_layers: int, bias: bool,
                  batch_first: bool, dropout: float, bidirectional: bool, device, dtype,
@@ -253,8 +259,15 @@ class _LinearRecurrent(_StepMixin, Recurrent):
                         getattr(self, names["bias_ih"]).uniform_(-bound, bound)
 
     def extra_repr(self) -> str:
-        s = super().extra_repr().replace(", backend='scan'", "")
-        return s + ", backend='bptt'" if self.backend == "bptt" else s
+        s = super().extra_repr().replace(f", backend={self.backend!r}", "")
+        return s if self.backend == "auto" else s + f", backend={self.backend!r}"
+
+    def _auto_backend(self, x: Tensor, opts: engine.LoopOptions) -> str:
+        """``"bptt"`` where the native loop runs this call (CPU float32/float64, the extension
+        built, no gradient record or per-step hook, no autocast), else ``"scan"``."""
+        if torch.is_autocast_enabled(x.device.type) or engine.native.dispatch(self.cell, x, opts) is None:
+            return "scan"
+        return "bptt"
 
     def _forward_stack(self, x: Tensor, state0: list[Tensor], lengths: Tensor | None):
         D = self.num_directions
@@ -266,9 +279,10 @@ class _LinearRecurrent(_StepMixin, Recurrent):
                 k = layer * D + d
                 opts = self._loop_options(layer, d, layer_in, lengths)
                 p = self._params(layer, d)
-                if self.backend == "scan":
+                backend = self._auto_backend(layer_in, opts) if self.backend == "auto" else self.backend
+                if backend == "scan":
                     out, (h_n,) = scan.run_scan(self.cell, layer_in, (state0[0][k],), p, opts)
-                elif self.backend == "bptt":
+                elif backend == "bptt":
                     out, (h_n,) = engine.run(self.cell, layer_in, (state0[0][k],), p, opts)
                 else:
                     out, (h_n,) = engine.run_reference(self.cell, layer_in, (state0[0][k],), p, opts)
@@ -286,16 +300,18 @@ class MinGRU(_LinearRecurrent):
         z_t = σ(W_z x_t + b_z)      h̃_t = W_h x_t + b_h
         h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
 
-    (see :class:`~rnnkit.cells.minrnn.MinGRUCell`). Trained by a parallel scan over time
-    (:mod:`rnnkit.engine.scan`), run step by step by :meth:`step`.
+    (see :class:`~rnnkit.cells.minrnn.MinGRUCell`). Trained by its native sequential loop on
+    the CPU and by a parallel scan over time (:mod:`rnnkit.engine.scan`) elsewhere; run step
+    by step by :meth:`step`.
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as torch.nn.GRU.
         candidate_activation: ``"identity"`` (the paper), ``"g"`` (the paper's log-space
             variant, h̃ > 0) or ``"tanh"``.
-        backend: ``"scan"`` (parallel scan), ``"bptt"`` (sequential loop with the
-            hand-written BPTT) or ``"autograd"`` (the reference).
+        backend: ``"auto"`` (the native loop where it runs, else the scan), ``"scan"``
+            (parallel scan), ``"bptt"`` (sequential loop with the hand-written BPTT: native
+            where it runs, else Python) or ``"autograd"`` (the reference).
         learn_initial_state, recurrent_dropout, zoneout: as :class:`rnnkit.Recurrent`.
 
     Parameters per layer: ``weight_ih_l{k}`` (2H, I) rows (z, h), ``bias_ih_l{k}`` (2H,).
@@ -304,7 +320,7 @@ class MinGRU(_LinearRecurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, candidate_activation: str = "identity",
-                 backend: str = "scan", **options):
+                 backend: str = "auto", **options):
         cell = MinGRUCell(hidden_size, bias, candidate_activation)
         super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
                          device, dtype, backend, options)
@@ -326,7 +342,7 @@ class MinLSTM(_LinearRecurrent):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, candidate_activation: str = "identity",
-                 normalize: bool = True, backend: str = "scan", **options):
+                 normalize: bool = True, backend: str = "auto", **options):
         cell = MinLSTMCell(hidden_size, bias, candidate_activation, normalize)
         super().__init__(cell, input_size, num_layers, bias, batch_first, dropout, bidirectional,
                          device, dtype, backend, options)

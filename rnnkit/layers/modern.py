@@ -15,7 +15,11 @@ carried state (:meth:`step`), for generation. The math of each lives in one cell
   hand-written backward (``"scan"``, :func:`rnnkit.engine.scan.run_scan_cell`), or the same
   steps in sequence (``"bptt"``, :func:`rnnkit.engine.scan.run_steps`);
 - SRU with its c_{t-1} terms in the gates (the 2018 form, nonlinear in c): the
-  element-wise step loop with its hand-written backward (``"bptt"``).
+  element-wise step loop with its hand-written backward (``"bptt"``);
+- QRNN and SRU (both forms) have a native loop (``rnnkit/cells/native/qrnn.cpp``,
+  :func:`rnnkit.engine.scan.run_native_steps`), which their ``"bptt"`` runs where it can and
+  the QRNN's and the linear SRU's default ``"auto"`` chooses over the scan where it runs
+  (faster on the CPU, docs/performance.md).
 
 Every unit also takes ``backend="autograd"``: its steps under autograd, the oracle of the
 tests. The input projection (one GEMM for all steps) is differentiated by autograd on
@@ -85,7 +89,18 @@ class _ModernRecurrent(Recurrent):
             return out, state_n
         if self.backend == "bptt":
             return scan.run_steps(self.cell, self.cell.project(x, p), state0, p, opts)
+        if self.backend == "auto":  # the native loop where it runs (CPU, float32/64, built), else the scan
+            fast = self._run_native(x, state0, p, opts)
+            if fast is not None:
+                return fast
         return self._run_parallel(x, state0, p, opts)
+
+    def _run_native(self, x, state0, p, opts):
+        """The cell's native loop over u (:func:`rnnkit.engine.scan.run_native_steps`), or None
+        where it does not run for this call."""
+        if torch.is_autocast_enabled(x.device.type) or not scan.native_steps_run(self.cell, x, opts):
+            return None
+        return scan.run_native_steps(self.cell, self.cell.project(x, p), state0, p, opts)
 
     def _run_parallel(self, x, state0, p, opts):
         return scan.run_scan_cell(self.cell, self.cell.project(x, p), state0, p, opts)
@@ -463,14 +478,18 @@ class QRNN(_ModernRecurrent):
         h_t = σ(õ_t) ⊙ c_t
 
     (see :class:`~rnnkit.cells.qrnn.QRNNCell`). The convolution is matrix work for all
-    steps at once; the pooling is an element-wise linear recurrence, run as a parallel scan.
+    steps at once; the pooling is an element-wise linear recurrence, run by its native loop
+    on the CPU (``rnnkit/cells/native/qrnn.cpp``) and as a parallel scan elsewhere.
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as torch.nn.GRU.
         window: k, the convolution's width over time (default 2, the paper's language
             model; 1 makes every gate a function of x_t alone).
-        backend: ``"scan"`` (default), ``"bptt"`` or ``"autograd"``.
+        backend: ``"auto"`` (default: the native pooling loop where it runs — CPU,
+            float32/float64, the extension built —, else the scan), ``"scan"``, ``"bptt"``
+            (the steps in sequence: the native loop where it runs, else the Python steps) or
+            ``"autograd"``.
         learn_initial_state: as :class:`rnnkit.Recurrent`.
 
     Parameters per layer: ``weight_ih_l{k}`` (k·3H, I), the taps (W_0; ...; W_{k-1}) each
@@ -478,6 +497,8 @@ class QRNN(_ModernRecurrent):
     that width. State: (h, c) (L·D, B, H) and, for k > 1, the convolution's carry
     (L·D, B, (k-1)·3H): the earlier inputs' part of the next steps' pre-activations.
     """
+
+    BACKENDS = ("auto", "scan", "bptt", "autograd")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -495,6 +516,23 @@ class QRNN(_ModernRecurrent):
                     w.uniform_(-bound, bound)
                     if self.bias:
                         getattr(self, names["bias_ih"]).uniform_(-bound, bound)
+
+    def _run(self, x, state0, p, opts):
+        if self.backend == "bptt":  # the pooling's native loop after the convolution, where it runs
+            fast = self._run_native(x, state0, p, opts)
+            if fast is not None:
+                return fast
+        return super()._run(x, state0, p, opts)
+
+    def _run_native(self, x, state0, p, opts):
+        pool = self.cell.pooling()  # the steps after the convolution: window 1
+        if torch.is_autocast_enabled(x.device.type) or not scan.native_steps_run(pool, x, opts):
+            return None
+        u = self.cell.project(x, p)  # (T, B, k·3H)
+        carry0 = state0[2] if self.cell.window > 1 else None
+        pre, carry_n = causal_conv(u, carry0, self.cell.window, opts.lengths, opts.reverse)  # (T, B, 3H)
+        out, (h_n, c_n) = scan.run_native_steps(pool, pre, state0[:2], p, opts)
+        return out, ((h_n, c_n) if carry_n is None else (h_n, c_n, carry_n))
 
     def _run_parallel(self, x, state0, p, opts):
         u = self.cell.project(x, p)  # (T, B, k·3H)
@@ -519,16 +557,18 @@ class SRU(_ModernRecurrent):
     (see :class:`~rnnkit.cells.sru.SRUCell`). The three matrix products are computed for
     all steps at once; the recurrence is element-wise. With ``gate_recurrence=True`` (the
     paper's v ⊙ c_{t-1} terms) it is nonlinear in c and runs as an element-wise loop with
-    a hand-written backward (``backend="bptt"``, the default); ``gate_recurrence=False``
-    drops them, making c a linear recurrence trained by the parallel scan (``"scan"``,
-    then the default).
+    a hand-written backward (``backend="bptt"``, the default; on the CPU its native loop,
+    ``rnnkit/cells/native/qrnn.cpp``); ``gate_recurrence=False`` drops them, making c a
+    linear recurrence, trained by the same native loop where it runs and else by the
+    parallel scan (``"auto"``, then the default; ``"scan"`` always the scan).
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as torch.nn.GRU.
         gate_recurrence: the v ⊙ c_{t-1} terms (default True).
         highway_scale: α (default √3, the paper's scaling correction for a highway bias of 0).
-        backend: ``"bptt"``, ``"scan"`` (gate_recurrence=False only) or ``"autograd"``.
+        backend: ``"bptt"``, ``"auto"`` and ``"scan"`` (gate_recurrence=False only) or
+            ``"autograd"``.
         learn_initial_state: as :class:`rnnkit.Recurrent`.
 
     Initialisation as the paper (§3.2): weights with mean 0 and variance 1/I
@@ -542,7 +582,7 @@ class SRU(_ModernRecurrent):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, gate_recurrence: bool = True, highway_scale: float = math.sqrt(3.0),
                  backend: str | None = None, **options):
-        self.BACKENDS = ("bptt", "autograd") if gate_recurrence else ("scan", "bptt", "autograd")
+        self.BACKENDS = ("bptt", "autograd") if gate_recurrence else ("auto", "scan", "bptt", "autograd")
         super().__init__(SRUCell(hidden_size, bias, gate_recurrence, highway_scale), input_size, num_layers,
                          bias, batch_first, dropout, bidirectional, device, dtype, backend, options)
 

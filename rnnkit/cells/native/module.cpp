@@ -5,6 +5,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include "common.h"
+#include "elementwise.h"
 #include "infer.h"
 #include "lstm_ln.h"
 
@@ -20,6 +21,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("jordan_backward", &jordan_backward, "Jordan network time loop, backward");
   m.def("indrnn_forward", &indrnn_forward, "IndRNN time loop, forward");
   m.def("indrnn_backward", &indrnn_backward, "IndRNN time loop, backward");
+  m.def("minrnn_forward", &minrnn_forward, "minGRU/minLSTM time loop, forward");
+  m.def("minrnn_backward", &minrnn_backward, "minGRU/minLSTM time loop, backward");
+  m.def("fopool_forward", &fopool_forward, "QRNN/SRU fo-pooling time loop, forward");
+  m.def("fopool_backward", &fopool_backward, "QRNN/SRU fo-pooling time loop, backward");
   m.def("lstm_infer", &lstm_infer, "LSTM time loop, forward only (inference)");
   m.def("gru_infer", &gru_infer, "GRU time loop, forward only (inference)");
   m.def("elman_infer", &elman_infer, "Elman network time loop, forward only (inference)");
