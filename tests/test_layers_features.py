@@ -6,6 +6,7 @@ import torch
 
 import rnnkit
 from rnnkit.cells import ElmanCell, JordanCell, get_activation
+from rnnkit.layers import recurrent
 
 from .cases import ALL_CELLS, make
 
@@ -96,6 +97,36 @@ def test_zoneout_in_training_keeps_some_units_exactly():
     layer = rnnkit.LSTM(2, 50, zoneout=(0.5, 0.0))
     out, _ = layer(torch.randn(3, 4, 2))
     assert (out[2] == out[1]).float().mean() > 0.2  # about half the units kept their value
+
+
+@pytest.mark.parametrize("rate", [0.03, 0.1, 0.5, 0.7, 0.97])
+@pytest.mark.parametrize("few_gaps", [False, True])
+def test_zoneout_mask_draws_independent_bernoulli_entries(monkeypatch, rate, few_gaps):
+    """The gap sampler's masks have Bernoulli(rate) statistics: the mean, neighbouring pairs,
+    and every position alike (the first and the last entry too) — also when it must draw
+    its gaps in many rounds (few_gaps: 7 per round)."""
+    if few_gaps:
+        monkeypatch.setattr(recurrent, "_gaps_to_draw", lambda left, p: 7)
+    torch.manual_seed(0)
+    n = 20_000 if few_gaps else 200_000
+    mask = recurrent.zoneout_mask((n // 100, 10, 10), rate, torch.float64)
+    assert mask.shape == (n // 100, 10, 10) and mask.dtype == torch.float64
+    x = mask.flatten()
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert abs(x.mean().item() - rate) < 5 * (rate * (1 - rate) / n) ** 0.5
+    both = (x[1:] * x[:-1]).mean().item()  # P(two neighbours both 1) = rate²
+    assert abs(both - rate**2) < 8 * (rate**2 * (1 - rate**2) / n) ** 0.5
+    runs = torch.stack([recurrent.zoneout_mask((6,), rate, torch.float32) for _ in range(3000)])  # (3000, 6)
+    per_position = runs.mean(0)
+    assert (per_position - rate).abs().max() < 5 * (rate * (1 - rate) / 3000) ** 0.5
+
+
+def test_zoneout_mask_follows_the_seed_and_rate_zero_keeps_nothing():
+    torch.manual_seed(3)
+    a = recurrent.zoneout_mask((4, 3, 5), 0.2, torch.float32)
+    torch.manual_seed(3)
+    torch.testing.assert_close(recurrent.zoneout_mask((4, 3, 5), 0.2, torch.float32), a)
+    assert recurrent.zoneout_mask((4, 3, 5), 0.0, torch.float32).abs().sum() == 0
 
 
 # -- Jordan -------------------------------------------------------------------------------------

@@ -434,6 +434,29 @@ def test_the_native_entry_points_name_their_results():
                             None, None, None, None, norms[3], *norms[1:], False, True)
 
 
+def test_the_peephole_gradients_are_summed_in_the_native_backward():
+    """The C++ backward (without layer norm) returns "dpeep" = (Σ di_a ⊙ c_{t-1},
+    Σ df_a ⊙ c_{t-1}, Σ do_a ⊙ c_t), summed in its gate pass; the binding uses it instead of
+    three reductions over (T, B, H)."""
+    ext = native.load()
+    g = torch.Generator().manual_seed(0)
+    Tb, Bb, Hb = 4, 3, 5
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    xw, h0, c0, w_hh, peep = rand(Tb, Bb, 4 * Hb), rand(Bb, Hb), rand(Bb, Hb), rand(4 * Hb, Hb), rand(3, Hb)
+    fwd = ext.lstm_forward(xw, h0, c0, w_hh, None, peep, None, None, None, None, None, None, None, False, True)
+    saved = {"gates": xw, **{k: v for k, v in fwd.items() if k not in ("out", "h", "c")}}
+    res = ext.lstm_backward(rand(Tb, Bb, Hb), rand(Bb, Hb), rand(Bb, Hb), saved, w_hh, None, peep, None, None,
+                            None, None, None, None, None, False)
+    dg, c_new = res["dgates"], fwd["c_new"]
+    c_in = torch.cat((c0.unsqueeze(0), c_new[:-1]))  # c_{t-1}
+    want = torch.stack(((dg[..., :Hb] * c_in).sum((0, 1)), (dg[..., Hb:2 * Hb] * c_in).sum((0, 1)),
+                        (dg[..., 3 * Hb:] * c_new).sum((0, 1))))
+    torch.testing.assert_close(res["dpeep"], want, rtol=1e-12, atol=1e-12)
+
+
 # -- IndRNN ----------------------------------------------------------------------------------
 INDRNN_OPTIONS = [
     {}, {"nonlinearity": "tanh"}, {"bidirectional": True, "num_layers": 2},

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.recurrent import zoneout_mask
+
 
 class _LoopBase(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, gates: int, rec_size: int | None = None):
@@ -43,8 +45,8 @@ class _LoopBase(nn.Module):
         return torch.bernoulli(torch.full((B, R), keep, dtype=like.dtype, device=like.device)) / keep
 
     def _zoneout_mask(self, T: int, B: int, size: int, rate: float, like: Tensor) -> Tensor | float:
-        if self.training:
-            return torch.bernoulli(torch.full((T, B, size), rate, dtype=like.dtype, device=like.device))
+        if self.training:  # drawn as rnnkit draws it (the same masks from the same seed)
+            return zoneout_mask((T, B, size), rate, like.dtype, like.device)
         return rate
 
 

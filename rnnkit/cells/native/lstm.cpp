@@ -2,6 +2,7 @@
 // layer norm): the forward and the hand-written BPTT. Entry points and shapes: common.h.
 
 #include "common.h"
+#include "gemm.h"
 
 namespace rnnkit_native {
 namespace {
@@ -34,11 +35,14 @@ inline void forward_row(T* __restrict g, const T* __restrict c, const T* __restr
 }
 
 // One row of the backward step: dh, dc reach the new state (after the engine's zoneout and
-// lengths handling); writes dgates (4H) and adds dc_{t-1} into dc_prev.
+// lengths handling); writes dgates (4H) and adds dc_{t-1} into dc_prev. With peepholes it
+// also adds the row's share of their gradients into acc_p (3H): di_a ⊙ c_{t-1},
+// df_a ⊙ c_{t-1}, do_a ⊙ c_t (cn, c_t before zoneout and lengths).
 template <typename T, bool PEEP>
-inline void backward_row(const T* __restrict g, const T* __restrict c_prev, const T* __restrict tc,
-                         const T* __restrict dh, const T* __restrict dc, const T* __restrict pp,
-                         T* __restrict dg, T* __restrict dc_prev, int64_t H) {
+inline void backward_row(const T* __restrict g, const T* __restrict c_prev, const T* __restrict cn,
+                         const T* __restrict tc, const T* __restrict dh, const T* __restrict dc,
+                         const T* __restrict pp, T* __restrict dg, T* __restrict dc_prev, T* __restrict acc_p,
+                         int64_t H) {
   for (int64_t j = 0; j < H; ++j) {
     const T i = g[j], f = g[H + j], gg = g[2 * H + j], o = g[3 * H + j];
     const T tcv = tc[j];
@@ -49,7 +53,12 @@ inline void backward_row(const T* __restrict g, const T* __restrict c_prev, cons
     const T df_a = dct * c_prev[j] * f * (T(1) - f);
     const T dg_a = dct * i * (T(1) - gg * gg);
     T dcp = dct * f;
-    if (PEEP) dcp += pp[j] * di_a + pp[H + j] * df_a;
+    if (PEEP) {
+      dcp += pp[j] * di_a + pp[H + j] * df_a;
+      acc_p[j] += di_a * c_prev[j];
+      acc_p[H + j] += df_a * c_prev[j];
+      acc_p[2 * H + j] += do_a * cn[j];
+    }
     dg[j] = di_a; dg[H + j] = df_a; dg[2 * H + j] = dg_a; dg[3 * H + j] = do_a;
     dc_prev[j] += dcp;
   }
@@ -224,7 +233,10 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
     rc_all = at::empty({steps, B}, opts);
   }
   Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, P}, opts) : Tensor();
-  Tensor w_t = w_hh.t().contiguous();                         // (P, 4H): a plain row-major GEMM operand
+  // the recurrent product hr W_hhᵀ: with layer norm into rec through ATen (w_t (P, 4H), a plain
+  // row-major operand); without, accumulated onto the step's gates by BLAS with W_hh packed once
+  Tensor w_t = LN ? w_hh.t().contiguous() : Tensor();
+  const WeightGemm<T> rec_gemm = LN ? WeightGemm<T>() : WeightGemm<T>(w_hh, 0, 4 * H, P, P, B);
   Tensor w_hr_t = PROJ ? w_hr->t().contiguous() : Tensor();   // (H, P)
   const T* pp = ptr_or_null<T>(peep);
   const T* rm = ptr_or_null<T>(rmask);
@@ -254,7 +266,7 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
     if (LN) {  // rec = hr W_hhᵀ, normalized per row below
       at::mm_out(rec, at::from_blob(hr, {B, P}, opts), w_t);
     } else {
-      step_gemm<T>(g, hr, w_t, B, P, 4 * H, opts);  // gates = xw_t + hr W_hhᵀ
+      rec_gemm(g, 4 * H, hr, P, T(1));  // gates = xw_t + hr W_hhᵀ
     }
     const int64_t ls = keep ? t : 0;  // the per-step slot of this step's kept values
     T* xh_t = LN ? xh_all.data_ptr<T>() + ls * B * 4 * H : nullptr;
@@ -341,6 +353,8 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   Tensor dcn_tmp = LN ? at::empty({B, H}, opts) : Tensor();
   Tensor acc_gh = LN ? at::zeros({B, 4 * H}, opts) : Tensor();
   Tensor acc_c = LN ? at::zeros({2, B, H}, opts) : Tensor();  // dγ_c, dβ_c
+  // peepholes without layer norm: per row the running sums of dw_ci, dw_cf, dw_co (B, 3H)
+  Tensor acc_p = (peep.has_value() && peep->defined() && !LN) ? at::zeros({B, 3 * H}, opts) : Tensor();
   Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
   Tensor dh_gemm = at::zeros({B, P}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
   Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
@@ -348,6 +362,8 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   Tensor dh_all = at::empty({PROJ ? Tn : 1, B, P}, opts);
   Tensor dcw_t = at::empty({B, H}, opts);
   Tensor dhf = PROJ ? at::empty({B, H}, opts) : Tensor();  // W_hrᵀ dh: reaching o ⊙ tanh(...)
+  // without layer norm dh_{t-1} = dgates W_hh by BLAS, W_hh (4H, P) packed once
+  const WeightGemm<T> back_gemm = LN ? WeightGemm<T>() : WeightGemm<T>(w_hh, 0, P, 4 * H, P, B, false);
   const T* dop = ptr_or_null<T>(dout);
   const T* pp = ptr_or_null<T>(peep);
   const T* rm = ptr_or_null<T>(rmask);
@@ -419,13 +435,19 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
                                     dh, dcn, pp, gam_h, gam_c, dg + b * 4 * H, drec_t + b * 4 * H, dcn_s + r, dcp + r,
                                     acc_gh.data_ptr<T>() + b * 4 * H, acc_c.data_ptr<T>() + r, acc_c.data_ptr<T>() + B * H + r, H);
         } else if (pp) {
-          backward_row<T, true>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
+          backward_row<T, true>(g + b * 4 * H, ci + r, cnew_all.data_ptr<T>() + off + r, tc_t + r, dh, dcn, pp,
+                                dg + b * 4 * H, dcp + r, acc_p.data_ptr<T>() + b * 3 * H, H);
         } else {
-          backward_row<T, false>(g + b * 4 * H, ci + r, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r, H);
+          backward_row<T, false>(g + b * 4 * H, ci + r, nullptr, tc_t + r, dh, dcn, pp, dg + b * 4 * H, dcp + r,
+                                 nullptr, H);
         }
       }
     });
-    at::mm_out(dh_gemm, at::from_blob(LN ? drec_t : dg, {B, 4 * H}, opts), w_hh);  // dh_{t-1} from the recurrent GEMM
+    if (LN) {  // dh_{t-1} from the recurrent GEMM (before the mask)
+      at::mm_out(dh_gemm, at::from_blob(drec_t, {B, 4 * H}, opts), w_hh);
+    } else {
+      back_gemm(dhg, P, dg, 4 * H, T(0));
+    }
   }
   Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
   Named res = {{"dgates", dgates}, {"dh0", dh0}, {"dc0", dc}};
@@ -435,6 +457,7 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
                 {"ln_dbeta_c", dc_sums[1]}});
   }
   if (PROJ) res.emplace("dh", dh_all);
+  if (acc_p.defined()) res.emplace("dpeep", acc_p.sum(0).view({3, H}));
   return res;
 }
 
