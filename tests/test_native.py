@@ -412,18 +412,13 @@ def test_the_native_entry_points_name_their_results():
     ext = native.load()
     Tb, Bb, Hb, Pb = 3, 2, 4, 3
     xw = torch.randn(Tb, Bb, 4 * Hb)
-    ln = [torch.ones(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]  # ln_gamma_h, ln_gamma_c, ln_beta_c
-    res = ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb),
-                           torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, *ln, False, True)
-    assert set(res) == {"out", "h", "c", "hr", "c_in", "c_new", "tc", "ln_xhat_h", "ln_rstd_h", "ln_xhat_c",
-                        "ln_rstd_c", "h_full"}
+    res = ext.lstm_forward(xw.clone(), torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb),
+                           torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, False, True)
+    assert set(res) == {"out", "h", "c", "hr", "c_in", "c_new", "tc", "h_full"}
     assert res["out"].shape == (Tb, Bb, Pb) and res["c"].shape == (Bb, Hb)
     with pytest.raises(RuntimeError, match="no tensor named 'c_in'"):
         ext.lstm_backward(None, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), {"gates": xw}, torch.randn(4 * Hb, Pb),
-                          None, None, None, None, None, None, None, None, None, False)
-    with pytest.raises(RuntimeError, match="ln_gamma_h, ln_gamma_c and ln_beta_c together"):
-        ext.lstm_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb), None, None,
-                         None, None, None, None, ln[0], None, None, False, True)
+                          None, None, None, None, None, None, False)
     norms = [torch.ones(4 * Hb), torch.ones(4 * Hb), torch.zeros(4 * Hb), torch.ones(Hb), torch.zeros(Hb)]
     res = ext.lstm_ln_forward(xw, torch.zeros(Bb, Pb), torch.zeros(Bb, Hb), torch.randn(4 * Hb, Pb),
                               torch.randn(Pb, Hb), torch.randn(3, Hb), None, None, None, None, *norms, False, True)
@@ -435,7 +430,7 @@ def test_the_native_entry_points_name_their_results():
 
 
 def test_the_peephole_gradients_are_summed_in_the_native_backward():
-    """The C++ backward (without layer norm) returns "dpeep" = (Σ di_a ⊙ c_{t-1},
+    """The C++ backward returns "dpeep" = (Σ di_a ⊙ c_{t-1},
     Σ df_a ⊙ c_{t-1}, Σ do_a ⊙ c_t), summed in its gate pass; the binding uses it instead of
     three reductions over (T, B, H)."""
     ext = native.load()
@@ -446,10 +441,10 @@ def test_the_peephole_gradients_are_summed_in_the_native_backward():
         return torch.randn(*shape, generator=g, dtype=torch.float64)
 
     xw, h0, c0, w_hh, peep = rand(Tb, Bb, 4 * Hb), rand(Bb, Hb), rand(Bb, Hb), rand(4 * Hb, Hb), rand(3, Hb)
-    fwd = ext.lstm_forward(xw, h0, c0, w_hh, None, peep, None, None, None, None, None, None, None, False, True)
+    fwd = ext.lstm_forward(xw, h0, c0, w_hh, None, peep, None, None, None, None, False, True)
     saved = {"gates": xw, **{k: v for k, v in fwd.items() if k not in ("out", "h", "c")}}
     res = ext.lstm_backward(rand(Tb, Bb, Hb), rand(Bb, Hb), rand(Bb, Hb), saved, w_hh, None, peep, None, None,
-                            None, None, None, None, None, False)
+                            None, None, False)
     dg, c_new = res["dgates"], fwd["c_new"]
     c_in = torch.cat((c0.unsqueeze(0), c_new[:-1]))  # c_{t-1}
     want = torch.stack(((dg[..., :Hb] * c_in).sum((0, 1)), (dg[..., Hb:2 * Hb] * c_in).sum((0, 1)),

@@ -267,7 +267,7 @@ class _NativeLSTM(NativeBinding):
             res = ext.lstm_ln_forward(*args, *self._norms(p), reverse, keep)
             saved = {"xw": xw, **res}
         else:  # xw: overwritten with the activated gates
-            res = ext.lstm_forward(*args, None, None, None, reverse, keep)
+            res = ext.lstm_forward(*args, reverse, keep)
             saved = {"gates": xw, **res}
         out, h_n, c_n = saved.pop("out"), saved.pop("h"), saved.pop("c")
         return out, (h_n, c_n), (saved if keep else {})
@@ -308,7 +308,7 @@ class _NativeLSTM(NativeBinding):
             if cell.bias:
                 grads["bias_ih"], grads["bias_hh"] = res["dbias"], res["dbias"].clone()
         else:
-            res = ext.lstm_backward(*args, None, None, None, reverse)
+            res = ext.lstm_backward(*args, reverse)
             dxw = drec = res["dgates"]  # (T, B, 4H)
             dsum = dxw.sum((0, 1))
             cell.bias_grads(dsum, dsum, grads)

@@ -69,49 +69,36 @@ inline const Tensor& entry(const Named& m, const char* name) {
 // ---------------------------------------------------------------------------------------
 // Entry points
 
-// LSTM (lstm.cpp): rnnkit/cells/lstm.py with sigmoid/tanh, peepholes, projection, layer norm.
+// LSTM (lstm.cpp): rnnkit/cells/lstm.py with sigmoid/tanh, peepholes, projection (the
+// layer-norm LSTM: lstm_ln.cpp, lstm_ln.h).
 //
 // lstm_forward
-//   xw    (T, B, 4H)  x W_ihᵀ + b (with layer norm LN(x W_ihᵀ; γ_x) + b); overwritten with
-//                     the activated gates i, f, g, o, which the backward reads
+//   xw    (T, B, 4H)  x W_ihᵀ + b; overwritten with the activated gates i, f, g, o, which
+//                     the backward reads
 //   h0 (B, P), c0 (B, H)
 //   w_hh  (4H, P)     w_hr (P, H) or None: the projection
 //   peep  (3, H)      the peephole weights w_ci, w_cf, w_co, or None
 //   rmask (B, P), valid (T, B), zh (T, B, P), zc (T, B, H): as above, or None
-//   layer norm, all three or none (None):
-//   ln_gamma_h (4H)   γ_h, the gain of LN(h W_hhᵀ; γ_h), the recurrent projection's layer norm
-//   ln_gamma_c (H)    γ_c and
-//   ln_beta_c  (H)    β_c, the gain and bias of the cell's layer norm LN(c'; γ_c, β_c)
 // returns "out" (T, B, P), "h" = h_T (B, P), "c" = c_T (B, H) and, when keep:
 //   "hr" (T, B, P) = h_{t-1} ⊙ rmask, "c_in" = c_{t-1} ((T, B, H) with zoneout or lengths,
-//   else (1, B, H) = c_0), "c_new" (T, B, H) = c_t before zoneout/lengths, "tc" = tanh(c_t)
-//   ((T, B, H); with layer norm (1, B, H) scratch), with layer norm "ln_xhat_h" â_h
-//   (T, B, 4H), "ln_rstd_h" 1/σ_h (T, B), "ln_xhat_c" â_c (T, B, H), "ln_rstd_c" 1/σ_c
-//   (T, B), with projection "h_full" (T, B, H) = o ⊙ tanh(...) before W_hr.
+//   else (1, B, H) = c_0), "c_new" (T, B, H) = c_t before zoneout/lengths, "tc" (T, B, H) =
+//   tanh(c_t), with projection "h_full" (T, B, H) = o ⊙ tanh(c_t) before W_hr.
 Named lstm_forward(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<Tensor> w_hr,
                    c10::optional<Tensor> peep, c10::optional<Tensor> rmask, c10::optional<Tensor> valid,
-                   c10::optional<Tensor> zh, c10::optional<Tensor> zc, c10::optional<Tensor> ln_gamma_h,
-                   c10::optional<Tensor> ln_gamma_c, c10::optional<Tensor> ln_beta_c, bool reverse, bool keep);
+                   c10::optional<Tensor> zh, c10::optional<Tensor> zc, bool reverse, bool keep);
 // lstm_backward
 //   dout  (T, B, P) or None, dhT (B, P), dcT (B, H): the gradients reaching the outputs
-//   saved "gates" (T, B, 4H) (the forward's xw), "c_in", "c_new", "tc" and with layer norm
-//         "ln_xhat_h", "ln_rstd_h", "ln_xhat_c", "ln_rstd_c", as lstm_forward returned them
-//         (other entries are ignored)
-//   w_hh, w_hr, peep, rmask, valid, zh, zc, ln_gamma_h, ln_gamma_c, ln_beta_c, reverse: as
-//   in the forward
-// returns "dgates" (T, B, 4H) = d(xw) (= d(h W_hhᵀ) without layer norm), "dh0" (B, P),
-//   "dc0" (B, H), with layer norm "drec" (T, B, 4H) = d(h W_hhᵀ) and the layer-norm
-//   parameters' gradients, summed in the loop: "ln_dgamma_h" (4H) = Σ dgates ⊙ â_h,
-//   "ln_dgamma_c" (H) = Σ dcln ⊙ â_c, "ln_dbeta_c" (H) = Σ dcln (dcln = d LN(c_t)), with
+//   saved "gates" (T, B, 4H) (the forward's xw), "c_in", "c_new", "tc", as lstm_forward
+//         returned them (other entries are ignored)
+//   w_hh, w_hr, peep, rmask, valid, zh, zc, reverse: as in the forward
+// returns "dgates" (T, B, 4H) = d(xw) = d(h W_hhᵀ), "dh0" (B, P), "dc0" (B, H), with
 //   projection "dh" (T, B, P), the gradient reaching the projected h (dW_hr = Σ dhᵀ h_full),
-//   with peepholes and without layer norm "dpeep" (3, H) = their gradients (Σ di_a ⊙ c_{t-1},
-//   Σ df_a ⊙ c_{t-1}, Σ do_a ⊙ c_t, summed in the loop). The binding (cells/lstm.py) forms
-//   the other weight gradients with one GEMM or reduction each.
+//   with peepholes "dpeep" (3, H) = their gradients (Σ di_a ⊙ c_{t-1}, Σ df_a ⊙ c_{t-1},
+//   Σ do_a ⊙ c_t, summed in the loop). The binding (cells/lstm.py) forms the other weight
+//   gradients with one GEMM or reduction each.
 Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Named& saved, Tensor w_hh,
                     c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
-                    c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc,
-                    c10::optional<Tensor> ln_gamma_h, c10::optional<Tensor> ln_gamma_c,
-                    c10::optional<Tensor> ln_beta_c, bool reverse);
+                    c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc, bool reverse);
 
 // GRU (gru.cpp): rnnkit/cells/gru.py, both forms, with or without layer norm.
 //
