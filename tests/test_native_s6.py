@@ -89,6 +89,25 @@ def test_native_s6_equals_scan_python_loop_and_autograd(monkeypatch, dtype, opti
             torch.testing.assert_close(a, b, **tol)
 
 
+@pytest.mark.parametrize("lengths", [None, [37, 20, 16, 1]])
+def test_native_s6_recomputes_states_across_blocks(monkeypatch, lengths):
+    """T = 37 spans three of the loop's blocks of 16 steps (it keeps the state entering each
+    and recomputes the others in the backward); lengths end inside and at a block's edge.
+    Outputs, final state and every gradient equal the scan's (float64, 1e-10), both directions."""
+    layer = _layer(bidirectional=True)
+    x = torch.randn(37, B, I, dtype=torch.float64, requires_grad=True)
+    state = (torch.randn(2, B, H, dtype=torch.float64, requires_grad=True),
+             torch.randn(2, B, H * N, dtype=torch.float64, requires_grad=True))
+    lengths = None if lengths is None else torch.tensor(lengths)
+    calls = _count_native_calls(monkeypatch, _NativeS6)
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    got = _grads(layer, x, state, lengths)
+    assert len(calls) == 2
+    layer.backend = "scan"
+    for a, b in zip(got, _grads(layer, x, state, lengths)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_native_s6_gradcheck_and_gradgradcheck(monkeypatch, bidirectional):
     """float64 gradcheck of the native loop (lengths, initial state s_0, every parameter) and

@@ -5,7 +5,8 @@
 // The matrix work of all steps is done before the loop, in PyTorch: the input projection
 // u = (x, δ, B, C) and Δ = softplus(W_Δ δ + b_Δ). The loop runs per sequence (a row of B) all
 // its T steps over its H·N states, with ā = exp(Δ_h A_hn) computed inside (again in the
-// backward), never stored; the rows run in parallel.
+// backward), never stored, and the states s_t kept only every 16 steps; the rows run in
+// parallel.
 //   s_t[h, n] = exp(Δ_h A_hn) s_{t-1}[h, n] + Δ_h x_h B_n
 //   y_t[h]    = Σ_n C_n s_t[h, n] + D_h x_h
 
@@ -21,12 +22,12 @@ namespace rnnkit_native {
 //   A     (H, N)              A = -exp(A_log);  D (H)
 //   y0 (B, H), s0 (B, H·N) the initial state; valid (T, B) or None; dt_rank: R
 // returns "out" (T, B, H) (0 past a sequence's length), "y" (B, H) = y at each sequence's
-//   last step, "s" (B, H·N) and, when keep, "s_all" (T, B, H·N) = s_t (s unchanged past the
-//   length).
+//   last step, "s" (B, H·N) and, when keep, "s_block" (⌈T/16⌉, B, H·N): the state entering
+//   every 16th step in processing order (the backward recomputes the others).
 Named s6_forward(Tensor u, Tensor dt, Tensor A, Tensor D, Tensor y0, Tensor s0, c10::optional<Tensor> valid,
                  int64_t dt_rank, bool reverse, bool keep);
 // s6_backward
-//   dout (T, B, H) or None, dyT (B, H), dsT (B, H·N); saved "u", "dt", "s0", "s_all" as the
+//   dout (T, B, H) or None, dyT (B, H), dsT (B, H·N); saved "u", "dt", "s_block" as the
 //   forward had and returned them; A, D, valid, dt_rank, reverse as in the forward
 // returns "du" (T, B, H + R + 2N) = d(u) with its δ columns 0 (the binding fills them from
 //   "ddt"), "ddt" (T, B, H) = dΔ, "dA" (B, H, N), "dD" (B, H) (per sequence the sums over its
