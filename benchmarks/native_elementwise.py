@@ -1,6 +1,7 @@
 """The native loops of the element-wise units against the paths they replace, side by side in
 one process: minGRU/minLSTM's native loop vs their parallel scan, QRNN's and the linear SRU's
-native fo-pooling vs their scan, the SRU's native loop vs its Python step loop.
+native fo-pooling vs their scan, the SRU's native loop vs its Python step loop, S6's native
+loop vs its parallel scan.
 
     python benchmarks/native_elementwise.py --threads 1 --rounds 5 --seq-lens 128 1024 4096
 
@@ -29,6 +30,7 @@ PAIRS = {
     "qrnn": (lambda I, H: rnnkit.QRNN(I, H), ("scan", "1"), ("bptt", "1")),
     "sru-linear": (lambda I, H: rnnkit.SRU(I, H, gate_recurrence=False), ("scan", "1"), ("bptt", "1")),
     "sru": (lambda I, H: rnnkit.SRU(I, H), ("bptt", "0"), ("bptt", "1")),
+    "s6": (lambda I, H: rnnkit.S6(I, H), ("scan", "1"), ("bptt", "1")),
 }
 
 

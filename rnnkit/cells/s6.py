@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import accumulate
+from .base import NativeBinding, Params, State, accumulate
 from .scancell import ScanCell
 
 
@@ -110,9 +110,58 @@ class S6Cell(ScanCell):
         zeros = dx.new_zeros((*dx.shape[:-1], self.dt_rank + N))
         return ds, torch.cat((dx, zeros, dC), -1)
 
+    # -- the native loop (rnnkit/cells/native/s6.cpp) ---------------------------------------------
+    def native_binding(self) -> NativeBinding | None:
+        """The C++ loop over u: every option of the cell, lengths and both directions."""
+        return _NativeS6(self)
+
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
         _, _, (_, _, _, _, dt, _, _, _), _ = cache
         return {"dt": dt}
 
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, state_size={self.state_size}, dt_rank={self.dt_rank}"
+
+
+class _NativeS6(NativeBinding):
+    """:class:`S6Cell` on ``s6_forward`` / ``s6_backward`` (``rnnkit/cells/native/s6.cpp``;
+    arguments and named results in ``s6.h``), run by :func:`rnnkit.engine.scan.run_native_steps`
+    over the input projection u (T, B, H + R + 2N). The matrix work is done here for all steps
+    at once: Δ = softplus(W_Δ δ + b_Δ) before the loop, and after it
+
+        dz = dΔ ⊙ σ(z):  dW_Δ = Σ dzᵀ δ,  db_Δ = Σ dz,  dδ = dz W_Δ,
+        dA_log = (Σ_batch dA) ⊙ A,  dD = Σ_batch dD;
+
+    the loop keeps the state s_t of every 16th step (the scan keeps all (T, B, H·N)) and
+    recomputes the others and exp(Δ A) in its backward."""
+
+    cell: S6Cell
+
+    def _delta(self, u: Tensor, p: Params) -> tuple[Tensor, Tensor]:
+        H, R = self.cell.hidden_size, self.cell.dt_rank
+        z = F.linear(u[..., H : H + R], p["weight_dt"], p["bias_dt"])  # (T, B, H)
+        return z, F.softplus(z)
+
+    def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
+                keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
+        z, dt = self._delta(xw, p)
+        A = -p["A_log"].exp()  # (H, N)
+        y0, s0 = state0
+        res = ext.s6_forward(xw, dt, A, p["D"].contiguous(), y0, s0, masks.valid, self.cell.dt_rank, reverse, keep)
+        saved = {"u": xw, "z": z, "dt": dt, "s_block": res["s_block"]} if keep else {}
+        return res["out"], (res["y"], res["s"]), saved
+
+    def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
+                 masks, reverse: bool) -> tuple[Tensor, State, Params]:
+        cell = self.cell
+        H, R = cell.hidden_size, cell.dt_rank
+        A = -p["A_log"].exp()
+        res = ext.s6_backward(dout, dstate[0], dstate[1], saved, A, p["D"].contiguous(), masks.valid, R, reverse)
+        du = res["du"]  # (T, B, H + R + 2N), its δ columns 0
+        dz = res["ddt"] * torch.sigmoid(saved["z"])  # Δ = softplus(z): (T, B, H)
+        dz2 = dz.reshape(-1, H)
+        du[..., H : H + R] = dz @ p["weight_dt"]
+        u = saved["u"]
+        grads: Params = {"weight_dt": dz2.t() @ u[..., H : H + R].reshape(-1, R), "bias_dt": dz2.sum(0),
+                         "A_log": res["dA"].sum(0) * A, "D": res["dD"].sum(0)}
+        return du, (res["dy0"], res["ds0"]), grads

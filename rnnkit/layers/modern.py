@@ -16,10 +16,10 @@ carried state (:meth:`step`), for generation. The math of each lives in one cell
   steps in sequence (``"bptt"``, :func:`rnnkit.engine.scan.run_steps`);
 - SRU with its c_{t-1} terms in the gates (the 2018 form, nonlinear in c): the
   element-wise step loop with its hand-written backward (``"bptt"``);
-- QRNN and SRU (both forms) have a native loop (``rnnkit/cells/native/qrnn.cpp``,
-  :func:`rnnkit.engine.scan.run_native_steps`), which their ``"bptt"`` runs where it can and
-  the QRNN's and the linear SRU's default ``"auto"`` chooses over the scan where it runs
-  (faster on the CPU, docs/performance.md).
+- QRNN, SRU (both forms) and S6 have a native loop (``rnnkit/cells/native/qrnn.cpp``,
+  ``s6.cpp``, :func:`rnnkit.engine.scan.run_native_steps`), which their ``"bptt"`` runs where
+  it can and the QRNN's, the linear SRU's and S6's default ``"auto"`` chooses over the scan
+  where it runs (faster on the CPU, docs/performance.md).
 
 Every unit also takes ``backend="autograd"``: its steps under autograd, the oracle of the
 tests. The input projection (one GEMM for all steps) is differentiated by autograd on
@@ -422,7 +422,9 @@ class S6(_ModernRecurrent):
 
     (see :class:`~rnnkit.cells.s6.S6Cell`: zero-order hold for A, Mamba's Euler form Δ B
     for B). Without the Mamba block's convolution and SiLU gate: the channels x̃ are a
-    linear projection of the input. Trained by a parallel scan over the (B, H, N) state.
+    linear projection of the input. Trained by its native loop on the CPU
+    (``rnnkit/cells/native/s6.cpp``: Δ, B, C for all steps at once, then one pass over time
+    per sequence) and by a parallel scan over the (B, H, N) state elsewhere.
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
@@ -430,7 +432,9 @@ class S6(_ModernRecurrent):
         state_size: N per channel (default 16, Mamba's).
         dt_rank: R (default ⌈H/16⌉, Mamba's).
         dt_min, dt_max: Δ starts log-uniform in [dt_min, dt_max] (default 0.001, 0.1).
-        backend: ``"scan"`` (default), ``"bptt"`` or ``"autograd"``.
+        backend: ``"auto"`` (default: the native loop where it runs — CPU, float32/float64,
+            the extension built —, else the scan), ``"scan"``, ``"bptt"`` (the steps in
+            sequence: the native loop where it runs, else the Python steps) or ``"autograd"``.
         learn_initial_state: as :class:`rnnkit.Recurrent`.
 
     Initialisation as Mamba: A_n = -(n + 1) (S4D-real), D = 1, W_Δ ~ U(±R^{-1/2}), b_Δ the
@@ -439,6 +443,8 @@ class S6(_ModernRecurrent):
     ``bias_ih_l{k}``, ``weight_dt_l{k}`` (H, R), ``bias_dt_l{k}`` (H,), ``A_log_l{k}``
     (H, N), ``D_l{k}`` (H,). State: (y (L·D, B, H), s (L·D, B, H·N)).
     """
+
+    BACKENDS = ("auto", "scan", "bptt", "autograd")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,

@@ -8,6 +8,7 @@
 #include "elementwise.h"
 #include "infer.h"
 #include "lstm_ln.h"
+#include "s6.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace rnnkit_native;
@@ -25,6 +26,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("minrnn_backward", &minrnn_backward, "minGRU/minLSTM time loop, backward");
   m.def("fopool_forward", &fopool_forward, "QRNN/SRU fo-pooling time loop, forward");
   m.def("fopool_backward", &fopool_backward, "QRNN/SRU fo-pooling time loop, backward");
+  m.def("s6_forward", &s6_forward, "S6 selective state space time loop, forward");
+  m.def("s6_backward", &s6_backward, "S6 selective state space time loop, backward");
   m.def("lstm_infer", &lstm_infer, "LSTM time loop, forward only (inference)");
   m.def("gru_infer", &gru_infer, "GRU time loop, forward only (inference)");
   m.def("elman_infer", &elman_infer, "Elman network time loop, forward only (inference)");
