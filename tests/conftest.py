@@ -30,3 +30,15 @@ def device():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
         return
     yield dev
+
+
+@pytest.fixture
+def native_loops_built():
+    """Skips where the native extension cannot be built (no compiler), with the reason; fails
+    under CI. The native-loop test modules use it with ``pytestmark``."""
+    from rnnkit.engine import native
+
+    from . import needs
+
+    if not native.available():
+        needs.missing(f"the native extension could not be built here: {native.status().reason}")

@@ -17,15 +17,9 @@ from rnnkit.cells.jordan import _NativeJordan
 from rnnkit.cells.lstm import _NativeLSTM
 from rnnkit.engine import native
 
-from . import needs
 from .cases import graph_nodes
 
-
-@pytest.fixture(autouse=True)
-def _native_loops_built():
-    """Skips where the extension cannot be built (no compiler), with the reason; fails under CI."""
-    if not native.available():
-        needs.missing(f"the native extension could not be built here: {native.status().reason}")
+pytestmark = pytest.mark.usefixtures("native_loops_built")
 
 
 T, B, I, H = 7, 4, 5, 6
@@ -144,6 +138,36 @@ def _count_native_calls(monkeypatch, function=None):
 
     monkeypatch.setattr(function, "forward", counting)
     return calls
+
+
+def assert_auto_backend(monkeypatch, binding, make, native_node: str, scan_node: str):
+    """``backend="auto"`` (the default of ``make(**kw)``'s layer) trains and infers on the native
+    loop of ``binding`` on the CPU (counted: once per layer and direction; ``native_node`` in
+    the graph); ``backend="scan"``, the gradient record and ``RNNKIT_NATIVE=0`` run the scan
+    (``scan_node``), inference giving the same outputs and states on both."""
+    calls = _count_native_calls(monkeypatch, binding)
+    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
+    layer = make()
+    per_call = layer.num_layers * (2 if layer.bidirectional else 1)
+    assert layer.backend == "auto" and "backend" not in repr(layer)
+    out, _ = layer(torch.randn(T, B, layer.input_size))
+    assert len(calls) == per_call and native_node in graph_nodes(out)
+    scan_layer = make(backend="scan")
+    scan_layer.load_state_dict(layer.state_dict())
+    x = torch.randn(T, B, layer.input_size)
+    with torch.no_grad():  # inference: the forward-only call of the same loop
+        got, want = layer(x), scan_layer(x)
+    assert len(calls) == 2 * per_call
+    torch.testing.assert_close(got, want)
+    out, _ = scan_layer(x.requires_grad_())
+    assert scan_node in graph_nodes(out) and "backend='scan'" in repr(scan_layer)
+    with rnnkit.record_gradient_norms(layer) as rec:
+        out, _ = layer(x)
+        out.sum().backward()
+    assert len(calls) == 2 * per_call and scan_node in graph_nodes(out) and rec.norms
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    out, _ = layer(x)
+    assert len(calls) == 2 * per_call and scan_node in graph_nodes(out)
 
 
 def _gradcheck(monkeypatch, layer, x, *state):

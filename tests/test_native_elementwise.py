@@ -13,16 +13,10 @@ import rnnkit
 from rnnkit.cells.minrnn import _NativeMinRNN
 from rnnkit.engine import native
 
-from . import needs
 from .cases import graph_nodes
-from .test_native import _count_native_calls
+from .test_native import _count_native_calls, assert_auto_backend
 
-
-@pytest.fixture(autouse=True)
-def _native_loops_built():
-    """Skips where the extension cannot be built (no compiler), with the reason; fails under CI."""
-    if not native.available():
-        needs.missing(f"the native extension could not be built here: {native.status().reason}")
+pytestmark = pytest.mark.usefixtures("native_loops_built")
 
 
 T, B, I, H = 7, 4, 5, 6
@@ -128,33 +122,19 @@ def test_native_gradgradcheck_hands_over_to_the_reference(monkeypatch, unit):
     assert calls
 
 
-def test_default_backend_runs_native_and_falls_back_to_the_scan(monkeypatch):
+@pytest.mark.parametrize("unit", ["mingru", "minlstm", "qrnn"])
+def test_default_backend_runs_native_and_falls_back_to_the_scan(monkeypatch, unit):
     """backend="auto" (the default) trains and infers on the native loop on the CPU; with
     the native loops off, with the gradient record, or on backend="scan" it runs the scan."""
-    calls = _count_native_calls(monkeypatch, _NativeMinRNN)
-    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
-    layer = rnnkit.MinGRU(I, H, num_layers=2)
-    assert layer.backend == "auto" and "backend" not in repr(layer)
-    out, _ = layer(torch.randn(T, B, I))
-    assert len(calls) == 2 and "_NativeMinRNNBackward" in graph_nodes(out)
-    scan_layer = rnnkit.MinGRU(I, H, num_layers=2, backend="scan")
-    scan_layer.load_state_dict(layer.state_dict())
-    x = torch.randn(T, B, I)
-    with torch.no_grad():  # inference: the forward-only call of the same loop
-        got, h_got = layer(x)
-        want, h_want = scan_layer(x)
-    assert len(calls) == 4
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(h_got, h_want)
-    out, _ = scan_layer(x.requires_grad_())
-    assert "_LinearRecurrenceBackward" in graph_nodes(out) and "backend='scan'" in repr(scan_layer)
-    with rnnkit.record_gradient_norms(layer) as rec:
-        out, _ = layer(x)
-        out.sum().backward()
-    assert len(calls) == 4 and "_LinearRecurrenceBackward" in graph_nodes(out) and rec.norms
-    monkeypatch.setenv("RNNKIT_NATIVE", "0")
-    out, _ = rnnkit.MinLSTM(I, H)(torch.randn(T, B, I))
-    assert len(calls) == 4 and "_LinearRecurrenceBackward" in graph_nodes(out)
+    from rnnkit.cells.qrnn import _NativeFoPool
+
+    make, binding, node = {
+        "mingru": (lambda **kw: rnnkit.MinGRU(I, H, num_layers=2, **kw), _NativeMinRNN, "_NativeMinRNNBackward"),
+        "minlstm": (lambda **kw: rnnkit.MinLSTM(I, H, num_layers=2, **kw), _NativeMinRNN, "_NativeMinRNNBackward"),
+        "qrnn": (lambda **kw: rnnkit.QRNN(I, H, num_layers=2, window=1, **kw), _NativeFoPool, "_NativeFoPoolBackward"),
+    }[unit]
+    scan_node = "_ScanCellRecurrenceBackward" if unit == "qrnn" else "_LinearRecurrenceBackward"
+    assert_auto_backend(monkeypatch, binding, make, node, scan_node)
 
 
 @pytest.mark.parametrize("unit", ["mingru", "minlstm-tanh"])

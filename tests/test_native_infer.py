@@ -17,14 +17,7 @@ from rnnkit.data.text import Vocabulary
 from rnnkit.engine import native
 from rnnkit.models.charlm import CharLM, CharLMConfig
 
-from . import needs
-
-
-@pytest.fixture(autouse=True)
-def _native_loops_built():
-    """Skips where the extension cannot be built (no compiler), with the reason; fails under CI."""
-    if not native.available():
-        needs.missing(f"the native extension could not be built here: {native.status().reason}")
+pytestmark = pytest.mark.usefixtures("native_loops_built")
 
 
 T, B, I, H = 7, 4, 5, 6

@@ -12,16 +12,10 @@ import rnnkit
 from rnnkit.cells.s6 import _NativeS6
 from rnnkit.engine import native
 
-from . import needs
 from .cases import graph_nodes
-from .test_native import _count_native_calls
+from .test_native import _count_native_calls, assert_auto_backend
 
-
-@pytest.fixture(autouse=True)
-def _native_loops_built():
-    """Skips where the extension cannot be built (no compiler), with the reason; fails under CI."""
-    if not native.available():
-        needs.missing(f"the native extension could not be built here: {native.status().reason}")
+pytestmark = pytest.mark.usefixtures("native_loops_built")
 
 
 T, B, I, H, N = 7, 4, 5, 6, 3
@@ -137,30 +131,8 @@ def test_native_s6_gradcheck_and_gradgradcheck(monkeypatch, bidirectional):
 def test_default_backend_runs_native_and_falls_back_to_the_scan(monkeypatch):
     """backend="auto" (the default) trains and infers on the native loop on the CPU; with the
     native loops off, with the gradient record, or on backend="scan" it runs the scan."""
-    calls = _count_native_calls(monkeypatch, _NativeS6)
-    monkeypatch.setenv("RNNKIT_NATIVE", "auto")
-    layer = rnnkit.S6(I, H, num_layers=2, state_size=N)
-    assert layer.backend == "auto" and "backend" not in repr(layer)
-    out, _ = layer(torch.randn(T, B, I))
-    assert len(calls) == 2 and "_NativeS6Backward" in graph_nodes(out)
-    scan_layer = rnnkit.S6(I, H, num_layers=2, state_size=N, backend="scan")
-    scan_layer.load_state_dict(layer.state_dict())
-    x = torch.randn(T, B, I)
-    with torch.no_grad():  # inference: the same loop, keeping nothing
-        got, (y_got, s_got) = layer(x)
-        want, (y_want, s_want) = scan_layer(x)
-    assert len(calls) == 4
-    for a, b in ((got, want), (y_got, y_want), (s_got, s_want)):
-        torch.testing.assert_close(a, b)
-    out, _ = scan_layer(x.requires_grad_())
-    assert "_ScanCellRecurrenceBackward" in graph_nodes(out) and "backend='scan'" in repr(scan_layer)
-    with rnnkit.record_gradient_norms(layer) as rec:
-        out, _ = layer(x)
-        out.sum().backward()
-    assert len(calls) == 4 and "_ScanCellRecurrenceBackward" in graph_nodes(out) and rec.norms
-    monkeypatch.setenv("RNNKIT_NATIVE", "0")
-    out, _ = layer(x)
-    assert len(calls) == 4 and "_ScanCellRecurrenceBackward" in graph_nodes(out)
+    assert_auto_backend(monkeypatch, _NativeS6, lambda **kw: rnnkit.S6(I, H, num_layers=2, state_size=N, **kw),
+                        "_NativeS6Backward", "_ScanCellRecurrenceBackward")
 
 
 def test_step_by_step_equals_the_native_forward():
