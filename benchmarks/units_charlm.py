@@ -70,7 +70,15 @@ def run_one(cell: str, seed: int, args) -> dict:
     vals = [r for r in rows if "val_bpc" in r]
     return {"cell": cell, "seed": seed, "steps": rows[-1]["step"], "cpu_seconds": rows[-1]["time"],
             "val_bpc": vals[-1]["val_bpc"] if vals else None, "parameters": params,
-            "wall_seconds": round(time.monotonic() - t0, 1), "load": round(os.getloadavg()[0], 1)}
+            "wall_seconds": round(time.monotonic() - t0, 1), "load": round(os.getloadavg()[0], 1),
+            "commit": commit()}
+
+
+def commit() -> str:
+    """The checkout's commit (short hash), "+" when its tracked files have changes: the code a run ran."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def render(results: dict, cells: list[str], args) -> str:
