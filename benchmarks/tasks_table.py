@@ -33,6 +33,7 @@ from rnnkit.tasks.table import (
     format_default_runs,
     format_paper_table,
     format_table,
+    format_unit_summary,
     paper_table_seconds,
     progress_line,
     run_paper_table,
@@ -41,7 +42,8 @@ from rnnkit.tasks.table import (
 
 MARKERS = {"short": ("<!-- tasks-table:start -->", "<!-- tasks-table:end -->"),
            "papers": ("<!-- tasks-papers:start -->", "<!-- tasks-papers:end -->"),
-           "defaults": ("<!-- defaults:start -->", "<!-- defaults:end -->")}
+           "defaults": ("<!-- defaults:start -->", "<!-- defaults:end -->"),
+           "units": ("<!-- tasks-papers-units:start -->", "<!-- tasks-papers-units:end -->")}
 
 
 def write_between(path: Path, markers: tuple[str, str], text: str) -> bool:
@@ -109,6 +111,9 @@ def papers_table(args) -> int:
                 f"prints, with its wall time on {machine()} (one thread, a shared 2-core machine):\n\n"
                 f"```\n{format_default_runs(config, results)}\n```")
     ok = write_between(Path(args.output), MARKERS["defaults"], defaults)
+    units = (f"{format_unit_summary(config, results)} Written by `python benchmarks/tasks_table.py --papers` "
+             f"from the papers' table in [tasks.md](tasks.md).")
+    ok = write_between(Path(args.units_output), MARKERS["units"], units) and ok
     return 0 if write_between(Path(args.output), MARKERS["papers"], table) and ok else 1
 
 
@@ -120,6 +125,8 @@ def main() -> int:
     budget.add_argument("--steps", type=int, help="short-lag table: a step budget per cell and task instead (the "
                         "same table on any machine)")
     parser.add_argument("--output", default="docs/tasks.md")
+    parser.add_argument("--units-output", default="docs/new-units.md",
+                        help="papers' table: the document of the per-unit summary")
     parser.add_argument("--seed", type=int, default=0, help="short-lag table: the seed")
     parser.add_argument("--papers", action="store_true", help="the papers' table instead of the short-lag one")
     parser.add_argument("--results", default="docs/tasks_papers.json", help="papers' table: the results file")

@@ -389,3 +389,29 @@ def test_the_default_runs_are_seed_0_of_the_rows_at_the_task_defaults():
         "$ rnnkit task adding --cell CELL\n"
         "lstm     verdict of lstm T=100 seed 0 after 800 steps in 20.7s\n"
         "rnn      verdict of rnn T=100 seed 0 after 3000 steps in 20.7s")
+
+
+def test_the_unit_summary_counts_solved_seeds_and_takes_medians():
+    import rnnkit.tasks.table as table
+
+    rows = (table.PaperRow("adding", 100, 3000), table.PaperRow("copy", 100, 2000))
+    config = table.PaperTableConfig(seeds=(0, 1, 2), cells=["lstm", "s6"], rows=rows)
+    results = {}
+    for r in table.paper_runs(config):
+        if r.cell == "s6" and r.seed == 2:
+            continue  # not run yet: the count says "of those run"
+        solved = r.task == "adding" and r.seed != 1
+        metrics = ({"mse": 0.001 * (r.seed + 1)} if r.task == "adding" else
+                   {} if r.seed == 0 and r.cell == "lstm" else {"cross_entropy": 0.1 + 0.01 * r.seed,
+                                                                "copy_accuracy": 0.3})
+        results[table.run_key(r)] = {"solved": solved, "steps": 100 * (r.seed + 1), "seconds": 1.0,
+                                     "metrics": metrics, "verdict": ""}
+    text = table.format_unit_summary(config, results, cells=["lstm", "s6", "gru"])
+    lines = text.splitlines()
+    assert lines[0] == "| unit | adding (T=100) | copy (T=100) |"
+    # lstm: seeds 0 and 2 solved adding (100 and 300 steps: median 200); copy: seed 0 diverged (sorts
+    # last), so the median of (0.11, 0.12, diverged) is 0.12
+    assert lines[2] == "| lstm | **2/3** in 200 steps | 0/3: CE 0.120 (30%) |"
+    assert lines[3] == "| s6 | **1/2** in 100 steps | 0/2: CE 0.110 (30%) |"
+    assert lines[4] == "| gru | not run | not run |"
+    assert "seeds 0, 1, 2" in text and "copy: test CE (symbols copied)" in text

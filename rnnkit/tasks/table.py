@@ -341,3 +341,48 @@ def format_default_runs(config: PaperTableConfig, results: dict[str, dict]) -> s
                 tail = f" after {rec['steps']} steps in {rec['seconds']:.1f}s" if rec["steps"] is not None else ""
                 lines.append(f"{cell:8s} {rec['verdict']}{tail}")
     return "\n".join(lines)
+
+
+#: the cells of docs/new-units.md's summary of the papers' tasks: the two references, then the newer units
+UNIT_SUMMARY_CELLS = ("lstm", "gru", "indrnn", "mingru", "minlstm", "slstm", "mlstm", "lru", "rglru", "s6",
+                      "qrnn", "sru")
+
+
+def format_unit_summary(config: PaperTableConfig, results: dict[str, dict],
+                        cells: Sequence[str] = UNIT_SUMMARY_CELLS) -> str:
+    """The papers' table turned around for docs/new-units.md: one row per unit, one column per
+    task of ``config.rows`` — seeds solved of those run and the median steps to solve, or, where
+    no seed solved, the median final figure."""
+    heads = [make_task(row.task, row.seq_len).describe() for row in config.rows]
+    lines = ["| unit | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    for cell in cells:
+        texts = []
+        for row in config.rows:
+            runs = [TaskRunConfig(task=row.task, cell=cell, seq_len=row.seq_len, max_steps=row.max_steps,
+                                  seed=seed).resolved() for seed in config.seeds]
+            have = [rec for r in runs if (rec := results.get(run_key(r))) is not None]
+            solved = [rec["steps"] for rec in have if rec["solved"]]
+            if not have:
+                texts.append("not run")
+            elif solved:
+                texts.append(f"**{len(solved)}/{len(have)}** in {statistics.median(solved):,.0f} steps")
+            else:
+                finals = sorted(have, key=lambda rec: _sort_value(row.task, rec["metrics"]))
+                median = finals[len(finals) // 2]["metrics"]
+                label = {"copy": "CE", "temporal-order": "accuracy", "reber": "strings right"}.get(row.task, "MSE")
+                texts.append(f"0/{len(have)}: {label} {_final_figure(row.task, median)}" if median
+                             else f"0/{len(have)}: diverged")
+        lines.append(f"| {cell} | " + " | ".join(texts) + " |")
+    figures = "; ".join(dict.fromkeys(f"{row.task}: {_METRIC[row.task]}" for row in config.rows))
+    lines += ["", f"Seeds solved of those run (seeds {', '.join(map(str, config.seeds))}) and the median steps to "
+                  f"solve; where no seed solved, the median final figure ({figures})."]
+    return "\n".join(lines)
+
+
+def _sort_value(task: str, m: dict) -> float:
+    """A run's final figure as one number, for the median of :func:`format_unit_summary` (a
+    diverged run sorts last)."""
+    if not m:
+        return float("inf")
+    key = {"copy": "cross_entropy", "temporal-order": "accuracy", "reber": "strings_right"}.get(task, "mse")
+    return -m[key] if key in ("accuracy", "strings_right") else m[key]
