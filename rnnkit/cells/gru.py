@@ -212,8 +212,8 @@ class GRUCell(Cell):
         return dxw, (dh.add_(dhr),), drec
 
     def native_binding(self) -> NativeBinding | None:
-        """The C++ loop (``rnnkit/cells/native/gru.cpp``) runs both forms, with or without
-        layer norm."""
+        """The C++ loop (``rnnkit/cells/native/gru.cpp``, with layer norm ``gru_ln.cpp``) runs
+        both forms, with or without layer norm."""
         return _NativeGRU(self)
 
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
@@ -274,7 +274,7 @@ class _NativeGRU(NativeBinding):
         else:  # xw: overwritten with r, z, n
             b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
             res = ext.gru_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), b_hh, masks.rmask,
-                                  masks.valid, masks.zoneout[0], None, cell.reset_after, reverse, keep)
+                                  masks.valid, masks.zoneout[0], cell.reset_after, reverse, keep)
             saved = {"gates": xw, **res}
         out, h_n = saved.pop("out"), saved.pop("h")
         return out, (h_n,), (saved if keep else {})
@@ -311,7 +311,7 @@ class _NativeGRU(NativeBinding):
                 grads["bias_ih"] = res["dbias_x"]
                 grads["bias_hh"] = res["dbias_h"] if cell.reset_after else res["dbias_x"].clone()
         else:
-            res = ext.gru_backward(dout, dstate[0], saved, w_hh, masks.rmask, masks.valid, masks.zoneout[0], None,
+            res = ext.gru_backward(dout, dstate[0], saved, w_hh, masks.rmask, masks.valid, masks.zoneout[0],
                                    cell.reset_after, reverse)
         dxw, drec = res["dxw"], res["drec"]  # (T, B, 3H) each: d(xw), d of the recurrent GEMM outputs
         T, B = dxw.shape[:2]
