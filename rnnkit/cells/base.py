@@ -135,8 +135,8 @@ class NativeBinding:
     #: whether the loop prepares its input itself: then the engine hands :meth:`forward` (and
     #: :meth:`infer`) x W_ihᵀ + :meth:`Cell.input_bias` without :meth:`Cell.prepare_input`, and
     #: :meth:`backward` returns the gradient of that and the gradients of the parameters
-    #: ``prepare_input`` would have used (the layer-norm LSTM normalizes its input rows inside
-    #: the loop, fused with the gate pass)
+    #: ``prepare_input`` would have used (the layer-norm LSTM and GRU normalize their input
+    #: rows inside the loop, fused with the gate pass)
     prepares_input: bool = False
 
     def __init__(self, cell: Cell):

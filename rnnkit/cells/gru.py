@@ -212,8 +212,8 @@ class GRUCell(Cell):
         return dxw, (dh.add_(dhr),), drec
 
     def native_binding(self) -> NativeBinding | None:
-        """The C++ loop (``rnnkit/cells/native/gru.cpp``) runs both forms, with or without
-        layer norm."""
+        """The C++ loop (``rnnkit/cells/native/gru.cpp``, with layer norm ``gru_ln.cpp``) runs
+        both forms, with or without layer norm."""
         return _NativeGRU(self)
 
     def gate_values(self, cache: tuple) -> dict[str, Tensor]:
@@ -232,31 +232,52 @@ class GRUCell(Cell):
 
 class _NativeGRU(NativeBinding):
     """:class:`GRUCell` on ``gru_forward`` / ``gru_backward`` (``rnnkit/cells/native/gru.cpp``;
-    arguments and named results in ``common.h``). dW_hh from the C++ backward's drec:
+    arguments and named results in ``common.h``) and, with layer norm, on ``gru_ln_forward`` /
+    ``gru_ln_backward`` (``gru_ln.cpp``, ``gru_ln.h``). dW_hh from the C++ backward's drec:
 
         after:  dW_hh = Σ_t drecᵀ hr
         before: dW_h(r,z) = Σ_t drec_(r,z)ᵀ hr,   dW_hn = Σ_t drec_nᵀ (r ⊙ hr)   (aux = r ⊙ hr)
 
-    With layer norm drec is the gradient of the raw GEMM outputs (through the norm), and the
-    C++ backward sums dγ_h = Σ_t d(LN output) ⊙ â and, reset_after, db_hh (the bias is added
-    after the norm) in its loop; b_ih's gradient (and reset_before's b_hh) comes from the
-    input projection's layer norm (:meth:`GRUCell.prepare_input_backward`).
+    With layer norm the loop normalizes the input projection too (:attr:`prepares_input`): it
+    takes the raw x W_ihᵀ and normalizes step t's rows in the gate pass, next to the recurrent
+    GEMM's rows, so the engine's :meth:`GRUCell.prepare_input` (a layer norm over all T·B rows
+    before the loop, its backward after it) does not run. drec is then the gradient of the raw
+    GEMM outputs (through the norms), and the loop sums dγ_x, dγ_h and the biases' gradients
+    (b_ih, and b_hh: reset_after its own sum, as it follows the recurrent norm; reset_before
+    b_ih's, as it is folded into the input's bias) in its gate passes.
     """
 
     cell: GRUCell
 
-    def _gamma(self, p: Params) -> Tensor | None:
-        """γ_h (3H) contiguous with layer norm, else None."""
-        return p["ln_hh_weight"].contiguous() if self.cell.layer_norm else None
+    @property
+    def prepares_input(self) -> bool:  # type: ignore[override]
+        return self.cell.layer_norm
+
+    def _norms(self, p: Params) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """γ_x, γ_h, the input's bias b_x (b_ih, reset_before + b_hh; zeros without bias) and
+        b_hh where it follows the recurrent norm (reset_after with bias, else None)."""
+        cell = self.cell
+        gx = p["ln_ih_weight"].contiguous()
+        if not cell.bias:
+            return gx, p["ln_hh_weight"].contiguous(), torch.zeros_like(gx), None
+        if cell.reset_after:
+            return gx, p["ln_hh_weight"].contiguous(), p["bias_ih"].contiguous(), p["bias_hh"].contiguous()
+        return gx, p["ln_hh_weight"].contiguous(), p["bias_ih"] + p["bias_hh"], None
 
     def forward(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool,
                 keep: bool) -> tuple[Tensor, State, dict[str, Tensor | None]]:
         cell = self.cell
-        b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
-        res = ext.gru_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), b_hh, masks.rmask,
-                              masks.valid, masks.zoneout[0], self._gamma(p), cell.reset_after, reverse, keep)
-        out, h_n = res.pop("out"), res.pop("h")
-        return out, (h_n,), ({"gates": xw, **res} if keep else {})  # xw holds r, z, n
+        if cell.layer_norm:  # xw: the raw x W_ihᵀ, read again by the backward
+            res = ext.gru_ln_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), masks.rmask,
+                                     masks.valid, masks.zoneout[0], *self._norms(p), cell.reset_after, reverse, keep)
+            saved = {"xw": xw, **res}
+        else:  # xw: overwritten with r, z, n
+            b_hh = p["bias_hh"].contiguous() if cell.bias and cell.reset_after else None
+            res = ext.gru_forward(xw, state0[0].contiguous(), p["weight_hh"].contiguous(), b_hh, masks.rmask,
+                                  masks.valid, masks.zoneout[0], cell.reset_after, reverse, keep)
+            saved = {"gates": xw, **res}
+        out, h_n = saved.pop("out"), saved.pop("h")
+        return out, (h_n,), (saved if keep else {})
 
     def infer(self, ext, xw: Tensor, state0: State, p: Params, masks, reverse: bool) -> dict[str, Tensor]:
         """``gru_infer`` (``rnnkit/cells/native/infer.cpp``), both forms; with layer norm the
@@ -279,21 +300,28 @@ class _NativeGRU(NativeBinding):
     def backward(self, ext, saved: dict[str, Tensor | None], dout: Tensor | None, dstate: State, p: Params,
                  masks, reverse: bool) -> tuple[Tensor, State, Params]:
         cell = self.cell
-        res = ext.gru_backward(dout, dstate[0], saved, p["weight_hh"].contiguous(), masks.rmask, masks.valid,
-                               masks.zoneout[0], self._gamma(p), cell.reset_after, reverse)
-        dxw, drec = res["dxw"], res["drec"]  # (T, B, 3H) each
+        w_hh = p["weight_hh"].contiguous()
+        grads: Params = {}
+        if cell.layer_norm:
+            gx, gh, _, b_hh = self._norms(p)
+            res = ext.gru_ln_backward(dout, dstate[0], saved, w_hh, masks.rmask, masks.valid, masks.zoneout[0],
+                                      gx, gh, b_hh, cell.reset_after, reverse)
+            grads.update(ln_ih_weight=res["ln_dgamma_x"], ln_hh_weight=res["ln_dgamma_h"])
+            if cell.bias:
+                grads["bias_ih"] = res["dbias_x"]
+                grads["bias_hh"] = res["dbias_h"] if cell.reset_after else res["dbias_x"].clone()
+        else:
+            res = ext.gru_backward(dout, dstate[0], saved, w_hh, masks.rmask, masks.valid, masks.zoneout[0],
+                                   cell.reset_after, reverse)
+        dxw, drec = res["dxw"], res["drec"]  # (T, B, 3H) each: d(xw), d of the recurrent GEMM outputs
         T, B = dxw.shape[:2]
         H = cell.hidden_size
         dr2 = drec.view(T * B, 3 * H)
         hr2 = saved["hr"].view(T * B, H)
-        grads: Params = {}
         if cell.reset_after:
             grads["weight_hh"] = dr2.t() @ hr2
         else:  # the r,z rows multiply hr, the n rows r ⊙ hr
             grads["weight_hh"] = torch.cat((dr2[:, :2 * H].t() @ hr2, dr2[:, 2 * H:].t() @ saved["aux"].view(T * B, H)))
-        cell.bias_grads(dxw.sum((0, 1)), drec.sum((0, 1)), grads)  # (with layer norm: none here)
-        if cell.layer_norm:
-            grads["ln_hh_weight"] = res["ln_dgamma_h"]
-            if cell.bias and cell.reset_after:
-                grads["bias_hh"] = res["dbias_hh"]
+        if not cell.layer_norm:
+            cell.bias_grads(dxw.sum((0, 1)), drec.sum((0, 1)), grads)
         return dxw, (res["dh0"],), grads

@@ -50,11 +50,11 @@ _SRC = Path(__file__).parent.parent / "cells" / "native"
 #: the C++ sources, compiled in parallel: one per cell family, then the Python module. This
 #: list is all that names them: a new family's file gets its line here.
 SOURCES = [_SRC / "lstm.cpp", _SRC / "gru.cpp", _SRC / "jordan.cpp", _SRC / "indrnn.cpp", _SRC / "infer.cpp",
-           _SRC / "lstm_ln.cpp", _SRC / "minrnn.cpp", _SRC / "qrnn.cpp", _SRC / "s6.cpp",
+           _SRC / "lstm_ln.cpp", _SRC / "gru_ln.cpp", _SRC / "minrnn.cpp", _SRC / "qrnn.cpp", _SRC / "s6.cpp",
            _SRC / "module.cpp"]
 #: the headers they include (``#include "common.h"``: its folder is on the include path)
 HEADERS = [_SRC / "common.h", _SRC / "infer.h", _SRC / "lstm_ln.h", _SRC / "elementwise.h", _SRC / "gemm.h",
-           _SRC / "s6.h"]
+           _SRC / "s6.h", _SRC / "gru_ln.h", _SRC / "pool.h"]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None

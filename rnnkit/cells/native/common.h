@@ -100,38 +100,28 @@ Named lstm_backward(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
                     c10::optional<Tensor> w_hr, c10::optional<Tensor> peep, c10::optional<Tensor> rmask,
                     c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> zc, bool reverse);
 
-// GRU (gru.cpp): rnnkit/cells/gru.py, both forms, with or without layer norm.
+// GRU (gru.cpp): rnnkit/cells/gru.py, both forms (the layer-norm GRU: gru_ln.cpp, gru_ln.h).
 //
 // gru_forward
-//   xw    (T, B, 3H)  x W_ihᵀ + b_ih (reset_before: + b_hh; with layer norm LN(x W_ihᵀ; γ_x)
-//                     + those biases); overwritten with r, z, n
+//   xw    (T, B, 3H)  x W_ihᵀ + b_ih (reset_before: + b_hh); overwritten with r, z, n
 //   h0 (B, H), w_hh (3H, H)
 //   b_hh  (3H) or None: the recurrent bias (reset_after only; reset_before has it in xw)
 //   rmask (B, H), valid (T, B), zh (T, B, H): as above, or None
-//   ln_gamma_h (3H) or None: γ_h, the gain of the recurrent GEMM outputs' layer norm (the
-//                     bias is added after it): reset_after LN(h W_hhᵀ; γ_h) over the 3H of a
-//                     row; reset_before LN(h W_rzᵀ; γ_h[:2H]) and LN((r ⊙ h) W_hnᵀ; γ_h[2H:])
 //   reset_after       true: n = tanh(x_n + r ⊙ (h W_hnᵀ + b_hn)) (cuDNN); false: the 2014 form
 // returns "out" (T, B, H), "h" = h_T (B, H) and, when keep, "hin" (T, B, H) = h_{t-1},
 //   "hr" (T, B, H) = h_{t-1} ⊙ rmask (hin itself without a mask), "aux" (T, B, H) =
-//   reset_after (the normalized) h W_hnᵀ + b_hn, reset_before r ⊙ hr; with layer norm
-//   "ln_xhat_h" (T, B, 3H) = â of the GEMM outputs ([r, z | n]) and "ln_rstd_h" (T, B, 2) =
-//   1/σ (reset_after: of the one 3H row, twice; reset_before: of the r,z part, of the n part).
+//   reset_after h W_hnᵀ + b_hn, reset_before r ⊙ hr.
 Named gru_forward(Tensor xw, Tensor h0, Tensor w_hh, c10::optional<Tensor> b_hh, c10::optional<Tensor> rmask,
-                  c10::optional<Tensor> valid, c10::optional<Tensor> zh, c10::optional<Tensor> ln_gamma_h,
-                  bool reset_after, bool reverse, bool keep);
+                  c10::optional<Tensor> valid, c10::optional<Tensor> zh, bool reset_after, bool reverse, bool keep);
 // gru_backward
 //   dout (T, B, H) or None, dhT (B, H); saved "gates" (T, B, 3H) (the forward's xw), "hin",
-//   "hr", "aux" (T, B, H) and with layer norm "ln_xhat_h", "ln_rstd_h", as the forward
-//   returned them; w_hh, rmask, valid, zh, ln_gamma_h, reset_after, reverse as in the forward
+//   "hr", "aux" (T, B, H), as the forward returned them; w_hh, rmask, valid, zh, reset_after,
+//   reverse as in the forward
 // returns "dxw" (T, B, 3H) = d(xw), "drec" (T, B, 3H) = d of the recurrent GEMM outputs
-//   (reset_after h W_hhᵀ (+ b_hh without layer norm); reset_before the r,z GEMM output and
-//   (r ⊙ hr) W_hnᵀ, without layer norm equal to dxw) and "dh0" (B, H); with layer norm
-//   "ln_dgamma_h" (3H) = Σ d(LN output) ⊙ â and, reset_after, "dbias_hh" (3H) = Σ d(LN(h
-//   W_hhᵀ) + b_hh), both summed in the loop.
+//   (reset_after h W_hhᵀ + b_hh; reset_before equal to dxw) and "dh0" (B, H).
 Named gru_backward(c10::optional<Tensor> dout, Tensor dhT, const Named& saved, Tensor w_hh,
                    c10::optional<Tensor> rmask, c10::optional<Tensor> valid, c10::optional<Tensor> zh,
-                   c10::optional<Tensor> ln_gamma_h, bool reset_after, bool reverse);
+                   bool reset_after, bool reverse);
 
 // Jordan network (jordan.cpp): rnnkit/cells/jordan.py, the recurrence from the previous output.
 //   h = φ(x W_ihᵀ + b + (y ⊙ rmask) W_hhᵀ),   y' = ψ(h W_hoᵀ + b_ho)

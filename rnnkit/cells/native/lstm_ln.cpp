@@ -10,43 +10,10 @@
 // (one 17H row each, in cache) and over the threads at the end.
 
 #include "lstm_ln.h"
-
-#include <mutex>
+#include "pool.h"
 
 namespace rnnkit_native {
 namespace {
-
-// The loop's large results (the kept gates and recurrent rows, the two gradients) come from
-// buffers kept between calls. A fresh tensor of tens of megabytes is mapped from the OS page
-// by page on first touch (glibc serves blocks over 32 MB with mmap, new every time), which
-// costs about as much as a pass of arithmetic over it (the engine's pool does the same for
-// the input projection: rnnkit/engine/bptt.py, _BufferPool). A kept buffer is handed out
-// again only when nothing else refers to its tensor or its storage (autograd has released
-// the step that used it); at most kPoolSize are kept, an unused one of another shape is
-// replaced when full.
-constexpr size_t kPoolSize = 16;
-
-Tensor pooled_empty(at::IntArrayRef shape, const at::TensorOptions& opts) {
-  static std::mutex mu;
-  static auto* kept = new std::vector<Tensor>();  // never destroyed: no tensor freed at exit
-  std::lock_guard<std::mutex> lock(mu);
-  auto unused = [](const Tensor& t) { return t.use_count() == 1 && t.storage().use_count() == 1; };
-  for (const Tensor& t : *kept) {
-    if (t.sizes() == shape && t.scalar_type() == opts.dtype().toScalarType() && unused(t)) return t;
-  }
-  Tensor fresh = at::empty(shape, opts);
-  if (kept->size() < kPoolSize) {
-    kept->push_back(fresh);
-  } else {
-    for (Tensor& t : *kept) {
-      if (unused(t)) {
-        t = fresh;
-        break;
-      }
-    }
-  }
-  return fresh;
-}
 
 // The per-row statistics kept per step: μ, 1/σ of the input row, of the recurrent row, of c'.
 constexpr int64_t kStats = 6;

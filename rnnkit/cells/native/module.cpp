@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "elementwise.h"
+#include "gru_ln.h"
 #include "infer.h"
 #include "lstm_ln.h"
 #include "s6.h"
@@ -18,6 +19,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_ln_backward", &lstm_ln_backward, "layer-norm LSTM time loop, backward");
   m.def("gru_forward", &gru_forward, "GRU time loop, forward");
   m.def("gru_backward", &gru_backward, "GRU time loop, backward");
+  m.def("gru_ln_forward", &gru_ln_forward, "layer-norm GRU time loop, forward");
+  m.def("gru_ln_backward", &gru_ln_backward, "layer-norm GRU time loop, backward");
   m.def("jordan_forward", &jordan_forward, "Jordan network time loop, forward");
   m.def("jordan_backward", &jordan_backward, "Jordan network time loop, backward");
   m.def("indrnn_forward", &indrnn_forward, "IndRNN time loop, forward");
