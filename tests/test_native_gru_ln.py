@@ -14,7 +14,6 @@ import rnnkit
 from rnnkit.cells.gru import GRUCell
 from rnnkit.engine import native
 
-from . import needs
 from .cases import graph_nodes
 
 T, B, I, H = 7, 4, 5, 6
@@ -28,11 +27,7 @@ OPTIONS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _native_loops_built():
-    """Skips where the extension cannot be built (no compiler), with the reason; fails under CI."""
-    if not native.available():
-        needs.missing(f"the native extension could not be built here: {native.status().reason}")
+pytestmark = pytest.mark.usefixtures("native_loops_built")
 
 
 @pytest.fixture

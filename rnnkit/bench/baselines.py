@@ -135,14 +135,22 @@ class LoopLSTM(_LoopBase):
 
 class LoopGRU(_LoopBase):
     """The GRU of torch.nn.GRU (reset gate after the recurrent product) or the original
-    form of Cho et al. 2014 (``reset_after=False``: reset gate before it)."""
+    form of Cho et al. 2014 (``reset_after=False``: reset gate before it); with
+    ``layer_norm`` rnnkit's layer-norm GRU (gain-only norms of the input and the recurrent
+    projections, the biases after them; reset-before normalizes the r, z block and the n
+    block separately and adds b_hh to the input's bias)."""
 
-    def __init__(self, input_size: int, hidden_size: int, reset_after: bool = True):
+    def __init__(self, input_size: int, hidden_size: int, reset_after: bool = True, layer_norm: bool = False):
         super().__init__(input_size, hidden_size, 3)
-        self.reset_after = reset_after
+        self.reset_after, self.layer_norm = reset_after, layer_norm
+        if layer_norm:
+            self.ln_ih_weight_l0 = nn.Parameter(torch.ones(3 * hidden_size))
+            self.ln_hh_weight_l0 = nn.Parameter(torch.ones(3 * hidden_size))
         self.reset_parameters()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.layer_norm:
+            return self._forward_layer_norm(x)
         T, B, _ = x.shape
         H = self.hidden_size
         h = x.new_zeros(B, H)
@@ -158,6 +166,27 @@ class LoopGRU(_LoopBase):
                 n = torch.tanh(F.linear(x[t], w_in, b_in) + r * F.linear(h, w_hn, b_hn))
             else:
                 n = torch.tanh(F.linear(x[t], w_in, b_in) + F.linear(r * h, w_hn, b_hn))
+            h = (1 - z) * n + z * h
+            outputs.append(h)
+        return torch.stack(outputs), h
+
+    def _forward_layer_norm(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        T, B, _ = x.shape
+        H = self.hidden_size
+        h = x.new_zeros(B, H)
+        w_hh, g_hh = self.weight_hh_l0, self.ln_hh_weight_l0
+        b_x = self.bias_ih_l0 if self.reset_after else self.bias_ih_l0 + self.bias_hh_l0
+        outputs = []
+        for t in range(T):
+            a_x = F.layer_norm(F.linear(x[t], self.weight_ih_l0), (3 * H,), self.ln_ih_weight_l0) + b_x
+            if self.reset_after:
+                rec = F.layer_norm(F.linear(h, w_hh), (3 * H,), g_hh) + self.bias_hh_l0
+                r, z = torch.sigmoid(a_x[:, : 2 * H] + rec[:, : 2 * H]).chunk(2, 1)
+                n = torch.tanh(a_x[:, 2 * H :] + r * rec[:, 2 * H :])
+            else:
+                rz = F.layer_norm(F.linear(h, w_hh[: 2 * H]), (2 * H,), g_hh[: 2 * H])
+                r, z = torch.sigmoid(a_x[:, : 2 * H] + rz).chunk(2, 1)
+                n = torch.tanh(a_x[:, 2 * H :] + F.layer_norm(F.linear(r * h, w_hh[2 * H :]), (H,), g_hh[2 * H :]))
             h = (1 - z) * n + z * h
             outputs.append(h)
         return torch.stack(outputs), h

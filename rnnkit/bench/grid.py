@@ -106,6 +106,7 @@ VARIANTS = {v.name: v for v in (
     Variant("lstm-zoneout", "lstm", {"zoneout": 0.1}),
     Variant("lstm-proj", "lstm", {"proj_size": -2}, native="LSTM"),  # proj_size = H / 2
     Variant("gru-reset-before", "gru", {"reset_after": False}),
+    Variant("gru-layernorm", "gru", {"layer_norm": True}),
 )}
 QUICK_VARIANTS = ("rnn", "lstm", "gru")
 
