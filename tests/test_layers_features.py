@@ -129,6 +129,33 @@ def test_zoneout_mask_follows_the_seed_and_rate_zero_keeps_nothing():
     assert recurrent.zoneout_mask((4, 3, 5), 0.0, torch.float32).abs().sum() == 0
 
 
+
+@pytest.mark.parametrize("rates", [(0.1, 0.1), (0.1, 0.3), (0.0, 0.2)])
+def test_zoneout_draws_the_entries_that_share_a_rate_as_one_mask(monkeypatch, rates):
+    """h and c under one rate come from one zoneout_masks draw split into contiguous views
+    (the same entries as one zoneout_mask over both, from the same seed); each rate gets its
+    own draw, in the entries' order, and a rate of 0 draws nothing."""
+    drawn = []
+    real = recurrent.zoneout_masks
+
+    def spy(shapes, rate, dtype, device="cpu"):
+        drawn.append((list(shapes), rate))
+        return real(shapes, rate, dtype, device)
+
+    monkeypatch.setattr(recurrent, "zoneout_masks", spy)
+    layer = rnnkit.LSTM(3, 5, proj_size=4, zoneout=rates)
+    opts = layer._loop_options(0, 0, torch.randn(6, 2, 3), None)
+    wanted = [([(6, 2, s) for s, r in zip((4, 5), rates) if r == rate], rate)
+              for rate in dict.fromkeys(r for r in rates if r)]
+    assert drawn == wanted
+    for mask, rate, size in zip(opts.zoneout, rates, (4, 5)):
+        assert (mask is None) if not rate else (mask.shape == (6, 2, size) and mask.is_contiguous())
+    torch.manual_seed(7)
+    h, c = real([(6, 2, 4), (6, 2, 5)], 0.3, torch.float64)
+    torch.manual_seed(7)
+    flat = recurrent.zoneout_mask((6 * 2 * 9,), 0.3, torch.float64)
+    torch.testing.assert_close(torch.cat([h.flatten(), c.flatten()]), flat, rtol=0, atol=0)
+
 # -- Jordan -------------------------------------------------------------------------------------
 def test_jordan_teacher_forcing_with_own_outputs_equals_free_running():
     layer = rnnkit.Jordan(3, 5, 2)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers.recurrent import zoneout_mask
+from ..layers.recurrent import zoneout_masks
 
 
 class _LoopBase(nn.Module):
@@ -44,10 +44,10 @@ class _LoopBase(nn.Module):
         keep = 1.0 - rate
         return torch.bernoulli(torch.full((B, R), keep, dtype=like.dtype, device=like.device)) / keep
 
-    def _zoneout_mask(self, T: int, B: int, size: int, rate: float, like: Tensor) -> Tensor | float:
-        if self.training:  # drawn as rnnkit draws it (the same masks from the same seed)
-            return zoneout_mask((T, B, size), rate, like.dtype, like.device)
-        return rate
+    def _zoneout_masks(self, T: int, sizes: tuple[int, ...], rate: float, like: Tensor) -> list[Tensor] | list[float]:
+        if self.training:  # drawn as rnnkit draws them (the same masks from the same seed)
+            return zoneout_masks([(T, like.shape[1], size) for size in sizes], rate, like.dtype, like.device)
+        return [rate] * len(sizes)
 
 
 class LoopRNN(_LoopBase):
@@ -98,8 +98,7 @@ class LoopLSTM(_LoopBase):
         h, c = x.new_zeros(B, R), x.new_zeros(B, H)
         mask = self._dropout_mask(B, R, self.recurrent_dropout, x)
         if self.zoneout:
-            zh = self._zoneout_mask(T, B, R, self.zoneout, x)
-            zc = self._zoneout_mask(T, B, H, self.zoneout, x)
+            zh, zc = self._zoneout_masks(T, (R, H), self.zoneout, x)
         outputs = []
         for t in range(T):
             h_in = h if mask is None else h * mask

@@ -135,12 +135,23 @@ def zoneout_mask(shape: tuple[int, ...], rate: float, dtype: torch.dtype,
     while start < n:
         m = _gaps_to_draw(n - start, p)
         u = torch.rand(m, dtype=torch.float64, device=device)
-        steps = torch.log1p(-u).div_(log_keep).floor_().add_(1.0)  # G + 1: from one hit to the next
+        # log(1 - U): 1 - U is exact for a float64 U in [0, 1), and log is cheaper than log1p
+        steps = u.neg_().add_(1.0).log_().div_(log_keep).floor_().add_(1.0)  # G + 1: from one hit to the next
         pos = steps.cumsum_(0).add_(start - 1)  # (m,) the hits' positions, increasing (exact integers)
         k = int(torch.searchsorted(pos, float(n)))  # how many fall inside the mask
-        mask[pos[:k].long()] = hit
+        mask.index_fill_(0, pos[:k].long(), hit)
         start = n if k < m else int(pos[-1]) + 1
     return mask.view(shape)
+
+
+def zoneout_masks(shapes: Sequence[tuple[int, ...]], rate: float, dtype: torch.dtype,
+                  device: torch.device | str = "cpu") -> list[Tensor]:
+    """One :func:`zoneout_mask` per shape in ``shapes``, all with ``rate``, drawn as one mask
+    and split (each a contiguous view): the entries are independent whatever the split, and
+    one draw of the gaps costs less than one per state entry (the LSTM's h and c masks)."""
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = zoneout_mask((sum(sizes),), rate, dtype, device)
+    return [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
 
 
 def _gaps_to_draw(left: int, p: float) -> int:
@@ -464,14 +475,17 @@ class Recurrent(nn.Module):
             R = self.cell.output_size
             opts.rmask = torch.bernoulli(torch.full((B, R), keep, dtype=x.dtype, device=x.device)) / keep
         if any(self.zoneout):
-            masks = []
-            for rate, size in zip(self.zoneout, self.cell.state_sizes()):
-                if not rate:
-                    masks.append(None)
-                elif self.training:
-                    masks.append(zoneout_mask((T, B, size), rate, x.dtype, x.device))
+            masks: list[Tensor | None] = [None] * len(self.zoneout)
+            sizes = self.cell.state_sizes()
+            for rate in dict.fromkeys(r for r in self.zoneout if r):  # in the entries' order
+                entries = [k for k, r in enumerate(self.zoneout) if r == rate]
+                if self.training:  # the entries with one rate: one draw (zoneout_masks)
+                    drawn = zoneout_masks([(T, B, sizes[k]) for k in entries], rate, x.dtype, x.device)
                 else:
-                    masks.append(torch.full((1, 1, 1), rate, dtype=x.dtype, device=x.device).expand(T, B, size))
+                    full = torch.full((1, 1, 1), rate, dtype=x.dtype, device=x.device)
+                    drawn = [full.expand(T, B, sizes[k]) for k in entries]
+                for k, mask in zip(entries, drawn):
+                    masks[k] = mask
             opts.zoneout = masks
         if self._observe is not None:
             observe, key = self._observe, f"l{layer}" + ("_reverse" if d else "")

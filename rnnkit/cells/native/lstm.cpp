@@ -217,25 +217,9 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
     const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
     T* dhw = dh_all.data_ptr<T>() + (PROJ ? offp : 0);
-    // 1. the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙ mask), the
-    //    output, zoneout (z ⊙ d(new) goes straight to the previous state) and lengths
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t r = b * P, rc = b * H;
-      const T v = vd ? vd[t * B + b] : T(1);
-      if (!state_row_backward(dhw + r, dhp + r, dhg + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
-                              zh_t ? zh_t + r : nullptr, v, P)) {
-        continue;  // past its length: dcp keeps dc as it is
-      }
-      state_row_backward(dcw + rc, dcp + rc, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
-                         static_cast<const T*>(nullptr), zc_t ? zc_t + rc : nullptr, T(1), H);
-    }
-    // 2. through the projection: d(o ⊙ tanh(...)) = dh W_hr
-    const T* dhc = dhw;
-    if (PROJ) {
-      dhf.zero_();
-      step_gemm<T>(dhf.data_ptr<T>(), dhw, *w_hr, B, P, H, opts);
-      dhc = dhf.data_ptr<T>();
-    }
+    // 1, 2. the gradients reaching the new state, then through the projection
+    const T* dhc = lstm_state_backward<T>(dhw, dhp, dhg, dcw, dcp, rm, do_t, zh_t, zc_t, vd ? vd + t * B : nullptr,
+                                          dhf, w_hr, B, P, H, opts);
     // 3. the cell
     at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
