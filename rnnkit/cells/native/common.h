@@ -337,25 +337,6 @@ RNNKIT_INLINE void row_moments(const T* __restrict a, int64_t n, T& mean, T& rst
   rstd = T(1) / std::sqrt(var + T(1e-5));
 }
 
-// The layer norm's backward for one row: da = (ĝ - mean(ĝ) - â ⊙ mean(ĝ ⊙ â)) / σ with
-// ĝ = γ ⊙ dy (both row sums in one pass), and dy ⊙ â added into acc_gamma, the row's running
-// sum of dγ. da may be dy itself (in place).
-template <typename T>
-RNNKIT_INLINE void ln_row_backward(const T* dy, const T* __restrict gamma, const T* __restrict xhat, T rstd,
-                                   T* da, T* __restrict acc_gamma, int64_t n) {
-  T s1 = T(0), s2 = T(0);
-#pragma omp simd reduction(+ : s1, s2)
-  for (int64_t j = 0; j < n; ++j) {
-    const T gh = gamma[j] * dy[j];
-    acc_gamma[j] += dy[j] * xhat[j];
-    s1 += gh;
-    s2 += gh * xhat[j];
-  }
-  s1 /= T(n);
-  s2 /= T(n);
-  for (int64_t j = 0; j < n; ++j) da[j] = (gamma[j] * dy[j] - s1 - xhat[j] * s2) * rstd;
-}
-
 // The entry points' argument checks.
 inline void check(const Tensor& t, const char* name, const Tensor& like) {
   TORCH_CHECK(t.is_contiguous(), "rnnkit native loop: ", name, " must be contiguous");
