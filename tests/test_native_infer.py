@@ -37,6 +37,29 @@ def _count(monkeypatch, cls, method):
     return calls
 
 
+def _count_handed(monkeypatch, cls):
+    """A list that gets one entry per call of ``cls.library_infer`` that took the call (handed it
+    to the library kernel) rather than declining it."""
+    handed = []
+    real = cls.library_infer
+
+    def counting(*args, **kwargs):
+        res = real(*args, **kwargs)
+        if res is not None:
+            handed.append(1)
+        return res
+
+    monkeypatch.setattr(cls, "library_infer", counting)
+    return handed
+
+
+def _handed_to_torch(ours_cls, options, dtype) -> bool:
+    """Whether torch's own LSTM runs this configuration (``_NativeLSTM.library_infer``): the plain
+    LSTM in float32 (on oneDNN) and float64, without projection or lengths."""
+    return ours_cls is rnnkit.LSTM and not options.get("proj_size") and (
+        dtype == torch.float64 or torch.backends.mkldnn.is_available())
+
+
 def _tol(dtype):
     return {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
 
@@ -76,11 +99,14 @@ def test_forward_only_loop_equals_torch_nn(monkeypatch, ours_cls, twin_cls, opti
         h0 = torch.randn(L * D, B, P, dtype=dtype)
         state = (h0, torch.randn(L * D, B, H, dtype=dtype)) if ours_cls is rnnkit.LSTM else h0
     calls = _count(monkeypatch, BINDINGS[ours_cls], "infer")
+    handed = _count_handed(monkeypatch, BINDINGS[ours_cls])
     trained = _count(monkeypatch, native._Native, "forward")
     with torch.no_grad():
         want = _flat(twin(x, state))
         got = _flat(ours(x, state))
-    assert len(calls) == L * D and not trained  # the forward-only loop, once per layer and direction
+    # torch's own LSTM or the forward-only loop, once per layer and direction; never the training loop
+    by_torch = _handed_to_torch(ours_cls, options, dtype)
+    assert (len(handed), len(calls)) == ((L * D, 0) if by_torch else (0, L * D)) and not trained
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **_tol(dtype))
 
@@ -97,10 +123,11 @@ def test_forward_only_loop_with_packed_sequences_equals_torch_nn(monkeypatch, ou
     x = torch.randn(T, B, I, dtype=dtype)
     packed = pack_padded_sequence(x, torch.tensor([7, 2, 5, 1]), enforce_sorted=False)
     calls = _count(monkeypatch, BINDINGS[ours_cls], "infer")
+    handed = _count_handed(monkeypatch, BINDINGS[ours_cls])
     with torch.no_grad():
         out_w, state_w = twin(packed)
         out_g, state_g = ours(packed)
-    assert len(calls) == 4
+    assert len(calls) == 4 and not handed  # lengths: the native loop (torch's packed LSTM is slower)
     torch.testing.assert_close(pad_packed_sequence(out_g)[0], pad_packed_sequence(out_w)[0], **_tol(dtype))
     for a, b in zip(_flat((out_g.data, state_g))[1:], _flat((out_w.data, state_w))[1:]):
         torch.testing.assert_close(a, b, **_tol(dtype))
@@ -130,6 +157,7 @@ def test_forward_only_loop_equals_the_python_loop(monkeypatch, cls, options, use
     x = torch.randn(T, B, I, dtype=dtype)
     lengths = torch.tensor([7, 3, 5, 1]) if use_lengths else None
     calls = _count(monkeypatch, BINDINGS[cls], "infer")
+    handed = _count_handed(monkeypatch, BINDINGS[cls])
 
     def run():
         torch.manual_seed(5)  # the same dropout / zoneout masks on both paths
@@ -138,7 +166,8 @@ def test_forward_only_loop_equals_the_python_loop(monkeypatch, cls, options, use
 
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
     got = run()
-    assert len(calls) == layer.num_layers * (2 if layer.bidirectional else 1)
+    # the variants torch.nn lacks run the native loop, never torch's LSTM
+    assert len(calls) == layer.num_layers * (2 if layer.bidirectional else 1) and not handed
     monkeypatch.setenv("RNNKIT_NATIVE", "0")
     want = run()
     tol = {"rtol": 1e-4, "atol": 1e-5} if options.get("layer_norm") else {"rtol": 1e-5, "atol": 2e-6}
@@ -152,7 +181,10 @@ def test_forward_only_loop_runs_only_when_no_gradient_is_needed(monkeypatch, cls
     monkeypatch.setenv("RNNKIT_NATIVE", "1")
     layer = cls(I, H)
     x = torch.randn(T, B, I)
-    calls = _count(monkeypatch, BINDINGS[cls], "infer")
+    # the forward-only path: the plain LSTM's is torch's own LSTM, the others' the native loop
+    calls = _count_handed(monkeypatch, BINDINGS[cls]) if cls is rnnkit.LSTM else _count(monkeypatch, BINDINGS[cls],
+                                                                                         "infer")
+    trained = _count(monkeypatch, native._Native, "forward")
     out, _ = layer(x)  # the parameters need their gradients
     assert not calls and out.requires_grad
     out, _ = layer(x.requires_grad_())
@@ -169,6 +201,60 @@ def test_forward_only_loop_runs_only_when_no_gradient_is_needed(monkeypatch, cls
     assert len(calls) == 2 and out.requires_grad
     out.sum().backward()
     assert h0.grad is not None and h0.grad.abs().sum() > 0
+    assert len(trained) == (3 if cls is not rnnkit.RNN else 0)  # the Elman cell trains on the Python loop
+
+
+HANDED_LAYOUTS = [
+    {}, {"num_layers": 2, "bidirectional": True}, {"batch_first": True}, {"bias": False},
+    {"num_layers": 3, "bidirectional": True, "batch_first": True},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", HANDED_LAYOUTS)
+@pytest.mark.parametrize("given_state", [False, True])
+def test_lstm_handed_to_torch_equals_the_native_loop(monkeypatch, layout, dtype, given_state):
+    """The plain LSTM's forward-only call goes to torch's own LSTM (oneDNN's in float32): the
+    same numbers as the native forward-only loop (``lstm_infer``) with the same weights, which
+    runs when the hand-over is turned off, and the same as torch.nn.LSTM."""
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    torch.manual_seed(3)
+    ours = rnnkit.LSTM(I, H, **layout).to(dtype).eval()
+    twin = torch.nn.LSTM(I, H, **layout).to(dtype).eval()
+    twin.load_state_dict(ours.state_dict())
+    x = torch.randn((B, T, I) if layout.get("batch_first") else (T, B, I), dtype=dtype)
+    D, L = 2 if layout.get("bidirectional") else 1, layout.get("num_layers", 1)
+    state = (torch.randn(L * D, B, H, dtype=dtype), torch.randn(L * D, B, H, dtype=dtype)) if given_state else None
+    calls = _count(monkeypatch, _NativeLSTM, "infer")
+    handed = _count_handed(monkeypatch, _NativeLSTM)
+    with torch.no_grad():
+        got = _flat(ours(x, state))
+        assert (len(handed), len(calls)) == (L * D, 0)
+        with monkeypatch.context() as m:  # the hand-over off: the native loop
+            m.setattr(_NativeLSTM, "library_infer", lambda *args: None)
+            loop = _flat(ours(x, state))
+        assert (len(handed), len(calls)) == (L * D, L * D)
+        want = _flat(twin(x, state))
+    for a, b, c in zip(got, loop, want):
+        torch.testing.assert_close(a, b, **_tol(dtype))
+        torch.testing.assert_close(a, c, **_tol(dtype))
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch.backends.mkldnn.flags
+def test_lstm_runs_the_native_loop_where_torch_would_not_use_onednn(monkeypatch):
+    """float32 without oneDNN: torch's LSTM is its slower generic loop, so the native loop runs."""
+    monkeypatch.setenv("RNNKIT_NATIVE", "1")
+    layer = rnnkit.LSTM(I, H).eval()
+    x = torch.randn(T, B, I)
+    calls = _count(monkeypatch, _NativeLSTM, "infer")
+    handed = _count_handed(monkeypatch, _NativeLSTM)
+    with torch.no_grad():
+        with torch.backends.mkldnn.flags(enabled=False):
+            off = layer(x)[0]
+        assert (len(handed), len(calls)) == (0, 1)
+        on = layer(x)[0]
+    assert len(handed) == (1 if torch.backends.mkldnn.is_available() else 0)
+    torch.testing.assert_close(on, off, **_tol(torch.float32))
 
 
 def test_the_elman_cell_trains_on_the_python_loop(monkeypatch):

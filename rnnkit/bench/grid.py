@@ -683,11 +683,11 @@ LIMITS = {
                 "work. loop÷: where the step is GEMM-bound (large batch and hidden "
                 "sizes) the plain loop spends most of its time in the same GEMMs, so no implementation can "
                 "be 3× faster than it; the 3× is reachable only where per-step overhead dominates.",
-    "inference": "the forward-only native loop (infer.cpp) keeps nothing and fuses the gate math, but still "
-                 "makes one BLAS GEMM per step for the recurrent product, which at 8–32 rows is dominated "
-                 "by the call's set-up, against oneDNN's fused LSTM inference with weights prepacked once "
-                 "for all steps (the float32 loop packs the weight once with MKL where available; the "
-                 "remaining gap is the per-step GEMM).",
+    "inference": "the plain LSTM's inference runs torch.nn.LSTM's own kernel (oneDNN's fused LSTM, handed "
+                 "over by its binding), so its ratio is 1.0 up to rnnkit's Python (under 1% of a call) and "
+                 "the machine's noise, which puts a single round on either side; the GRU, the RNN and the "
+                 "LSTM's variants run the forward-only native loops (infer.cpp), whose per-step recurrent "
+                 "BLAS GEMM at 8–32 rows is slower than oneDNN's with its prepacked weights.",
     "generation": "a cell option without a native step (layer norm, zoneout, bidirectional, Jordan) runs the "
                   "whole layer on a 1-step sequence per character: the layer's argument handling and the "
                   "engine's set-up run per character, against torch.nn's one fused C++ call; the native "

@@ -35,8 +35,10 @@ runs the Python loop), else a :class:`NativeBinding` that calls the family's ent
 and assembles its parameter gradients. The engine (:mod:`rnnkit.engine.native`) does the
 rest, the same for every family: the input projection, the masks of the loop options,
 saving the tensors the binding names, the double backward and dx, dW_ih. When no gradient
-is needed it calls the binding's forward-only :meth:`NativeBinding.infer` instead, and
-generation runs a whole stack one step at a time through :meth:`NativeBinding.step_layer`.
+is needed it calls the binding's forward-only :meth:`NativeBinding.infer` instead (or, where
+the binding hands the call to a library kernel that computes it exactly,
+:meth:`NativeBinding.library_infer`), and generation runs a whole stack one step at a time
+through :meth:`NativeBinding.step_layer`.
 """
 
 from __future__ import annotations
@@ -152,6 +154,16 @@ class NativeBinding:
         with a leaner loop for some of its options overrides this."""
         out, state_n, _ = self.forward(ext, xw, state0, p, masks, reverse, False)
         return {"out": out, **dict(zip(self.cell.state_names, state_n))}
+
+    def library_infer(self, x: Tensor, state0: State, p: Params, masks,
+                      reverse: bool) -> tuple[Tensor, State] | None:
+        """A library's fused kernel that computes this forward-only call exactly, input
+        projection included, or None (the default: then :meth:`infer` runs). Asked first, for a
+        call that needs no gradient; x: (T, B, I) (not projected), state0: (B, S_k) each.
+        Returns out (T, B, R) and the final state. A family overrides this where a library
+        kernel is measured faster than its own loop for some of its options (the LSTM hands
+        torch.nn.LSTM's configurations to ``torch.lstm``)."""
+        return None
 
     def step_layer(self, p: Params) -> tuple[str, list[Tensor | None]] | None:
         """This layer as one layer of the extension's ``StackStep`` (one generation step of a

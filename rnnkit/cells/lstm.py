@@ -282,6 +282,31 @@ class _NativeLSTM(NativeBinding):
         zh, zc = masks.zoneout
         return ext.lstm_infer(xw, h0, c0, w_hh, w_hr, peep, masks.rmask, masks.valid, zh, zc, reverse)
 
+    def library_infer(self, x: Tensor, state0: State, p: Params, masks,
+                      reverse: bool) -> tuple[Tensor, State] | None:
+        """torch's own LSTM (``torch._VF.lstm``, what ``torch.nn.LSTM`` calls) for the options it
+        computes with the same equations and weight layout (gate order i, f, g, o): no
+        peepholes, projection or layer norm, no recurrent dropout, zoneout or lengths. It runs
+        where it was measured faster than ``lstm_infer`` (docs/performance.md): float32 on
+        oneDNN's fused LSTM (weights packed once for all steps; torch uses it when
+        ``torch.backends.mkldnn`` is available and enabled) and float64 (ATen's loop). The
+        reverse direction runs it on the time-reversed input. With projection or lengths
+        torch's own loop is the slower one, and ``lstm_infer`` runs. Under a Python dispatch
+        mode (``rnnkit bench``'s record of the products) ``lstm_infer`` runs too: its products
+        go through the dispatcher there, oneDNN's would be invisible."""
+        cell = self.cell
+        if (cell.peephole or cell.proj_size or cell.layer_norm or masks.rmask is not None or masks.valid is not None
+                or any(z is not None for z in masks.zoneout) or torch._C._len_torch_dispatch_stack()):
+            return None
+        if x.dtype != torch.float64 and not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return None
+        h0, c0 = state0
+        weights = [p["weight_ih"], p["weight_hh"]] + ([p["bias_ih"], p["bias_hh"]] if cell.bias else [])
+        xs = x.flip(0) if reverse else x  # (T, B, I)
+        out, h_n, c_n = torch._VF.lstm(xs, (h0.unsqueeze(0), c0.unsqueeze(0)), weights, cell.bias, 1, 0.0,
+                                       False, False, False)
+        return (out.flip(0) if reverse else out), (h_n[0], c_n[0])
+
     def step_layer(self, p: Params) -> tuple[str, list[Tensor | None]] | None:
         cell = self.cell
         if cell.layer_norm:

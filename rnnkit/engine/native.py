@@ -292,11 +292,15 @@ def infer(binding: NativeBinding, ext: ModuleType, x: Tensor, state0: State, p: 
     """One direction of one layer on the forward-only loop (:meth:`NativeBinding.infer`), for
     a call that needs no gradient: no autograd Function, nothing kept for a backward; the
     input projection (one GEMM over all T·B rows) goes into a pooled buffer that the loop
-    overwrites with its gates and that goes back to the pool at the end."""
+    overwrites with its gates and that goes back to the pool at the end. The binding is asked
+    first whether a library kernel computes the call (:meth:`NativeBinding.library_infer`)."""
     with torch.no_grad():
+        masks = native_masks(opts, x, tuple(s.shape[-1] for s in state0))
+        handed = binding.library_infer(x, state0, p, masks, opts.reverse)
+        if handed is not None:
+            return handed
         xw, _ = _input_projection(binding.cell, x, p, prepare=not binding.prepares_input)  # (T, B, G)
         xw = xw.contiguous()
-        masks = native_masks(opts, x, tuple(s.shape[-1] for s in state0))
         res = binding.infer(ext, xw, tuple(s.contiguous() for s in state0), p, masks, opts.reverse)
     _POOL.give([xw if xw._base is None else xw._base])
     return res["out"], tuple(res[name] for name in binding.cell.state_names)
