@@ -10,28 +10,21 @@
 #include <ATen/ops/empty_like.h>
 
 #include "gemm.h"
+#include "lstm_gates.h"
 
 namespace rnnkit_native {
 namespace {
 
 // One LSTM row: g (4H) the pre-activations without the peepholes, c the previous cell
-// state; writes c' and h = o ⊙ tanh(c'). Branch-free (PEEP a template argument) so that it
-// vectorizes, as lstm.cpp's forward_row.
+// state; writes c' and h = o ⊙ tanh(c') (the gate math of lstm_gates.h, as lstm.cpp's
+// forward_row). Branch-free (PEEP a template argument) so that it vectorizes.
 template <typename T, bool PEEP>
 inline void lstm_row(const T* __restrict g, const T* __restrict c, const T* __restrict pp, T* __restrict cn_out,
                      T* __restrict h_out, int64_t H) {
   for (int64_t j = 0; j < H; ++j) {
-    const T c_prev = c[j];
-    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
-    if (PEEP) {
-      ai += pp[j] * c_prev;
-      af += pp[H + j] * c_prev;
-    }
-    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
-    const T cn = f * c_prev + i * gg;
-    if (PEEP) ao += pp[2 * H + j] * cn;
-    cn_out[j] = cn;
-    h_out[j] = sigmoid(ao) * tanh_f(cn);
+    const LstmUnit<T> u = lstm_unit<T, PEEP>(g[j], g[H + j], g[2 * H + j], g[3 * H + j], c[j], pp, H, j);
+    cn_out[j] = u.c;
+    h_out[j] = u.o * tanh_f(u.c);
   }
 }
 

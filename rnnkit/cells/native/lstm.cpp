@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "gemm.h"
+#include "lstm_gates.h"
 
 namespace rnnkit_native {
 namespace {
@@ -14,24 +15,15 @@ namespace {
 template <typename T, bool PEEP>
 inline void forward_row(T* __restrict g, const T* __restrict c, const T* __restrict pp, T* __restrict cn_out,
                         T* __restrict tc_out, T* __restrict h_out, int64_t H) {
-  // (the gate math is written out here and in lstm_ln.cpp rather than shared through a
-  // helper: GCC vectorizes these loops only with the stores to g in the loop body itself)
+  // (the gate math is lstm_gates.h's, inlined; GCC vectorizes this loop only with the stores
+  // to g in the loop body itself; lstm_ln.cpp's normalized form is written out there)
   for (int64_t j = 0; j < H; ++j) {
-    const T c_prev = c[j];
-    T ai = g[j], af = g[H + j], ao = g[3 * H + j];
-    if (PEEP) {
-      ai += pp[j] * c_prev;
-      af += pp[H + j] * c_prev;
-    }
-    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(g[2 * H + j]);
-    const T cn = f * c_prev + i * gg;
-    if (PEEP) ao += pp[2 * H + j] * cn;
-    const T o = sigmoid(ao);
-    const T tcv = tanh_f(cn);
-    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = o;
-    cn_out[j] = cn;
+    const LstmUnit<T> u = lstm_unit<T, PEEP>(g[j], g[H + j], g[2 * H + j], g[3 * H + j], c[j], pp, H, j);
+    const T tcv = tanh_f(u.c);
+    g[j] = u.i; g[H + j] = u.f; g[2 * H + j] = u.g; g[3 * H + j] = u.o;
+    cn_out[j] = u.c;
     tc_out[j] = tcv;
-    h_out[j] = o * tcv;
+    h_out[j] = u.o * tcv;
   }
 }
 
