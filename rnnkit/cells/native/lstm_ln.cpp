@@ -10,6 +10,8 @@
 // (one 17H row each, in cache) and over the threads at the end.
 
 #include "lstm_ln.h"
+
+#include "lstm_gates.h"
 #include "pool.h"
 
 namespace rnnkit_native {
@@ -33,35 +35,25 @@ inline void forward_row(const T* __restrict xw, const T* __restrict rec, const T
   row_moments(rec, 4 * H, mh, rh);
   T Kc;
   {
-    T ai = gam_x[0] * ((xw[0] - mx) * rx) + gam_h[0] * ((rec[0] - mh) * rh) + bias[0];
-    T af = gam_x[H] * ((xw[H] - mx) * rx) + gam_h[H] * ((rec[H] - mh) * rh) + bias[H];
+    const T ai = gam_x[0] * ((xw[0] - mx) * rx) + gam_h[0] * ((rec[0] - mh) * rh) + bias[0];
+    const T af = gam_x[H] * ((xw[H] - mx) * rx) + gam_h[H] * ((rec[H] - mh) * rh) + bias[H];
     const T ag = gam_x[2 * H] * ((xw[2 * H] - mx) * rx) + gam_h[2 * H] * ((rec[2 * H] - mh) * rh) + bias[2 * H];
-    if (PEEP) {
-      ai += pp[0] * c[0];
-      af += pp[H] * c[0];
-    }
-    Kc = sigmoid(af) * c[0] + sigmoid(ai) * tanh_f(ag);
+    Kc = lstm_unit<T, PEEP>(ai, af, ag, T(0), c[0], pp, H, 0).c;
   }
   T s1 = T(0), s2 = T(0);
 #pragma omp simd reduction(+ : s1, s2)
   for (int64_t j = 0; j < H; ++j) {
     const T c_prev = c[j];
-    T ai = gam_x[j] * ((xw[j] - mx) * rx) + gam_h[j] * ((rec[j] - mh) * rh) + bias[j];
-    T af = gam_x[H + j] * ((xw[H + j] - mx) * rx) + gam_h[H + j] * ((rec[H + j] - mh) * rh) + bias[H + j];
+    const T ai = gam_x[j] * ((xw[j] - mx) * rx) + gam_h[j] * ((rec[j] - mh) * rh) + bias[j];
+    const T af = gam_x[H + j] * ((xw[H + j] - mx) * rx) + gam_h[H + j] * ((rec[H + j] - mh) * rh) + bias[H + j];
     const T ag = gam_x[2 * H + j] * ((xw[2 * H + j] - mx) * rx) + gam_h[2 * H + j] * ((rec[2 * H + j] - mh) * rh) +
                  bias[2 * H + j];
-    T ao = gam_x[3 * H + j] * ((xw[3 * H + j] - mx) * rx) + gam_h[3 * H + j] * ((rec[3 * H + j] - mh) * rh) +
-           bias[3 * H + j];
-    if (PEEP) {
-      ai += pp[j] * c_prev;
-      af += pp[H + j] * c_prev;
-    }
-    const T i = sigmoid(ai), f = sigmoid(af), gg = tanh_f(ag);
-    const T cnv = f * c_prev + i * gg;
-    if (PEEP) ao += pp[2 * H + j] * cnv;
-    g[j] = i; g[H + j] = f; g[2 * H + j] = gg; g[3 * H + j] = sigmoid(ao);
-    cn[j] = cnv;
-    const T d = cnv - Kc;
+    const T ao = gam_x[3 * H + j] * ((xw[3 * H + j] - mx) * rx) + gam_h[3 * H + j] * ((rec[3 * H + j] - mh) * rh) +
+                 bias[3 * H + j];
+    const LstmUnit<T> u = lstm_unit<T, PEEP>(ai, af, ag, ao, c_prev, pp, H, j);
+    g[j] = u.i; g[H + j] = u.f; g[2 * H + j] = u.g; g[3 * H + j] = u.o;
+    cn[j] = u.c;
+    const T d = u.c - Kc;
     s1 += d;
     s2 += d * d;
   }
