@@ -1,6 +1,7 @@
 // The LSTM's forward gate math for one unit (rnnkit/cells/lstm.py, LSTMCell.step, σ = sigmoid,
-// φ = tanh), shared by the training loop's forward (lstm.cpp) and the forward-only loop and
-// one-step runner (infer.cpp), so that the equations are written once in C++:
+// φ = tanh), shared by the training loop's forward (lstm.cpp), the layer-norm loop's
+// (lstm_ln.cpp) and the forward-only loop and one-step runner (infer.cpp), so that the
+// equations are written once in C++:
 //
 //   i = σ(a_i [+ w_ci ⊙ c])   f = σ(a_f [+ w_cf ⊙ c])   g = φ(a_g)
 //   c' = f ⊙ c + i ⊙ g         o = σ(a_o [+ w_co ⊙ c'])
