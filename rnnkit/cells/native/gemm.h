@@ -3,8 +3,9 @@
 // tensor and no dispatcher call per step, and, where MKL's packed GEMM is there (float32), the
 // weight packed once per loop instead of by every call (the packing of a (4H, H) weight costs
 // a good part of a small-batch step's product). Used by the forward-only loops (infer.cpp) and
-// the LSTM's training loop (lstm.cpp). Without those symbols, or while a Python dispatch mode
-// watches (`rnnkit bench`'s record of the products), every product goes through ATen's addmm.
+// the training loops of the LSTM (lstm.cpp, lstm_ln.cpp) and the layer-norm GRU (gru_ln.cpp).
+// Without those symbols, or while a Python dispatch mode watches (`rnnkit bench`'s record of
+// the products), every product goes through ATen's addmm.
 
 #pragma once
 

@@ -11,6 +11,7 @@
 
 #include "lstm_ln.h"
 
+#include "gemm.h"
 #include "lstm_gates.h"
 #include "pool.h"
 
@@ -185,7 +186,7 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
   }
   Tensor hf_all = PROJ ? at::empty({steps, B, H}, opts) : Tensor();
   Tensor hr_tmp = (rmask.has_value() && !keep) ? at::empty({B, P}, opts) : Tensor();
-  Tensor w_t = w_hh.t().contiguous();                        // (P, 4H): a plain row-major GEMM operand
+  const WeightGemm<T> rec_gemm(w_hh, 0, 4 * H, P, P, B);  // hr W_hhᵀ, W_hh packed once
   Tensor w_hr_t = PROJ ? w_hr->t().contiguous() : Tensor();  // (H, P)
   const T* gx = ln_gamma_x.data_ptr<T>();
   const T* gh = ln_gamma_h.data_ptr<T>();
@@ -218,8 +219,7 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
       for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
     }
     T* rec = rec_all.data_ptr<T>() + ls * B * 4 * H;
-    Tensor rec_t = at::from_blob(rec, {B, 4 * H}, opts);
-    at::mm_out(rec_t, at::from_blob(hr, {B, P}, opts), w_t);  // hr W_hhᵀ, normalized per row below
+    rec_gemm(rec, 4 * H, hr, P, T(0));  // hr W_hhᵀ, normalized per row below
     const T* x_t = xwp + t * B * 4 * H;
     T* g_t = gates.data_ptr<T>() + ls * B * 4 * H;
     T* st_t = stats.data_ptr<T>() + ls * B * kStats;
@@ -291,6 +291,7 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   Tensor dh_all = at::empty({PROJ ? Tn : 1, B, P}, opts);
   Tensor dcw_t = at::empty({B, H}, opts);
   Tensor dhf = PROJ ? at::empty({B, H}, opts) : Tensor();  // W_hrᵀ dh: reaching o ⊙ tanh(LN(c'))
+  const WeightGemm<T> back_gemm(w_hh, 0, P, 4 * H, P, B, false);  // drec W_hh, W_hh packed once
   const T* gx = ln_gamma_x.data_ptr<T>();
   const T* gh = ln_gamma_h.data_ptr<T>();
   const T* gc = ln_gamma_c.data_ptr<T>();
@@ -350,7 +351,7 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
         }
       }
     });
-    at::mm_out(dh_gemm, at::from_blob(drec_t, {B, 4 * H}, opts), w_hh);  // dh_{t-1} from the recurrent GEMM
+    back_gemm(dhg, P, drec_t, 4 * H, T(0));  // dh_{t-1} from the recurrent GEMM
   }
   Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
   Tensor total = sums.sum(0);  // (17H)
