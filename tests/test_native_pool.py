@@ -57,3 +57,18 @@ def test_a_buffer_still_in_use_is_never_handed_out(loop):
     assert other["gates"].untyped_storage().data_ptr() != view.untyped_storage().data_ptr()
     torch.testing.assert_close(view, kept, rtol=0, atol=0)
     assert not torch.equal(other["gates"][T // 2], kept)
+
+
+def _storage_users(t):
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+def test_pool_clear_drops_the_kept_buffers():
+    """``rnnkit bench``'s activation memory clears the pool first, so that a step allocates
+    (and is charged for) what it holds."""
+    res = _lstm_ln_forward(native.load(), 0)
+    gates = res["gates"]
+    alone = _storage_users(torch.empty(3))  # a tensor nothing else refers to
+    assert _storage_users(gates) == alone + 1, "the pool keeps the buffer it handed out"
+    native.clear_pool()
+    assert _storage_users(gates) == alone, "clear_pool left the buffer in the pool"

@@ -46,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import rnnkit
 from rnnkit import engine
+from rnnkit.engine import native as native_loops
 
 from . import baselines
 
@@ -311,8 +312,8 @@ def activation_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
     """Bytes held between forward and backward of one training step (output included).
 
     Measured as the growth of glibc's in-use heap across the forward (on CUDA, of the
-    caching allocator's allocated bytes), with rnnkit's buffer pool emptied first so that
-    rnnkit pays for its buffers like everyone else."""
+    caching allocator's allocated bytes), with rnnkit's buffer pools (the engine's and the
+    native loops') emptied first so that rnnkit pays for its buffers like everyone else."""
     if x.device.type == "cuda":
         def in_use() -> int:
             torch.cuda.synchronize(x.device)
@@ -322,6 +323,7 @@ def activation_bytes(module: nn.Module, x: torch.Tensor) -> int | None:
     else:
         in_use = _IN_USE
     engine._POOL.clear()
+    native_loops.clear_pool()
     module.zero_grad(set_to_none=True)
     before = in_use()
     out, _ = module(x)

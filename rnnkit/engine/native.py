@@ -122,6 +122,13 @@ def build(force: bool = False, progress: Progress | None = None) -> _build.Loade
     return loaded
 
 
+def clear_pool() -> None:
+    """Drop the buffers the native loops keep between calls (``pool.h``), if they are loaded:
+    ``rnnkit bench``'s activation memory, which must see a step allocate what it holds."""
+    if _module is not None:
+        _module.pool_clear()
+
+
 @dataclass
 class Status:
     """Where the native loops stand on this machine (``rnnkit native status``)."""

@@ -9,6 +9,7 @@
 #include "gru_ln.h"
 #include "infer.h"
 #include "lstm_ln.h"
+#include "pool.h"
 #include "s6.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -39,5 +40,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                           std::vector<std::vector<Tensor>>, c10::optional<Tensor>, c10::optional<Tensor>>())
       .def("step", &StackStep::step, "ids (B,) -> logits (B, V), the state advanced in place")
       .def("states", &StackStep::states, "per layer the current state tensors");
+  m.def("pool_clear", &pool_clear, "drop the buffers the layer-norm loops keep between calls (pool.h)");
   m.attr("activations") = pybind11::cast(activation_names());  // the activations with native code, by name
 }

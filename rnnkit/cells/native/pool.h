@@ -4,8 +4,8 @@
 // A fresh tensor of tens of megabytes is mapped from the OS page by page on first touch
 // (glibc serves blocks over 32 MB with mmap, new every time), which costs about as much as a
 // pass of arithmetic over it (the engine's pool does the same for the input projection:
-// rnnkit/engine/bptt.py, _BufferPool). The pool keeps its tensors and hands out aliases of
-// them (new tensors on the same storage); a kept buffer is handed out again only when its
+// rnnkit/engine/bptt.py, _BufferPool). The pool keeps its tensors and hands out new
+// tensors on the same storage; a kept buffer is handed out again only when its
 // storage has no other user (autograd has released the step that used it, no view of it is
 // left). At most kPoolSize are kept (one pool for all the loops); when full, an unused one of
 // another shape is replaced. tests/test_native_pool.py checks both: reuse, and no reuse while
@@ -15,7 +15,7 @@
 
 #include "common.h"
 
-#include <ATen/ops/alias.h>
+#include <ATen/ops/set.h>
 
 #include <mutex>
 
@@ -23,30 +23,48 @@ namespace rnnkit_native {
 
 constexpr size_t kPoolSize = 16;
 
+struct Pool {
+  std::mutex mu;
+  std::vector<Tensor> kept;
+};
+inline Pool& pool() {
+  static auto* p = new Pool();  // never destroyed: no tensor freed at exit
+  return *p;
+}
+
 inline Tensor pooled_empty(at::IntArrayRef shape, const at::TensorOptions& opts) {
-  static std::mutex mu;
-  static auto* kept = new std::vector<Tensor>();  // never destroyed: no tensor freed at exit
-  std::lock_guard<std::mutex> lock(mu);
-  // The pool's own tensors never leave it: it hands out an alias (a new tensor on the same
-  // storage), so a kept tensor is free when its storage has no other user. (Handing out the
-  // kept tensor itself would never come back free: once Python has wrapped a tensor that C++
-  // still refers to, the wrapper is preserved with it and keeps its reference.)
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  // The pool's own tensors never leave it: it hands out a new tensor on the same storage (not
+  // a view, which would keep the kept tensor alive with it), so a kept tensor is free when its
+  // storage has no other user. (Handing out the kept tensor itself was measured never to come
+  // back free: PyTorch preserves the Python wrapper of a tensor that C++ still refers to, and
+  // the reuse test of tests/test_native_pool.py failed with every call a new buffer.)
   auto unused = [](const Tensor& t) { return t.storage().use_count() == 1; };
-  for (const Tensor& t : *kept) {
-    if (t.sizes() == shape && t.scalar_type() == opts.dtype().toScalarType() && unused(t)) return t.alias();
+  auto share = [&](const Tensor& t) { return at::empty({0}, opts).set_(t.storage(), 0, t.sizes(), t.strides()); };
+  for (const Tensor& t : p.kept) {
+    if (t.sizes() == shape && t.scalar_type() == opts.dtype().toScalarType() && unused(t)) return share(t);
   }
   Tensor fresh = at::empty(shape, opts);
-  if (kept->size() < kPoolSize) {
-    kept->push_back(fresh);
+  if (p.kept.size() < kPoolSize) {
+    p.kept.push_back(fresh);
   } else {
-    for (Tensor& t : *kept) {
+    for (Tensor& t : p.kept) {
       if (unused(t)) {
         t = fresh;
         break;
       }
     }
   }
-  return fresh.alias();
+  return share(fresh);
+}
+
+// Drops every kept buffer (those still in use live on with their users): `rnnkit bench`'s
+// activation memory, which must see each step allocate what it holds.
+inline void pool_clear() {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.kept.clear();
 }
 
 }  // namespace rnnkit_native
