@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("native_loops_built")
 T, B, H = 30, 3, 8
 
 
-def _lstm_ln_forward(ext, seed):
+def _lstm_ln_forward(ext, seed, T=T):
     g = torch.Generator().manual_seed(seed)
     xw, h0, c0 = (torch.randn(s, generator=g) for s in ((T, B, 4 * H), (B, H), (B, H)))
     w_hh = torch.randn(4 * H, H, generator=g) * 0.3
@@ -72,3 +72,23 @@ def test_pool_clear_drops_the_kept_buffers():
     assert _storage_users(gates) == alone + 1, "the pool keeps the buffer it handed out"
     native.clear_pool()
     assert _storage_users(gates) == alone, "clear_pool left the buffer in the pool"
+
+
+def test_free_buffers_of_another_shape_are_dropped_when_a_new_shape_comes():
+    """Sequences of a new length (a new shape) do not pile up buffers: what the pool keeps stays
+    that of the shapes in use."""
+    ext = native.load()
+    kept = {}
+    for steps in (20, 30):  # what one call of each shape keeps, from an empty pool
+        native.clear_pool()
+        _lstm_ln_forward(ext, 0, T=steps)
+        kept[steps] = ext.pool_bytes()
+    assert kept[30] == kept[20] * 30 // 20 > 0
+    native.clear_pool()
+    held = _lstm_ln_forward(ext, 0, T=30)
+    del held
+    again = _lstm_ln_forward(ext, 0, T=30)  # the same shape: the same buffers
+    assert ext.pool_bytes() == kept[30]
+    del again
+    _lstm_ln_forward(ext, 0, T=20)  # a new shape: the free (30, ...) ones go
+    assert ext.pool_bytes() == kept[20]

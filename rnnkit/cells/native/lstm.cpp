@@ -5,6 +5,7 @@
 #include "common.h"
 #include "gemm.h"
 #include "lstm_gates.h"
+#include "pool.h"
 
 namespace rnnkit_native {
 namespace {
@@ -78,10 +79,10 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
   // step's c_new; otherwise cin holds c_0 alone.
   const bool keep_cin = zc.has_value() || valid.has_value();
   if (keep) {
-    hr_all = at::empty({Tn, B, P}, opts);
+    hr_all = pooled_empty({Tn, B, P}, opts);
     cin_all = keep_cin ? at::empty({Tn, B, H}, opts) : c0.unsqueeze(0).clone();
-    cnew_all = at::empty({Tn, B, H}, opts);
-    tc_all = at::empty({Tn, B, H}, opts);
+    cnew_all = pooled_empty({Tn, B, H}, opts);
+    tc_all = pooled_empty({Tn, B, H}, opts);
   }
   if (PROJ) hf_all = at::empty({keep ? Tn : 1, B, H}, opts);
   Tensor scratch = keep ? Tensor() : at::empty({2, B, H}, opts);  // c_new, tanh(c_new)
@@ -170,7 +171,7 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   const int64_t Tn = gates.size(0), B = gates.size(1), H = dcT.size(1), P = dhT.size(1);
   auto opts = gates.options();
   const bool PROJ = w_hr.has_value() && w_hr->defined();
-  Tensor dgates = at::empty({Tn, B, 4 * H}, opts);
+  Tensor dgates = pooled_empty({Tn, B, 4 * H}, opts);
   // peepholes: per row the running sums of dw_ci, dw_cf, dw_co (B, 3H): each row is one
   // thread's at a time, so the sums need no lock; summed over B at the end
   Tensor acc_p = (peep.has_value() && peep->defined()) ? at::zeros({B, 3 * H}, opts) : Tensor();

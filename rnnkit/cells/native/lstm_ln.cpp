@@ -174,14 +174,14 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
   Tensor h = h0.clone(), c = c0.clone();
   Tensor gates = pooled_empty({steps, B, 4 * H}, opts);
   Tensor rec_all = pooled_empty({steps, B, 4 * H}, opts);
-  Tensor stats = at::empty({steps, B, kStats}, opts);
-  Tensor cnew_all = at::empty({steps, B, H}, opts);
+  Tensor stats = pooled_empty({steps, B, kStats}, opts);
+  Tensor cnew_all = pooled_empty({steps, B, H}, opts);
   // c_{t-1} is kept per step only where zoneout or lengths make it differ from the previous
   // step's c_new; otherwise c_in holds c_0 alone
   const bool keep_cin = zc.has_value() || valid.has_value();
   Tensor hr_all, cin_all;
   if (keep) {
-    hr_all = at::empty({Tn, B, P}, opts);
+    hr_all = pooled_empty({Tn, B, P}, opts);
     cin_all = keep_cin ? at::empty({Tn, B, H}, opts) : c0.unsqueeze(0).clone();
   }
   Tensor hf_all = PROJ ? at::empty({steps, B, H}, opts) : Tensor();

@@ -41,5 +41,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("step", &StackStep::step, "ids (B,) -> logits (B, V), the state advanced in place")
       .def("states", &StackStep::states, "per layer the current state tensors");
   m.def("pool_clear", &pool_clear, "drop the buffers the layer-norm loops keep between calls (pool.h)");
+  m.def("pool_bytes", &pool_bytes, "the bytes of the buffers the layer-norm loops keep (pool.h)");
   m.attr("activations") = pybind11::cast(activation_names());  // the activations with native code, by name
 }

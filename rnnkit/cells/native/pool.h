@@ -7,9 +7,9 @@
 // rnnkit/engine/bptt.py, _BufferPool). The pool keeps its tensors and hands out new
 // tensors on the same storage; a kept buffer is handed out again only when its
 // storage has no other user (autograd has released the step that used it, no view of it is
-// left). At most kPoolSize are kept (one pool for all the loops); when full, an unused one of
-// another shape is replaced. tests/test_native_pool.py checks both: reuse, and no reuse while
-// a view lives.
+// left). At most kPoolSize are kept (one pool for all the loops); when a shape finds none free,
+// the free ones of other shapes are dropped, so the pool holds no more than the buffers of the
+// shapes in use. tests/test_native_pool.py checks reuse, no reuse while a view lives, and that.
 
 #pragma once
 
@@ -21,7 +21,7 @@
 
 namespace rnnkit_native {
 
-constexpr size_t kPoolSize = 16;
+constexpr size_t kPoolSize = 64;
 
 struct Pool {
   std::mutex mu;
@@ -45,18 +45,21 @@ inline Tensor pooled_empty(at::IntArrayRef shape, const at::TensorOptions& opts)
   for (const Tensor& t : p.kept) {
     if (t.sizes() == shape && t.scalar_type() == opts.dtype().toScalarType() && unused(t)) return share(t);
   }
+  // none free of this shape: the free ones of other shapes are stale (a shape in steady use
+  // finds its own), so they go, and the memory the pool holds stays that of the shapes in use
+  p.kept.erase(std::remove_if(p.kept.begin(), p.kept.end(), unused), p.kept.end());
   Tensor fresh = at::empty(shape, opts);
-  if (p.kept.size() < kPoolSize) {
-    p.kept.push_back(fresh);
-  } else {
-    for (Tensor& t : p.kept) {
-      if (unused(t)) {
-        t = fresh;
-        break;
-      }
-    }
-  }
+  if (p.kept.size() < kPoolSize) p.kept.push_back(fresh);
   return share(fresh);
+}
+
+// The bytes of the buffers the pool keeps (in use or not).
+inline int64_t pool_bytes() {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  int64_t n = 0;
+  for (const Tensor& t : p.kept) n += static_cast<int64_t>(t.nbytes());
+  return n;
 }
 
 // Drops every kept buffer (those still in use live on with their users): `rnnkit bench`'s
