@@ -1,5 +1,6 @@
 // The native loops' large results (kept gates and recurrent rows, gradients) from buffers
-// kept between calls: used by the layer-norm loops (lstm_ln.cpp, gru_ln.cpp).
+// kept between calls: used by the layer-norm loops (lstm_ln.cpp, gru_ln.cpp) and the LSTM loop
+// (lstm.cpp).
 //
 // A fresh tensor of tens of megabytes is mapped from the OS page by page on first touch
 // (glibc serves blocks over 32 MB with mmap, new every time), which costs about as much as a
