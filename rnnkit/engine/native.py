@@ -54,7 +54,8 @@ SOURCES = [_SRC / "lstm.cpp", _SRC / "gru.cpp", _SRC / "jordan.cpp", _SRC / "ind
            _SRC / "module.cpp"]
 #: the headers they include (``#include "common.h"``: its folder is on the include path)
 HEADERS = [_SRC / "common.h", _SRC / "infer.h", _SRC / "lstm_ln.h", _SRC / "elementwise.h", _SRC / "gemm.h",
-           _SRC / "s6.h", _SRC / "gru_ln.h", _SRC / "pool.h", _SRC / "lstm_gates.h"]
+           _SRC / "s6.h", _SRC / "gru_ln.h", _SRC / "pool.h", _SRC / "lstm_gates.h",
+           _SRC / "lstm_step.h"]
 
 _lock = threading.Lock()
 _module: ModuleType | None = None

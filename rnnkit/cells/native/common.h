@@ -286,34 +286,6 @@ inline bool state_row_backward(T* __restrict d, T* __restrict part, const T* __r
   return true;
 }
 
-// Steps 1 and 2 of an LSTM loop's backward step, shared by lstm.cpp and lstm_ln.cpp:
-//   1. per row, the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙
-//      rmask), the output, zoneout (z ⊙ d(new) goes straight to the previous state) and
-//      lengths: state_row_backward writes dh (B, P) into dhw and dc (B, H) into dcw;
-//   2. through the projection: d(o ⊙ tanh(...)) = dh W_hr into dhf (B, H).
-// vd_t (B) is the step's row of `valid` or null. Returns what reaches o ⊙ tanh(...): dhw
-// itself, or dhf with projection (w_hr defined).
-template <typename T>
-inline const T* lstm_state_backward(T* dhw, T* dh_part, const T* dh_gemm, T* dcw, T* dc, const T* rm,
-                                    const T* do_t, const T* zh_t, const T* zc_t, const T* vd_t, const Tensor& dhf,
-                                    const c10::optional<Tensor>& w_hr, int64_t B, int64_t P, int64_t H,
-                                    const at::TensorOptions& opts) {
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t r = b * P, rc = b * H;
-    if (!state_row_backward(dhw + r, dh_part + r, dh_gemm + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
-                            zh_t ? zh_t + r : nullptr, vd_t ? vd_t[b] : T(1), P)) {
-      continue;  // past its length: dc keeps what it has
-    }
-    state_row_backward(dcw + rc, dc + rc, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
-                       static_cast<const T*>(nullptr), zc_t ? zc_t + rc : nullptr, T(1), H);
-  }
-  if (!(w_hr.has_value() && w_hr->defined())) return dhw;
-  T* dhc = dhf.data_ptr<T>();
-  std::fill(dhc, dhc + B * H, T(0));
-  step_gemm<T>(dhc, dhw, *w_hr, B, P, H, opts);
-  return dhc;
-}
-
 // Layer norm (Ba et al. 2016; rnnkit/cells/base.py): â = (a - μ)/σ with σ² the biased
 // variance plus LN_EPS, as torch.native_layer_norm. The statistics of a row come from one
 // pass of shifted sums, S1 = Σ (a - K), S2 = Σ (a - K)² with K = a[0]: μ = K + S1/n,

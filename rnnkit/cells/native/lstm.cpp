@@ -5,6 +5,7 @@
 #include "common.h"
 #include "gemm.h"
 #include "lstm_gates.h"
+#include "lstm_step.h"
 #include "pool.h"
 
 namespace rnnkit_native {
@@ -101,19 +102,9 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
   for (int64_t s = 0; s < Tn; ++s) {
     const int64_t t = reverse ? Tn - 1 - s : s;
     const int64_t off = t * B * H, offp = t * B * P;
-    T* hr = hp;
-    if (keep) {
-      hr = hr_all.data_ptr<T>() + offp;
-      if (rm) {
-        for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
-      } else {
-        std::memcpy(hr, hp, sizeof(T) * B * P);
-      }
-      if (keep_cin) std::memcpy(cin_all.data_ptr<T>() + off, cp, sizeof(T) * B * H);
-    } else if (rm) {
-      hr = hr_tmp.data_ptr<T>();
-      for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
-    }
+    const T* hr = lstm_step_input<T>(hp, cp, rm, keep ? hr_all.data_ptr<T>() + offp : nullptr,
+                                     hr_tmp.defined() ? hr_tmp.data_ptr<T>() : nullptr,
+                                     keep && keep_cin ? cin_all.data_ptr<T>() + off : nullptr, B * P, B * H);
     T* g = xwp + t * B * 4 * H;
     rec_gemm(g, 4 * H, hr, P, T(1));  // gates = xw_t + hr W_hhᵀ
     const int64_t ls = keep ? t : 0;  // the per-step slot of this step's kept values
@@ -132,21 +123,10 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
           forward_row<T, false>(g + b * 4 * H, cp + r, pp, cn_t + r, tc_t + r, hn_t + r, H);
         }
         if (vd && vd[t * B + b] == T(0)) continue;  // past its length: the state stays
-        if (zc_t) {  // zoneout: lerp(new, old, z)
-          for (int64_t j = 0; j < H; ++j) cp[r + j] = cn_t[r + j] + zc_t[r + j] * (cp[r + j] - cn_t[r + j]);
-        } else {
-          std::memcpy(cp + r, cn_t + r, sizeof(T) * H);
-        }
+        lstm_cell_update(cp + r, cn_t + r, zc_t ? zc_t + r : nullptr, H);
       }
     });
-    if (PROJ) {  // h = (o ⊙ tanh(...)) W_hrᵀ
-      std::fill(o_t, o_t + B * P, T(0));
-      step_gemm<T>(o_t, hn_t, w_hr_t, B, H, P, opts);
-    }
-    for (int64_t b = 0; b < B; ++b) {  // the new h: lengths, zoneout
-      const int64_t r = b * P;
-      state_row_forward(o_t + r, hp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), P);
-    }
+    lstm_step_output<T>(o_t, hn_t, hp, w_hr_t, zh_t, vd ? vd + t * B : nullptr, B, H, P, opts);
   }
   if (!keep) return {{"out", out}, {"h", h}, {"c", c}};
   Named res = {{"out", out}, {"h", h}, {"c", c}, {"hr", hr_all}, {"c_in", cin_all}, {"c_new", cnew_all},
@@ -175,13 +155,7 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   // peepholes: per row the running sums of dw_ci, dw_cf, dw_co (B, 3H): each row is one
   // thread's at a time, so the sums need no lock; summed over B at the end
   Tensor acc_p = (peep.has_value() && peep->defined()) ? at::zeros({B, 3 * H}, opts) : Tensor();
-  Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
-  Tensor dh_gemm = at::zeros({B, P}, opts);  // dgates_{t+1} W_hh (before the dropout mask)
-  Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
-  // dh reaching the step (B, P), per step with projection (for dW_hr), and dc (B, H)
-  Tensor dh_all = at::empty({PROJ ? Tn : 1, B, P}, opts);
-  Tensor dcw_t = at::empty({B, H}, opts);
-  Tensor dhf = PROJ ? at::empty({B, H}, opts) : Tensor();  // W_hrᵀ dh: reaching o ⊙ tanh(...)
+  LstmBackState<T> st(dhT, dcT, Tn, PROJ);
   // dh_{t-1} = dgates W_hh by BLAS, W_hh (4H, P) packed once
   const WeightGemm<T> back_gemm(w_hh, 0, P, 4 * H, P, B, false);
   const T* dop = ptr_or_null<T>(dout);
@@ -190,29 +164,22 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   const T* vd = ptr_or_null<T>(valid);
   const T* zhp = ptr_or_null<T>(zh);
   const T* zcp = ptr_or_null<T>(zc);
-  T* dhp = dh_part.data_ptr<T>();
-  T* dhg = dh_gemm.data_ptr<T>();
-  T* dcp = dc.data_ptr<T>();
-  T* dcw = dcw_t.data_ptr<T>();
+  T* dhg = st.dh_gemm_p();
+  T* dcp = st.dc_p();
+  T* dcw = st.dcw_p();
   T* dgp = dgates.data_ptr<T>();
   for (int64_t s = 0; s < Tn; ++s) {
     const int64_t t = reverse ? s : Tn - 1 - s;
     const int64_t off = t * B * H, offp = t * B * P;
     const T* g = gates.data_ptr<T>() + t * B * 4 * H;
     T* dg = dgp + t * B * 4 * H;
-    // c_{t-1}: kept, or c_0 at the first step, or the c_new of the step before
-    const int64_t first = reverse ? Tn - 1 : 0;
-    const T* ci = cin_all.size(0) == Tn ? cin_all.data_ptr<T>() + off
-                  : t == first          ? cin_all.data_ptr<T>()
-                                        : cnew_all.data_ptr<T>() + (reverse ? t + 1 : t - 1) * B * H;
+    const T* ci = lstm_c_prev<T>(cin_all, cnew_all, t, Tn, reverse);
     const T* tc_t = tc_all.data_ptr<T>() + off;
     const T* do_t = dop ? dop + offp : nullptr;
     const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
-    T* dhw = dh_all.data_ptr<T>() + (PROJ ? offp : 0);
     // 1, 2. the gradients reaching the new state, then through the projection
-    const T* dhc = lstm_state_backward<T>(dhw, dhp, dhg, dcw, dcp, rm, do_t, zh_t, zc_t, vd ? vd + t * B : nullptr,
-                                          dhf, w_hr, B, P, H, opts);
+    const T* dhc = st.reach(t, do_t, rm, zh_t, zc_t, vd ? vd + t * B : nullptr, w_hr);
     // 3. the cell
     at::parallel_for(0, B, grain(8 * H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
@@ -234,9 +201,8 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
     });
     back_gemm(dhg, P, dg, 4 * H, T(0));  // dh_{t-1} from the recurrent GEMM (before the mask)
   }
-  Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
-  Named res = {{"dgates", dgates}, {"dh0", dh0}, {"dc0", dc}};
-  if (PROJ) res.emplace("dh", dh_all);
+  Named res = {{"dgates", dgates}, {"dh0", st.dh0(rmask)}, {"dc0", st.dc}};
+  if (PROJ) res.emplace("dh", st.dh_all);
   if (acc_p.defined()) res.emplace("dpeep", acc_p.sum(0).view({3, H}));
   return res;
 }

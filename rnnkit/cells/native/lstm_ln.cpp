@@ -13,6 +13,7 @@
 
 #include "gemm.h"
 #include "lstm_gates.h"
+#include "lstm_step.h"
 #include "pool.h"
 
 namespace rnnkit_native {
@@ -205,19 +206,9 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
     const int64_t t = reverse ? Tn - 1 - s : s;
     const int64_t off = t * B * H, offp = t * B * P;
     const int64_t ls = keep ? t : 0;  // the slot of this step's kept values
-    T* hr = hp;
-    if (keep) {
-      hr = hr_all.data_ptr<T>() + offp;
-      if (rm) {
-        for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
-      } else {
-        std::memcpy(hr, hp, sizeof(T) * B * P);
-      }
-      if (keep_cin) std::memcpy(cin_all.data_ptr<T>() + off, cp, sizeof(T) * B * H);
-    } else if (rm) {
-      hr = hr_tmp.data_ptr<T>();
-      for (int64_t k = 0; k < B * P; ++k) hr[k] = hp[k] * rm[k];
-    }
+    const T* hr = lstm_step_input<T>(hp, cp, rm, keep ? hr_all.data_ptr<T>() + offp : nullptr,
+                                     hr_tmp.defined() ? hr_tmp.data_ptr<T>() : nullptr,
+                                     keep && keep_cin ? cin_all.data_ptr<T>() + off : nullptr, B * P, B * H);
     T* rec = rec_all.data_ptr<T>() + ls * B * 4 * H;
     rec_gemm(rec, 4 * H, hr, P, T(0));  // hr W_hhᵀ, normalized per row below
     const T* x_t = xwp + t * B * 4 * H;
@@ -238,22 +229,10 @@ Named forward_impl(Tensor xw, Tensor h0, Tensor c0, Tensor w_hh, c10::optional<T
                                 cn_t + r, hn_t + r, H);
         }
         if (vd && vd[t * B + b] == T(0)) continue;  // past its length: the state stays
-        if (zc_t) {  // zoneout: lerp(new, old, z)
-          for (int64_t j = 0; j < H; ++j) cp[r + j] = cn_t[r + j] + zc_t[r + j] * (cp[r + j] - cn_t[r + j]);
-        } else {
-          std::memcpy(cp + r, cn_t + r, sizeof(T) * H);
-        }
+        lstm_cell_update(cp + r, cn_t + r, zc_t ? zc_t + r : nullptr, H);
       }
     });
-    if (PROJ) {  // h = (o ⊙ tanh(LN(c'))) W_hrᵀ
-      std::fill(o_t, o_t + B * P, T(0));
-      step_gemm<T>(o_t, hn_t, w_hr_t, B, H, P, opts);
-    }
-    const T* zh_t = zhp ? zhp + offp : nullptr;
-    for (int64_t b = 0; b < B; ++b) {  // the new h: lengths, zoneout
-      const int64_t r = b * P;
-      state_row_forward(o_t + r, hp + r, zh_t ? zh_t + r : nullptr, vd ? vd[t * B + b] : T(1), P);
-    }
+    lstm_step_output<T>(o_t, hn_t, hp, w_hr_t, zhp ? zhp + offp : nullptr, vd ? vd + t * B : nullptr, B, H, P, opts);
   }
   if (!keep) return {{"out", out}, {"h", h}, {"c", c}};
   Named res = {{"out", out}, {"h", h}, {"c", c}, {"gates", gates}, {"rec", rec_all}, {"ln_stats", stats},
@@ -284,13 +263,7 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   // parallel_for is below at::get_num_threads())
   const int64_t n_sums = std::max<int64_t>(1, at::get_num_threads());
   Tensor sums = at::zeros({n_sums, kSumsWidth * H}, opts);
-  Tensor dh_part = dhT.clone();              // the part of dh not from the recurrent GEMM
-  Tensor dh_gemm = at::zeros({B, P}, opts);  // drec_{t+1} W_hh (before the dropout mask)
-  Tensor dc = dcT.clone();                   // dc reaching the state, then dc_{t-1}
-  // dh reaching the step (B, P), per step with projection (for dW_hr), and dc (B, H)
-  Tensor dh_all = at::empty({PROJ ? Tn : 1, B, P}, opts);
-  Tensor dcw_t = at::empty({B, H}, opts);
-  Tensor dhf = PROJ ? at::empty({B, H}, opts) : Tensor();  // W_hrᵀ dh: reaching o ⊙ tanh(LN(c'))
+  LstmBackState<T> bs(dhT, dcT, Tn, PROJ);
   const WeightGemm<T> back_gemm(w_hh, 0, P, 4 * H, P, B, false);  // drec W_hh, W_hh packed once
   const T* gx = ln_gamma_x.data_ptr<T>();
   const T* gh = ln_gamma_h.data_ptr<T>();
@@ -302,27 +275,20 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
   const T* vd = ptr_or_null<T>(valid);
   const T* zhp = ptr_or_null<T>(zh);
   const T* zcp = ptr_or_null<T>(zc);
-  T* dhp = dh_part.data_ptr<T>();
-  T* dhg = dh_gemm.data_ptr<T>();
-  T* dcp = dc.data_ptr<T>();
-  T* dcw = dcw_t.data_ptr<T>();
+  T* dhg = bs.dh_gemm_p();
+  T* dcp = bs.dc_p();
+  T* dcw = bs.dcw_p();
   T* dcl = dcl_tmp.data_ptr<T>();
   T* sums_p = sums.data_ptr<T>();
-  const int64_t first = reverse ? Tn - 1 : 0;
   for (int64_t s = 0; s < Tn; ++s) {
     const int64_t t = reverse ? s : Tn - 1 - s;
     const int64_t off = t * B * H, offp = t * B * P, off4 = t * B * 4 * H;
-    // c_{t-1}: kept, or c_0 at the first step, or the c_new of the step before
-    const T* ci = cin_all.size(0) == Tn ? cin_all.data_ptr<T>() + off
-                  : t == first          ? cin_all.data_ptr<T>()
-                                        : cnew_all.data_ptr<T>() + (reverse ? t + 1 : t - 1) * B * H;
+    const T* ci = lstm_c_prev<T>(cin_all, cnew_all, t, Tn, reverse);
     const T* do_t = dop ? dop + offp : nullptr;
     const T* zh_t = zhp ? zhp + offp : nullptr;
     const T* zc_t = zcp ? zcp + off : nullptr;
-    T* dhw = dh_all.data_ptr<T>() + (PROJ ? offp : 0);
     // 1, 2. the gradients reaching the new state, then through the projection
-    const T* dhc = lstm_state_backward<T>(dhw, dhp, dhg, dcw, dcp, rm, do_t, zh_t, zc_t, vd ? vd + t * B : nullptr,
-                                          dhf, w_hr, B, P, H, opts);
+    const T* dhc = bs.reach(t, do_t, rm, zh_t, zc_t, vd ? vd + t * B : nullptr, w_hr);
     // 3. the cell and the three norms
     const T* g_t = gates.data_ptr<T>() + off4;
     const T* x_t = xw_all.data_ptr<T>() + off4;
@@ -353,14 +319,13 @@ Named backward_impl(c10::optional<Tensor> dout, Tensor dhT, Tensor dcT, const Na
     });
     back_gemm(dhg, P, drec_t, 4 * H, T(0));  // dh_{t-1} from the recurrent GEMM
   }
-  Tensor dh0 = rm ? dh_part.add(dh_gemm.mul(*rmask)) : dh_part.add(dh_gemm);
   Tensor total = sums.sum(0);  // (17H)
-  Named res = {{"dxw", dxw_all}, {"drec", drec_all}, {"dh0", dh0}, {"dc0", dc},
+  Named res = {{"dxw", dxw_all}, {"drec", drec_all}, {"dh0", bs.dh0(rmask)}, {"dc0", bs.dc},
                {"ln_dgamma_x", total.narrow(0, 0, 4 * H)}, {"ln_dgamma_h", total.narrow(0, 4 * H, 4 * H)},
                {"dbias", total.narrow(0, 8 * H, 4 * H)}, {"ln_dgamma_c", total.narrow(0, 12 * H, H)},
                {"ln_dbeta_c", total.narrow(0, 13 * H, H)}};
   if (pp) res.emplace("dpeep", total.narrow(0, 14 * H, 3 * H).view({3, H}));
-  if (PROJ) res.emplace("dh", dh_all);
+  if (PROJ) res.emplace("dh", bs.dh_all);
   return res;
 }
 
