@@ -54,34 +54,6 @@ inline void lstm_step_output(T* out, const T* hn, T* h, const Tensor& w_hr_t, co
   }
 }
 
-// Steps 1 and 2 of an LSTM loop's backward step (LstmBackState::reach below):
-//   1. per row, the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙
-//      rmask), the output, zoneout (z ⊙ d(new) goes straight to the previous state) and
-//      lengths: state_row_backward writes dh (B, P) into dhw and dc (B, H) into dcw;
-//   2. through the projection: d(o ⊙ tanh(...)) = dh W_hr into dhf (B, H).
-// vd_t (B) is the step's row of `valid` or null. Returns what reaches o ⊙ tanh(...): dhw
-// itself, or dhf with projection (w_hr defined).
-template <typename T>
-inline const T* lstm_state_backward(T* dhw, T* dh_part, const T* dh_gemm, T* dcw, T* dc, const T* rm,
-                                    const T* do_t, const T* zh_t, const T* zc_t, const T* vd_t, const Tensor& dhf,
-                                    const c10::optional<Tensor>& w_hr, int64_t B, int64_t P, int64_t H,
-                                    const at::TensorOptions& opts) {
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t r = b * P, rc = b * H;
-    if (!state_row_backward(dhw + r, dh_part + r, dh_gemm + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
-                            zh_t ? zh_t + r : nullptr, vd_t ? vd_t[b] : T(1), P)) {
-      continue;  // past its length: dc keeps what it has
-    }
-    state_row_backward(dcw + rc, dc + rc, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
-                       static_cast<const T*>(nullptr), zc_t ? zc_t + rc : nullptr, T(1), H);
-  }
-  if (!(w_hr.has_value() && w_hr->defined())) return dhw;
-  T* dhc = dhf.data_ptr<T>();
-  std::fill(dhc, dhc + B * H, T(0));
-  step_gemm<T>(dhc, dhw, *w_hr, B, P, H, opts);
-  return dhc;
-}
-
 // c_{t-1} of step t in the backward: kept per step (c_in (T, B, H)), or c_0 at the first step
 // (c_in (1, B, H)), or the c' of the step before.
 template <typename T>
@@ -93,7 +65,7 @@ inline const T* lstm_c_prev(const Tensor& cin_all, const Tensor& cnew_all, int64
 }
 
 // The gradients an LSTM loop's backward carries from step to step, and steps 1 and 2 of each
-// backward step (lstm_state_backward above).
+// backward step (reach).
 template <typename T>
 struct LstmBackState {
   Tensor dh_part;  // the part of dh not from the recurrent GEMM (B, P)
@@ -101,31 +73,50 @@ struct LstmBackState {
   Tensor dc;       // dc reaching the state, then dc_{t-1} (B, H)
   Tensor dh_all;   // dh reaching the step (B, P), per step with projection (for dW_hr)
   Tensor dcw;      // dc reaching the step (B, H)
-  Tensor dhf;      // with projection W_hrᵀ dh: what reaches o ⊙ tanh(...) (B, H)
-  bool proj;
+  Tensor dhf;      // with projection W_hrᵀ dh: what reaches o ⊙ tanh(...) (B, H); else undefined
 
-  LstmBackState(const Tensor& dhT, const Tensor& dcT, int64_t Tn, bool proj_)
+  LstmBackState(const Tensor& dhT, const Tensor& dcT, int64_t Tn, bool proj)
       : dh_part(dhT.clone()),
         dh_gemm(at::zeros(dhT.sizes(), dhT.options())),
         dc(dcT.clone()),
-        dh_all(at::empty({proj_ ? Tn : 1, dhT.size(0), dhT.size(1)}, dhT.options())),
+        dh_all(at::empty({proj ? Tn : 1, dhT.size(0), dhT.size(1)}, dhT.options())),
         dcw(at::empty(dcT.sizes(), dcT.options())),
-        dhf(proj_ ? at::empty(dcT.sizes(), dcT.options()) : Tensor()),
-        proj(proj_) {}
+        dhf(proj ? at::empty(dcT.sizes(), dcT.options()) : Tensor()) {}
 
   T* dh_gemm_p() { return dh_gemm.data_ptr<T>(); }
   T* dc_p() { return dc.data_ptr<T>(); }
   T* dcw_p() { return dcw.data_ptr<T>(); }
 
-  // Steps 1, 2 at step t (its rows of dout, zh, zc, valid: null where absent): returns what
-  // reaches o ⊙ tanh(...) (B, H); dc_t is then in dcw.
+  // Steps 1 and 2 at step t (its rows of dout, zh, zc, valid: null where absent; rm the
+  // dropout mask or null; w_hr defined with projection):
+  //   1. per row, the gradients reaching the new state: from step t+1 (dh_part + dh_gemm ⊙
+  //      rmask), the output, zoneout (z ⊙ d(new) goes straight to the previous state) and
+  //      lengths: state_row_backward writes dh (B, P) into dh_all's slot and dc (B, H) into dcw;
+  //   2. through the projection: d(o ⊙ tanh(...)) = dh W_hr into dhf (B, H).
+  // Returns what reaches o ⊙ tanh(...): dh itself, or dhf with projection.
   const T* reach(int64_t t, const T* do_t, const T* rm, const T* zh_t, const T* zc_t, const T* vd_t,
                  const c10::optional<Tensor>& w_hr) {
     const int64_t B = dh_part.size(0), P = dh_part.size(1), H = dc.size(1);
+    const bool proj = dhf.defined();
     T* dhw = dh_all.data_ptr<T>() + (proj ? t * B * P : 0);
-    return lstm_state_backward<T>(dhw, dh_part.data_ptr<T>(), dh_gemm.data_ptr<T>(), dcw.data_ptr<T>(),
-                                  dc.data_ptr<T>(), rm, do_t, zh_t, zc_t, vd_t, dhf, w_hr, B, P, H,
-                                  dh_part.options());
+    T* part = dh_part.data_ptr<T>();
+    const T* gemm = dh_gemm.data_ptr<T>();
+    T* dcwp = dcw.data_ptr<T>();
+    T* dcp = dc.data_ptr<T>();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * P, rc = b * H;
+      if (!state_row_backward(dhw + r, part + r, gemm + r, rm ? rm + r : nullptr, do_t ? do_t + r : nullptr,
+                              zh_t ? zh_t + r : nullptr, vd_t ? vd_t[b] : T(1), P)) {
+        continue;  // past its length: dc keeps what it has
+      }
+      state_row_backward(dcwp + rc, dcp + rc, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                         static_cast<const T*>(nullptr), zc_t ? zc_t + rc : nullptr, T(1), H);
+    }
+    if (!proj) return dhw;
+    T* dhc = dhf.data_ptr<T>();
+    std::fill(dhc, dhc + B * H, T(0));
+    step_gemm<T>(dhc, dhw, *w_hr, B, P, H, dh_part.options());
+    return dhc;
   }
 
   // dh_0 after the last step: what came straight through plus the GEMM's part under the mask.
